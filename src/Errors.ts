@@ -1,0 +1,91 @@
+/**
+ * The typed failures of a supervisor. Each is a `Schema.TaggedError`, so
+ * callers recover by tag:
+ *
+ * ```ts
+ * Supervisor.run(options).pipe(
+ *   Effect.catchTag("TooManyRestarts", (e) => Effect.logError(e.message))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Schema } from "effect"
+import { ExitStatus } from "./ExitStatus.ts"
+
+/**
+ * One abnormal exit seen by the supervisor: which slot, which process, how it
+ * ended and when (epoch milliseconds, from `Clock`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class ExitRecord extends Schema.Class<ExitRecord>("effect-prefork/ExitRecord")({
+  taskId: Schema.Int,
+  pid: Schema.Int,
+  status: ExitStatus,
+  at: Schema.Number
+}) {}
+
+/**
+ * The restart budget is spent: Tornado's `RuntimeError("Too many child
+ * restarts, giving up")`. It carries how many restarts were made and every
+ * abnormal exit seen, the last one being the exit that was not restarted.
+ * Every worker has been stopped and reaped before this error surfaces.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class TooManyRestarts extends Schema.TaggedError<TooManyRestarts>()("TooManyRestarts", {
+  restarts: Schema.Int,
+  exits: Schema.Array(ExitRecord)
+}) {
+  override get message(): string {
+    const last = this.exits.at(-1)
+    const what = last === undefined
+      ? ""
+      : ` (last: child ${last.taskId} (pid ${last.pid}) ${
+        last.status._tag === "Signaled" ? `killed by signal ${last.status.signal}` : `exited with status ${last.status.code}`
+      })`
+    return `Too many child restarts, giving up after ${this.restarts} restarts${what}`
+  }
+}
+
+/**
+ * A worker process could not be started at all: the executable does not
+ * exist, is not executable, or the system refused to create a process
+ * (`EAGAIN`, `EMFILE`). `code` is the system error code when there is one.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class SpawnFailed extends Schema.TaggedError<SpawnFailed>()("SpawnFailed", {
+  taskId: Schema.Int,
+  command: Schema.String,
+  code: Schema.optional(Schema.String),
+  message: Schema.String
+}) {}
+
+/**
+ * The options given to a supervisor are not valid. `field` names the option
+ * and `message` says what was wrong with it.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidOptions extends Schema.TaggedError<InvalidOptions>()("InvalidOptions", {
+  field: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * The platform cannot supervise processes the way this library promises
+ * (signals and process groups): Windows.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class UnsupportedPlatform extends Schema.TaggedError<UnsupportedPlatform>()("UnsupportedPlatform", {
+  platform: Schema.String,
+  message: Schema.String
+}) {}

@@ -1,0 +1,118 @@
+/**
+ * The one OS boundary of the supervisor: start a worker process for a task id
+ * and get a handle to it. Everything the supervisor knows about processes goes
+ * through this service, so the same supervisor runs real processes
+ * (`effect-prefork/node`) and scripted ones (`effect-prefork/testing`).
+ *
+ * A spawner's `spawn` is scoped: the process is started and its stop
+ * finalizer registered in one uninterruptible step, and closing the scope
+ * stops the process with {@link stop} (SIGTERM, the stop deadline, then
+ * SIGKILL) and waits until it has been reaped.
+ *
+ * @since 0.1.0
+ */
+import { Context, Duration, Effect, Option } from "effect"
+import type * as Scope from "effect/Scope"
+import type { SpawnFailed } from "./Errors.ts"
+import type { ExitStatus } from "./ExitStatus.ts"
+import type { TaskId } from "./TaskId.ts"
+
+/**
+ * How a worker is run:
+ * - `"command"`: any executable with arguments (`child_process.spawn`, never a shell);
+ * - `"module"`: a Node.js module run with the current `node`, with an IPC channel (`fork`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Mode = "command" | "module"
+
+/**
+ * What to start for one task slot.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SpawnRequest {
+  readonly taskId: TaskId
+  readonly mode: Mode
+  /** The executable (`"command"`) or the module path (`"module"`). */
+  readonly command: string
+  readonly args: ReadonlyArray<string>
+  /** Node options for `"module"` workers; defaults to the primary's `process.execArgv`. */
+  readonly execArgv?: ReadonlyArray<string> | undefined
+  /** Added to the primary's environment, with `PREFORK_TASK_ID` set last. */
+  readonly env: Readonly<Record<string, string>>
+  readonly cwd?: string | undefined
+  /** What the worker's stdin, stdout and stderr are connected to. */
+  readonly stdio: "inherit" | "ignore"
+  /** How long a worker may take to exit after SIGTERM before it gets SIGKILL. */
+  readonly stopTimeout: Duration.Duration
+}
+
+/**
+ * A signal name, such as `"SIGTERM"`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Signal = NodeJS.Signals
+
+/**
+ * A started worker process.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ProcessHandle {
+  readonly taskId: TaskId
+  readonly pid: number
+  /** Waits until the process has exited and been reaped, and says how it ended. */
+  readonly exit: Effect.Effect<ExitStatus>
+  /** The exit status if the process has already been reaped. */
+  readonly exitStatus: Effect.Effect<Option.Option<ExitStatus>>
+  /**
+   * Sends a signal to the worker's process group. Once the process has been
+   * reaped this does nothing, so a pid the system has reused is never signaled.
+   */
+  readonly kill: (signal: Signal) => Effect.Effect<void>
+}
+
+/**
+ * @since 0.1.0
+ * @category services
+ */
+export class ProcessSpawner extends Context.Service<ProcessSpawner, {
+  /**
+   * Starts a worker. The returned handle's process is stopped with
+   * {@link stop} when the scope closes, unless it has already exited.
+   */
+  readonly spawn: (request: SpawnRequest) => Effect.Effect<ProcessHandle, SpawnFailed, Scope.Scope>
+}>()("effect-prefork/ProcessSpawner") {}
+
+/**
+ * Stops a process the way every spawner does when its scope closes: nothing if
+ * it has already exited; otherwise SIGTERM, then SIGKILL if it is still
+ * running after `timeout`, then wait until it is reaped. Returns how it ended.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const stop = (handle: ProcessHandle, timeout: Duration.Duration): Effect.Effect<ExitStatus> =>
+  Effect.flatMap(handle.exitStatus, (done) => {
+    if (Option.isSome(done)) return Effect.succeed(done.value)
+    return handle.kill("SIGTERM").pipe(
+      Effect.andThen(Effect.timeoutOption(handle.exit, timeout)),
+      Effect.flatMap((exited) =>
+        Option.isSome(exited)
+          ? Effect.succeed(exited.value)
+          : Effect.logWarning(
+            `child ${handle.taskId} (pid ${handle.pid}) still running ${Duration.toMillis(timeout)} ms after SIGTERM, sending SIGKILL`
+          ).pipe(
+            Effect.annotateLogs({ taskId: handle.taskId, pid: handle.pid }),
+            Effect.andThen(handle.kill("SIGKILL")),
+            Effect.andThen(handle.exit)
+          )
+      )
+    )
+  })

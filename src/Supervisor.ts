@@ -1,0 +1,237 @@
+/**
+ * Supervise `processes` workers of one command or Node module: Tornado's
+ * `fork_processes` loop, as Effect.
+ *
+ * Each task slot `0 … n-1` is one fiber that spawns its worker, waits for it
+ * to exit, classifies the exit, steps the shared restart budget and, if the
+ * policy says so, starts the slot again with the same task id. The worker
+ * process lives in a scope inside that fiber, so the fiber tree is the process
+ * tree: interrupting the supervisor stops every worker (SIGTERM, one stop
+ * deadline for all of them together, then SIGKILL) and nothing is spawned after
+ * the interruption begins. Exits seen while stopping are not restarts and spend
+ * no budget.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Supervisor } from "effect-prefork"
+ * import { NodeProcessSpawner } from "effect-prefork/node"
+ *
+ * const program = Supervisor.run({ processes: 4, command: "node", args: ["worker.js"], maxRestarts: 10 }).pipe(
+ *   Effect.catchTag("TooManyRestarts", (e) => Effect.logError(e.message)),
+ *   Effect.provide(NodeProcessSpawner.layer)
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { availableParallelism } from "node:os"
+import { Duration, Effect, Fiber, Option, PubSub, Stream } from "effect"
+import type * as Scope from "effect/Scope"
+import { type ExitRecord, InvalidOptions, type SpawnFailed, type TooManyRestarts } from "./Errors.ts"
+import type { ExitStatus } from "./ExitStatus.ts"
+import { runSlots } from "./internal/slots.ts"
+import type { Mode, ProcessSpawner } from "./ProcessSpawner.ts"
+import * as RestartPolicy from "./RestartPolicy.ts"
+import type { TaskId } from "./TaskId.ts"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options extends RestartPolicy.RestartOptions {
+  /** How many workers. Undefined or <= 0: `os.availableParallelism()`, as Tornado's `cpu_count()`. */
+  readonly processes?: number | undefined
+  /** `"command"` (default): any executable; `"module"`: a Node module run with `node` and an IPC channel. */
+  readonly mode?: Mode | undefined
+  /** The executable, or the module path in `"module"` mode. Never run through a shell. */
+  readonly command: string
+  readonly args?: ReadonlyArray<string> | undefined
+  /** Node options for `"module"` workers. Default: the primary's `process.execArgv`, as `fork` does. */
+  readonly execArgv?: ReadonlyArray<string> | undefined
+  /** Variables added to the primary's environment for every worker. */
+  readonly env?: Readonly<Record<string, string>> | undefined
+  readonly cwd?: string | undefined
+  /** Default `"inherit"`: workers write to the primary's stdout and stderr. */
+  readonly stdio?: "inherit" | "ignore" | undefined
+  /** How long workers may take to exit after SIGTERM, all together, before SIGKILL. Default 5 seconds. */
+  readonly stopTimeout?: Duration.Input | undefined
+}
+
+/**
+ * Options after validation.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Config {
+  readonly processes: number
+  readonly mode: Mode
+  readonly command: string
+  readonly args: ReadonlyArray<string>
+  readonly execArgv: ReadonlyArray<string> | undefined
+  readonly env: Readonly<Record<string, string>>
+  readonly cwd: string | undefined
+  readonly stdio: "inherit" | "ignore"
+  readonly stopTimeout: Duration.Duration
+  readonly policy: RestartPolicy.RestartPolicy
+}
+
+/**
+ * What a supervisor tells its observers, in order.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Event =
+  | { readonly _tag: "Started"; readonly taskId: TaskId; readonly pid: number; readonly at: number }
+  | {
+    readonly _tag: "Exited"
+    readonly taskId: TaskId
+    readonly pid: number
+    readonly status: ExitStatus
+    readonly at: number
+    /** Whether the slot will be started again. */
+    readonly restart: boolean
+  }
+  | { readonly _tag: "Finished"; readonly at: number }
+
+/**
+ * A snapshot of one task slot.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SlotStatus {
+  readonly taskId: TaskId
+  readonly state: "starting" | "running" | "restarting" | "exited" | "stopped"
+  readonly pid: Option.Option<number>
+  readonly restarts: number
+  readonly startedAt: Option.Option<number>
+  readonly lastExit: Option.Option<ExitStatus>
+}
+
+/**
+ * What a supervision that ended well saw: the restarts it made and every exit.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Summary {
+  readonly restarts: number
+  readonly exits: ReadonlyArray<ExitRecord>
+}
+
+/**
+ * A running supervisor, valid while the scope that started it is open.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SupervisorHandle {
+  readonly processes: number
+  /**
+   * The supervisor's events. A new subscriber first gets the most recent ones
+   * (up to 1,024, so nothing is missed by subscribing just after `start`),
+   * then each new one; the stream ends with `Finished`.
+   */
+  readonly events: Stream.Stream<Event>
+  readonly status: Effect.Effect<ReadonlyArray<SlotStatus>>
+  /** Waits for the supervision to end: every slot exited normally, or the budget is spent. */
+  readonly await: Effect.Effect<Summary, TooManyRestarts | SpawnFailed>
+  /** Stops every worker (gracefully, within the stop timeout) and waits until all are reaped. */
+  readonly stop: Effect.Effect<void>
+}
+
+const EVENT_REPLAY = 1024
+
+const invalid = (field: string, message: string) => new InvalidOptions({ field, message })
+
+/**
+ * Validates options: every bad value is an `InvalidOptions` naming its field.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const config = Effect.fnUntraced(function*(options: Options): Effect.fn.Return<Config, InvalidOptions> {
+  if (process.platform === "win32") {
+    return yield* invalid("platform", "effect-prefork needs POSIX signals and process groups; Windows is not supported")
+  }
+  const requested = options.processes
+  if (requested !== undefined && (typeof requested !== "number" || !Number.isInteger(requested))) {
+    return yield* invalid("processes", `processes must be an integer (<= 0 means one per CPU), got ${String(requested)}`)
+  }
+  const processes = requested === undefined || requested <= 0 ? availableParallelism() : requested
+  const mode = options.mode ?? "command"
+  if (mode !== "command" && mode !== "module") {
+    return yield* invalid("mode", `mode must be "command" or "module", got ${JSON.stringify(mode)}`)
+  }
+  if (typeof options.command !== "string" || options.command.length === 0) {
+    return yield* invalid("command", "command must be a non-empty string")
+  }
+  const args = options.args ?? []
+  if (!Array.isArray(args) || !args.every((a) => typeof a === "string")) {
+    return yield* invalid("args", "args must be a list of strings")
+  }
+  const env = options.env ?? {}
+  for (const [k, v] of Object.entries(env)) {
+    if (typeof v !== "string" || k.length === 0 || k.includes("=")) {
+      return yield* invalid("env", `env must map variable names to strings; ${JSON.stringify(k)} does not`)
+    }
+  }
+  const stdio = options.stdio ?? "inherit"
+  if (stdio !== "inherit" && stdio !== "ignore") {
+    return yield* invalid("stdio", `stdio must be "inherit" or "ignore", got ${JSON.stringify(stdio)}`)
+  }
+  const stopTimeout = yield* RestartPolicy.decodeDuration("stopTimeout", options.stopTimeout, "5 seconds")
+  const policy = yield* RestartPolicy.make(options)
+  return {
+    processes,
+    mode,
+    command: options.command,
+    args,
+    execArgv: options.execArgv,
+    env,
+    cwd: options.cwd,
+    stdio,
+    stopTimeout,
+    policy
+  }
+})
+
+/**
+ * Starts supervising in the current scope and returns a handle. Closing the
+ * scope stops every worker and waits until all are reaped.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const start = Effect.fnUntraced(function*(
+  options: Options
+): Effect.fn.Return<SupervisorHandle, InvalidOptions, Scope.Scope | ProcessSpawner> {
+  const cfg = yield* config(options)
+  const events = yield* PubSub.unbounded<Event>({ replay: EVENT_REPLAY })
+  const slots = yield* runSlots(cfg, (event) => PubSub.publish(events, event))
+  const fiber = yield* slots.run.pipe(
+    Effect.ensuring(Effect.clockWith((clock) => PubSub.end(events, { _tag: "Finished", at: clock.currentTimeMillisUnsafe() }))),
+    Effect.forkScoped
+  )
+  return {
+    processes: cfg.processes,
+    events: Stream.fromPubSub(events).pipe(Stream.takeUntil((e) => e._tag === "Finished")),
+    status: slots.status,
+    await: Fiber.join(fiber),
+    stop: Effect.asVoid(Fiber.interrupt(fiber))
+  }
+})
+
+/**
+ * Supervises until every worker has exited normally (success, with a summary)
+ * or the restart budget is spent (`TooManyRestarts`, after every worker has
+ * been stopped). Interrupting it stops every worker.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const run = (options: Options): Effect.Effect<Summary, TooManyRestarts | SpawnFailed | InvalidOptions, ProcessSpawner> =>
+  Effect.scoped(Effect.flatMap(start(options), (handle) => handle.await))

@@ -1,0 +1,8 @@
+/**
+ * The Node.js implementation of the OS boundary: real processes.
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as NodeProcessSpawner from "./node/NodeProcessSpawner.ts"

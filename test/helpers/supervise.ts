@@ -1,0 +1,69 @@
+/**
+ * Real-process supervision for tests: a supervisor over Node fixtures, with
+ * its events collected into an array and its log lines captured, every worker
+ * tagged so the test can check that none is left.
+ */
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import * as Path from "node:path"
+import { fileURLToPath } from "node:url"
+import { Effect, Fiber, Layer, Logger, Stream } from "effect"
+import type * as Scope from "effect/Scope"
+import * as NodeProcessSpawner from "../../src/node/NodeProcessSpawner.ts"
+import * as Supervisor from "../../src/Supervisor.ts"
+import { makeTag } from "./procs.ts"
+
+export const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url))
+
+/** A temporary directory removed when the scope closes. */
+export const tempDir: Effect.Effect<string, never, Scope.Scope> = Effect.acquireRelease(
+  Effect.sync(() => mkdtempSync(Path.join(tmpdir(), "prefork-test-"))),
+  (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
+)
+
+export interface Captured {
+  readonly lines: Array<string>
+}
+
+/** A logger that records each message (joined) so tests can assert the Tornado wording. */
+export const captureLogs = (): { readonly captured: Captured; readonly layer: Layer.Layer<never> } => {
+  const captured: Captured = { lines: [] }
+  const logger = Logger.make<unknown, void>(({ message }) => {
+    captured.lines.push((Array.isArray(message) ? message : [message]).map(String).join(" "))
+  })
+  return { captured, layer: Logger.layer([logger]) }
+}
+
+/**
+ * Starts a supervisor over `node <fixture> ...args` in the current scope, with
+ * a fresh tag in every worker's environment.
+ */
+export const superviseNode = (
+  name: string,
+  args: ReadonlyArray<string>,
+  options: Omit<Supervisor.Options, "command" | "args"> = {}
+) =>
+  Effect.gen(function*() {
+    const { env, tag } = makeTag()
+    const events: Array<Supervisor.Event> = []
+    const handle = yield* Supervisor.start({
+      stdio: "ignore",
+      ...options,
+      command: process.execPath,
+      args: [fixture(name), ...args],
+      env: { ...options.env, ...env }
+    })
+    const collector = yield* handle.events.pipe(
+      Stream.runForEach((event) => Effect.sync(() => events.push(event))),
+      Effect.forkScoped
+    )
+    // Let the subscription start before any worker can exit.
+    yield* Effect.yieldNow
+    return { handle, events, tag, collector: collector as Fiber.Fiber<void> }
+  }).pipe(Effect.provide(NodeProcessSpawner.layer))
+
+export const started = (events: ReadonlyArray<Supervisor.Event>) =>
+  events.filter((e): e is Extract<Supervisor.Event, { _tag: "Started" }> => e._tag === "Started")
+
+export const exitedEvents = (events: ReadonlyArray<Supervisor.Event>) =>
+  events.filter((e): e is Extract<Supervisor.Event, { _tag: "Exited" }> => e._tag === "Exited")
