@@ -34,6 +34,9 @@ export const captureLogs = (): { readonly captured: Captured; readonly layer: La
   return { captured, layer: Logger.layer([logger]) }
 }
 
+/** No log output: the default for tests that do not look at the lines. */
+export const quiet: Layer.Layer<never> = Logger.layer([])
+
 /**
  * Starts a supervisor over `node <fixture> ...args` in the current scope, with
  * a fresh tag in every worker's environment.
@@ -41,7 +44,8 @@ export const captureLogs = (): { readonly captured: Captured; readonly layer: La
 export const superviseNode = (
   name: string,
   args: ReadonlyArray<string>,
-  options: Omit<Supervisor.Options, "command" | "args"> = {}
+  options: Omit<Supervisor.Options, "command" | "args"> = {},
+  logs: Layer.Layer<never> = quiet
 ) =>
   Effect.gen(function*() {
     const { env, tag } = makeTag()
@@ -60,7 +64,7 @@ export const superviseNode = (
     // Let the subscription start before any worker can exit.
     yield* Effect.yieldNow
     return { handle, events, tag, collector: collector as Fiber.Fiber<void> }
-  }).pipe(Effect.provide(NodeProcessSpawner.layer))
+  }).pipe(Effect.provide(Layer.merge(NodeProcessSpawner.layer, logs)))
 
 export const started = (events: ReadonlyArray<Supervisor.Event>) =>
   events.filter((e): e is Extract<Supervisor.Event, { _tag: "Started" }> => e._tag === "Started")
