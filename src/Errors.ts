@@ -11,7 +11,7 @@
  * @since 0.1.0
  */
 import { Schema } from "effect"
-import { ExitStatus } from "./ExitStatus.ts"
+import { describe, ExitStatus } from "./ExitStatus.ts"
 
 /**
  * One abnormal exit seen by the supervisor: which slot, which process, how it
@@ -42,11 +42,7 @@ export class TooManyRestarts extends Schema.TaggedError<TooManyRestarts>()("TooM
 }) {
   override get message(): string {
     const last = this.exits.at(-1)
-    const what = last === undefined
-      ? ""
-      : ` (last: child ${last.taskId} (pid ${last.pid}) ${
-        last.status._tag === "Signaled" ? `killed by signal ${last.status.signal}` : `exited with status ${last.status.code}`
-      })`
+    const what = last === undefined ? "" : ` (last: child ${last.taskId} (pid ${last.pid}) ${describe(last.status)})`
     return `Too many child restarts, giving up after ${this.restarts} restarts${what}`
   }
 }

@@ -44,10 +44,33 @@ export interface SpawnRequest {
   /** Added to the primary's environment, with `PREFORK_TASK_ID` set last. */
   readonly env: Readonly<Record<string, string>>
   readonly cwd?: string | undefined
-  /** What the worker's stdin, stdout and stderr are connected to. */
-  readonly stdio: "inherit" | "ignore"
+  /**
+   * Where the worker's stdout and stderr go (stdin is always closed):
+   * the primary's own (`"inherit"`), nowhere (`"ignore"`), or line by line to
+   * `onOutput` (`"pipe"`).
+   */
+  readonly stdio: "inherit" | "ignore" | "pipe"
+  /**
+   * With `stdio: "pipe"`: called with each complete line (without its newline)
+   * in order, and with the last unterminated line when the stream ends, so a
+   * crashing worker's last words are kept.
+   */
+  readonly onOutput?: ((line: OutputLine) => void) | undefined
   /** How long a worker may take to exit after SIGTERM before it gets SIGKILL. */
   readonly stopTimeout: Duration.Duration
+}
+
+/**
+ * One line a worker wrote.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface OutputLine {
+  readonly taskId: TaskId
+  readonly pid: number
+  readonly stream: "stdout" | "stderr"
+  readonly line: string
 }
 
 /**

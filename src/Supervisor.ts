@@ -31,7 +31,7 @@ import type * as Scope from "effect/Scope"
 import { type ExitRecord, InvalidOptions, type SpawnFailed, type TooManyRestarts } from "./Errors.ts"
 import type { ExitStatus } from "./ExitStatus.ts"
 import { runSlots } from "./internal/slots.ts"
-import type { Mode, ProcessSpawner } from "./ProcessSpawner.ts"
+import type { Mode, OutputLine, ProcessSpawner } from "./ProcessSpawner.ts"
 import * as RestartPolicy from "./RestartPolicy.ts"
 import type { TaskId } from "./TaskId.ts"
 
@@ -52,8 +52,13 @@ export interface Options extends RestartPolicy.RestartOptions {
   /** Variables added to the primary's environment for every worker. */
   readonly env?: Readonly<Record<string, string>> | undefined
   readonly cwd?: string | undefined
-  /** Default `"inherit"`: workers write to the primary's stdout and stderr. */
-  readonly stdio?: "inherit" | "ignore" | undefined
+  /**
+   * Default `"inherit"`: workers write to the primary's stdout and stderr.
+   * `"pipe"` sends each line to `onOutput` instead.
+   */
+  readonly stdio?: "inherit" | "ignore" | "pipe" | undefined
+  /** With `stdio: "pipe"`: receives every line of every worker, in order per stream. */
+  readonly onOutput?: ((line: OutputLine) => void) | undefined
   /** How long workers may take to exit after SIGTERM, all together, before SIGKILL. Default 5 seconds. */
   readonly stopTimeout?: Duration.Input | undefined
 }
@@ -72,7 +77,8 @@ export interface Config {
   readonly execArgv: ReadonlyArray<string> | undefined
   readonly env: Readonly<Record<string, string>>
   readonly cwd: string | undefined
-  readonly stdio: "inherit" | "ignore"
+  readonly stdio: "inherit" | "ignore" | "pipe"
+  readonly onOutput: ((line: OutputLine) => void) | undefined
   readonly stopTimeout: Duration.Duration
   readonly policy: RestartPolicy.RestartPolicy
 }
@@ -180,8 +186,11 @@ export const config = Effect.fnUntraced(function*(options: Options): Effect.fn.R
     }
   }
   const stdio = options.stdio ?? "inherit"
-  if (stdio !== "inherit" && stdio !== "ignore") {
-    return yield* invalid("stdio", `stdio must be "inherit" or "ignore", got ${JSON.stringify(stdio)}`)
+  if (stdio !== "inherit" && stdio !== "ignore" && stdio !== "pipe") {
+    return yield* invalid("stdio", `stdio must be "inherit", "ignore" or "pipe", got ${JSON.stringify(stdio)}`)
+  }
+  if (options.onOutput !== undefined && typeof options.onOutput !== "function") {
+    return yield* invalid("onOutput", "onOutput must be a function")
   }
   const stopTimeout = yield* RestartPolicy.decodeDuration("stopTimeout", options.stopTimeout, "5 seconds")
   const policy = yield* RestartPolicy.make(options)
@@ -194,6 +203,7 @@ export const config = Effect.fnUntraced(function*(options: Options): Effect.fn.R
     env,
     cwd: options.cwd,
     stdio,
+    onOutput: options.onOutput,
     stopTimeout,
     policy
   }

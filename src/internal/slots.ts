@@ -42,6 +42,7 @@ export const runSlots = Effect.fnUntraced(function*(cfg: Config, publish: (event
     env: { ...cfg.env, [ENV_VAR]: String(taskId) },
     cwd: cfg.cwd,
     stdio: cfg.stdio,
+    onOutput: cfg.onOutput,
     stopTimeout: cfg.stopTimeout
   })
 

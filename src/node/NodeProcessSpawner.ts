@@ -21,7 +21,8 @@
 import { type ChildProcess, spawn as nodeSpawn, type StdioOptions } from "node:child_process"
 import { accessSync, constants as fsConstants, statSync } from "node:fs"
 import * as Path from "node:path"
-import { Deferred, Effect, Layer, Option } from "effect"
+import { StringDecoder } from "node:string_decoder"
+import { Deferred, Duration, Effect, Layer, Option } from "effect"
 import { SpawnFailed } from "../Errors.ts"
 import * as ExitStatus from "../ExitStatus.ts"
 import { type ProcessHandle, ProcessSpawner, type SpawnRequest, stop } from "../ProcessSpawner.ts"
@@ -70,6 +71,46 @@ export const resolveExecutable = (
   return Option.none()
 }
 
+/**
+ * Calls `onLine` with each complete line of a byte stream as it arrives, and
+ * with the unterminated rest when the stream ends. UTF-8 characters split
+ * across chunks are decoded whole. A line longer than 1 MiB is passed on in
+ * 1 MiB pieces, so a worker that never writes a newline cannot grow the
+ * primary's memory.
+ */
+const MAX_LINE = 1 << 20
+
+const splitLines = (stream: NodeJS.ReadableStream, onLine: (line: string) => void): void => {
+  const decoder = new StringDecoder("utf8")
+  let pending = ""
+  stream.on("data", (chunk: Buffer) => {
+    const text = pending + decoder.write(chunk)
+    let start = 0
+    for (let nl = text.indexOf("\n"); nl !== -1; nl = text.indexOf("\n", start)) {
+      onLine(text.slice(start, nl))
+      start = nl + 1
+    }
+    pending = text.slice(start)
+    if (pending.length > MAX_LINE) {
+      onLine(pending)
+      pending = ""
+    }
+  })
+  stream.on("end", () => {
+    const rest = pending + decoder.end()
+    pending = ""
+    if (rest.length > 0) onLine(rest)
+  })
+}
+
+interface Started {
+  readonly handle: ProcessHandle
+  /** Completes when the process has exited and its stdio streams have closed. */
+  readonly drained: Effect.Effect<void>
+}
+
+const DRAIN_TIMEOUT = Duration.millis(500)
+
 interface Options {
   /** Wrap workers with `setpriv --pdeathsig KILL` (Linux). Default: when `setpriv` is present. */
   readonly parentDeathSignal?: boolean | undefined
@@ -98,12 +139,12 @@ export const make = (options: Options = {}): ProcessSpawner["Service"] => {
   const setpriv = options.parentDeathSignal === false ? undefined : findSetpriv()
 
   const start = (request: SpawnRequest) =>
-    Effect.callback<ProcessHandle, SpawnFailed>((resume) => {
+    Effect.callback<Started, SpawnFailed>((resume) => {
       const cwd = request.cwd ?? process.cwd()
       const env = { ...process.env, ...request.env }
       let file: string
       let argv: Array<string>
-      const out = request.stdio
+      const out = request.stdio === "inherit" ? "inherit" : request.stdio === "pipe" ? "pipe" : "ignore"
       let stdio: StdioOptions
       if (request.mode === "module") {
         file = process.execPath
@@ -129,6 +170,8 @@ export const make = (options: Options = {}): ProcessSpawner["Service"] => {
         return resume(Effect.fail(failed(request, errorCode(error), String(error))))
       }
       const exited = Deferred.makeUnsafe<ExitStatus.ExitStatus>()
+      const closed = Deferred.makeUnsafe<void>()
+      child.once("close", () => Deferred.doneUnsafe(closed, Effect.void))
       let status: ExitStatus.ExitStatus | undefined
       let spawned = false
       child.once("exit", (code, signal) => {
@@ -142,7 +185,16 @@ export const make = (options: Options = {}): ProcessSpawner["Service"] => {
       child.once("spawn", () => {
         spawned = true
         const pid = child.pid!
+        if (request.stdio === "pipe" && request.onOutput !== undefined) {
+          const onOutput = request.onOutput
+          const emit = (stream: "stdout" | "stderr") => (line: string) =>
+            onOutput({ taskId: request.taskId, pid, stream, line })
+          if (child.stdout) splitLines(child.stdout, emit("stdout"))
+          if (child.stderr) splitLines(child.stderr, emit("stderr"))
+        }
         resume(Effect.succeed({
+          drained: Deferred.await(closed),
+          handle: {
           taskId: request.taskId,
           pid,
           exit: Deferred.await(exited),
@@ -157,12 +209,17 @@ export const make = (options: Options = {}): ProcessSpawner["Service"] => {
                 child.kill(signal)
               }
             })
-        }))
+        }}))
       })
     })
 
   return ProcessSpawner.of({
-    spawn: (request) => Effect.acquireRelease(start(request), (handle) => stop(handle, request.stopTimeout))
+    spawn: (request) =>
+      Effect.acquireRelease(start(request), ({ drained, handle }) =>
+        stop(handle, request.stopTimeout).pipe(
+          // Piped output: let the last lines of the worker through, but never wait on a grandchild holding the pipe.
+          Effect.andThen(request.stdio === "pipe" ? Effect.timeoutOption(drained, DRAIN_TIMEOUT) : Effect.void)
+        )).pipe(Effect.map(({ handle }) => handle))
   })
 }
 
