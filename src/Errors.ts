@@ -14,8 +14,27 @@ import { Schema } from "effect"
 import { describe, ExitStatus } from "./ExitStatus.ts"
 
 /**
- * One abnormal exit seen by the supervisor: which slot, which process, how it
- * ended and when (epoch milliseconds, from `Clock`).
+ * A worker did not become ready within the readiness timeout. The supervisor
+ * stopped it, and its exit counts against the budget like a crash (unlike
+ * PM2, where a timeout counts as ready).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class NotReady extends Schema.TaggedError<NotReady>()("NotReady", {
+  taskId: Schema.Int,
+  pid: Schema.Int,
+  timeoutMillis: Schema.Number
+}) {
+  override get message(): string {
+    return `child ${this.taskId} (pid ${this.pid}) not ready within ${this.timeoutMillis} ms`
+  }
+}
+
+/**
+ * One exit seen by the supervisor: which slot, which process, how it ended
+ * and when (epoch milliseconds, from `Clock`). `notReady` is set when the
+ * supervisor stopped the worker because it was not ready in time.
  *
  * @since 0.1.0
  * @category models
@@ -24,7 +43,8 @@ export class ExitRecord extends Schema.Class<ExitRecord>("effect-prefork/ExitRec
   taskId: Schema.Int,
   pid: Schema.Int,
   status: ExitStatus,
-  at: Schema.Number
+  at: Schema.Number,
+  notReady: Schema.optional(NotReady)
 }) {}
 
 /**
@@ -42,7 +62,11 @@ export class TooManyRestarts extends Schema.TaggedError<TooManyRestarts>()("TooM
 }) {
   override get message(): string {
     const last = this.exits.at(-1)
-    const what = last === undefined ? "" : ` (last: child ${last.taskId} (pid ${last.pid}) ${describe(last.status)})`
+    const what = last === undefined
+      ? ""
+      : last.notReady !== undefined
+      ? ` (last: ${last.notReady.message})`
+      : ` (last: child ${last.taskId} (pid ${last.pid}) ${describe(last.status)})`
     return `Too many child restarts, giving up after ${this.restarts} restarts${what}`
   }
 }

@@ -20,12 +20,23 @@ import type { TaskId } from "./TaskId.ts"
 /**
  * How a worker is run:
  * - `"command"`: any executable with arguments (`child_process.spawn`, never a shell);
- * - `"module"`: a Node.js module run with the current `node`, with an IPC channel (`fork`).
+ * - `"module"`: a Node.js module run with the current `node`, with an IPC channel (`fork`);
+ * - `"cluster"`: a Node.js script run as a `node:cluster` worker, sharing the primary's listening sockets.
  *
  * @since 0.1.0
  * @category models
  */
-export type Mode = "command" | "module"
+export type Mode = "command" | "module" | "cluster"
+
+/**
+ * When a spawner reports a worker ready: as soon as it is spawned, when it
+ * sends the `Worker.ready` IPC message, or (cluster) when it starts listening
+ * or sends that message.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Readiness = "spawn" | "message" | "listening"
 
 /**
  * What to start for one task slot.
@@ -36,10 +47,10 @@ export type Mode = "command" | "module"
 export interface SpawnRequest {
   readonly taskId: TaskId
   readonly mode: Mode
-  /** The executable (`"command"`) or the module path (`"module"`). */
+  /** The executable (`"command"`) or the module or script path (`"module"`, `"cluster"`). */
   readonly command: string
   readonly args: ReadonlyArray<string>
-  /** Node options for `"module"` workers; defaults to the primary's `process.execArgv`. */
+  /** Node options for `"module"` and `"cluster"` workers; defaults to the primary's `process.execArgv`. */
   readonly execArgv?: ReadonlyArray<string> | undefined
   /** Added to the primary's environment, with `PREFORK_TASK_ID` set last. */
   readonly env: Readonly<Record<string, string>>
@@ -56,6 +67,8 @@ export interface SpawnRequest {
    * crashing worker's last words are kept.
    */
   readonly onOutput?: ((line: OutputLine) => void) | undefined
+  /** When the handle's `ready` completes. */
+  readonly readiness: Readiness
   /** How long a worker may take to exit after SIGTERM before it gets SIGKILL. */
   readonly stopTimeout: Duration.Duration
 }
@@ -92,6 +105,8 @@ export interface ProcessHandle {
   readonly pid: number
   /** Waits until the process has exited and been reaped, and says how it ended. */
   readonly exit: Effect.Effect<ExitStatus>
+  /** Completes when the worker is ready (see `SpawnRequest.readiness`); never, if it exits first. */
+  readonly ready: Effect.Effect<void>
   /** The exit status if the process has already been reaped. */
   readonly exitStatus: Effect.Effect<Option.Option<ExitStatus>>
   /**

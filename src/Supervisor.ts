@@ -28,10 +28,10 @@
 import { availableParallelism } from "node:os"
 import { Duration, Effect, Fiber, Option, PubSub, Stream } from "effect"
 import type * as Scope from "effect/Scope"
-import { type ExitRecord, InvalidOptions, type SpawnFailed, type TooManyRestarts } from "./Errors.ts"
+import { type ExitRecord, InvalidOptions, type NotReady, type SpawnFailed, type TooManyRestarts } from "./Errors.ts"
 import type { ExitStatus } from "./ExitStatus.ts"
 import { runSlots } from "./internal/slots.ts"
-import type { Mode, OutputLine, ProcessSpawner } from "./ProcessSpawner.ts"
+import type { Mode, OutputLine, ProcessSpawner, Readiness } from "./ProcessSpawner.ts"
 import * as RestartPolicy from "./RestartPolicy.ts"
 import type { TaskId } from "./TaskId.ts"
 
@@ -61,6 +61,18 @@ export interface Options extends RestartPolicy.RestartOptions {
   readonly onOutput?: ((line: OutputLine) => void) | undefined
   /** How long workers may take to exit after SIGTERM, all together, before SIGKILL. Default 5 seconds. */
   readonly stopTimeout?: Duration.Input | undefined
+  /**
+   * When a worker counts as ready: at once (`"spawn"`, the default except in
+   * cluster mode), when it sends `Worker.ready` (`"message"`, module and
+   * cluster modes), when it listens or sends `Worker.ready` (`"listening"`,
+   * cluster mode, its default), or after a delay (`{ delay }`).
+   */
+  readonly ready?: Readiness | { readonly delay: Duration.Input } | undefined
+  /**
+   * A worker not ready this long after its start is stopped and counts as a
+   * failure (`NotReady`). Default 30 seconds; ignored when `ready` is `"spawn"`.
+   */
+  readonly readyTimeout?: Duration.Input | undefined
 }
 
 /**
@@ -80,6 +92,8 @@ export interface Config {
   readonly stdio: "inherit" | "ignore" | "pipe"
   readonly onOutput: ((line: OutputLine) => void) | undefined
   readonly stopTimeout: Duration.Duration
+  readonly ready: Readiness | { readonly delay: Duration.Duration }
+  readonly readyTimeout: Duration.Duration
   readonly policy: RestartPolicy.RestartPolicy
 }
 
@@ -91,6 +105,7 @@ export interface Config {
  */
 export type Event =
   | { readonly _tag: "Started"; readonly taskId: TaskId; readonly pid: number; readonly at: number }
+  | { readonly _tag: "Ready"; readonly taskId: TaskId; readonly pid: number; readonly at: number }
   | {
     readonly _tag: "Exited"
     readonly taskId: TaskId
@@ -99,6 +114,8 @@ export type Event =
     readonly at: number
     /** Whether the slot will be started again. */
     readonly restart: boolean
+    /** Set when the supervisor stopped the worker because it was not ready in time. */
+    readonly notReady: Option.Option<NotReady>
   }
   | { readonly _tag: "Finished"; readonly at: number }
 
@@ -110,6 +127,7 @@ export type Event =
  */
 export interface SlotStatus {
   readonly taskId: TaskId
+  /** `starting` until ready, then `running`; `restarting` while waiting to start again. */
   readonly state: "starting" | "running" | "restarting" | "exited" | "stopped"
   readonly pid: Option.Option<number>
   readonly restarts: number
@@ -145,6 +163,11 @@ export interface SupervisorHandle {
   readonly status: Effect.Effect<ReadonlyArray<SlotStatus>>
   /** Waits for the supervision to end: every slot exited normally, or the budget is spent. */
   readonly await: Effect.Effect<Summary, TooManyRestarts | SpawnFailed>
+  /**
+   * Waits until every slot is ready at the same moment (or the supervision
+   * has ended: then it fails or succeeds as `await` does).
+   */
+  readonly awaitReady: Effect.Effect<void, TooManyRestarts | SpawnFailed>
   /** Stops every worker (gracefully, within the stop timeout) and waits until all are reaped. */
   readonly stop: Effect.Effect<void>
 }
@@ -169,8 +192,8 @@ export const config = Effect.fnUntraced(function*(options: Options): Effect.fn.R
   }
   const processes = requested === undefined || requested <= 0 ? availableParallelism() : requested
   const mode = options.mode ?? "command"
-  if (mode !== "command" && mode !== "module") {
-    return yield* invalid("mode", `mode must be "command" or "module", got ${JSON.stringify(mode)}`)
+  if (mode !== "command" && mode !== "module" && mode !== "cluster") {
+    return yield* invalid("mode", `mode must be "command", "module" or "cluster", got ${JSON.stringify(mode)}`)
   }
   if (typeof options.command !== "string" || options.command.length === 0) {
     return yield* invalid("command", "command must be a non-empty string")
@@ -193,6 +216,25 @@ export const config = Effect.fnUntraced(function*(options: Options): Effect.fn.R
     return yield* invalid("onOutput", "onOutput must be a function")
   }
   const stopTimeout = yield* RestartPolicy.decodeDuration("stopTimeout", options.stopTimeout, "5 seconds")
+  const readyOption = options.ready ?? (mode === "cluster" ? "listening" : "spawn")
+  let ready: Config["ready"]
+  if (typeof readyOption === "object" && readyOption !== null) {
+    ready = { delay: yield* RestartPolicy.decodeDuration("ready.delay", readyOption.delay, 0) }
+  } else if (readyOption === "spawn" || readyOption === "message" || readyOption === "listening") {
+    if (readyOption === "message" && mode === "command") {
+      return yield* invalid("ready", `ready: "message" needs an IPC channel: use mode "module" or "cluster"`)
+    }
+    if (readyOption === "listening" && mode !== "cluster") {
+      return yield* invalid("ready", `ready: "listening" is for mode "cluster"`)
+    }
+    ready = readyOption
+  } else {
+    return yield* invalid(
+      "ready",
+      `ready must be "spawn", "message", "listening" or { delay }, got ${JSON.stringify(readyOption)}`
+    )
+  }
+  const readyTimeout = yield* RestartPolicy.decodeDuration("readyTimeout", options.readyTimeout, "30 seconds")
   const policy = yield* RestartPolicy.make(options)
   return {
     processes,
@@ -205,6 +247,8 @@ export const config = Effect.fnUntraced(function*(options: Options): Effect.fn.R
     stdio,
     onOutput: options.onOutput,
     stopTimeout,
+    ready,
+    readyTimeout,
     policy
   }
 })
@@ -231,6 +275,7 @@ export const start = Effect.fnUntraced(function*(
     events: Stream.fromPubSub(events).pipe(Stream.takeUntil((e) => e._tag === "Finished")),
     status: slots.status,
     await: Fiber.join(fiber),
+    awaitReady: Effect.raceFirst(slots.allReady, Effect.asVoid(Fiber.join(fiber))),
     stop: Effect.asVoid(Fiber.interrupt(fiber))
   }
 })

@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from "node:fs"
 import * as Path from "node:path"
 import { assert, describe, it, vi } from "@effect/vitest"
-import { Effect, Exit, Fiber, Scope } from "effect"
+import { Duration, Effect, Exit, Scope } from "effect"
 import * as NodeProcessSpawner from "../../src/node/NodeProcessSpawner.ts"
 import { ProcessSpawner } from "../../src/ProcessSpawner.ts"
 import { TaskId } from "../../src/TaskId.ts"
@@ -155,7 +155,8 @@ describe("stopping (real processes)", () => {
         args: [fixture("exit.js"), "3"],
         env,
         stdio: "ignore",
-        stopTimeout: 1000 as never
+        readiness: "spawn",
+        stopTimeout: Duration.seconds(1)
       })
       const status = yield* handle.exit
       assert.deepStrictEqual(status._tag, "Exited")
@@ -177,7 +178,8 @@ describe("stopping (real processes)", () => {
         args: [],
         env,
         stdio: "ignore",
-        stopTimeout: 1000 as never
+        readiness: "spawn",
+        stopTimeout: Duration.seconds(1)
       }))
       assert.strictEqual(error._tag, "SpawnFailed")
       assert.strictEqual(error.code, "ENOENT")
