@@ -5,6 +5,7 @@
  * @since 0.1.0
  */
 import { Effect, Option } from "effect"
+import type * as Messages from "./Messages.ts"
 import { ENV_VAR, TaskId } from "./TaskId.ts"
 
 /**
@@ -40,3 +41,28 @@ export const taskIdFromEnv = (env: Readonly<Record<string, string | undefined>>)
  * @category accessors
  */
 export const taskId: Effect.Effect<Option.Option<TaskId>> = Effect.sync(() => taskIdFromEnv(process.env))
+
+/**
+ * Tells the primary this worker is ready to serve (the readiness handshake
+ * for `ready: "message"` or `"listening"`): sends the `Worker.ready` IPC
+ * message. Outside a worker with an IPC channel it does nothing.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Worker } from "effect-prefork"
+ *
+ * const main = Effect.gen(function*() {
+ *   // ... open connections, warm caches ...
+ *   yield* Worker.ready
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category readiness
+ */
+export const ready: Effect.Effect<void> = Effect.callback<void>((resume) => {
+  if (process.send === undefined || !process.connected) return resume(Effect.void)
+  const message: Messages.Ready = { type: "effect-prefork/ready" }
+  process.send(message, undefined, {}, () => resume(Effect.void))
+})

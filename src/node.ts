@@ -6,3 +6,9 @@
 
 /** @since 0.1.0 */
 export * as NodeProcessSpawner from "./node/NodeProcessSpawner.ts"
+
+/** @since 0.1.0 */
+export * as NodeClusterSpawner from "./node/NodeClusterSpawner.ts"
+
+/** @since 0.1.0 */
+export * as Prefork from "./node/Prefork.ts"

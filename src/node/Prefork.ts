@@ -1,0 +1,177 @@
+/**
+ * Tornado's pattern for servers, on `node:cluster`: the same script runs as
+ * the primary and as every worker. The primary supervises; the workers serve,
+ * sharing the ports they listen on.
+ *
+ * - {@link forkProcesses} is the faithful port of `fork_processes`: in a
+ *   worker it succeeds at once with `Option.some(taskId)`, and the code after
+ *   it is the worker; in the primary it supervises and succeeds with
+ *   `Option.none()` once every worker has exited normally.
+ * - {@link run} is the Effect way: the primary supervises, each worker runs
+ *   `worker(taskId)` with the `TaskId.Current` service provided, and exits
+ *   with a code that follows its `Exit`.
+ * - {@link runMain} runs either as a program's entry point: SIGINT and SIGTERM
+ *   stop everything gracefully, and a requested stop exits 0.
+ *
+ * @since 0.1.0
+ */
+import cluster from "node:cluster"
+import { NodeRuntime } from "@effect/platform-node"
+import { Cause, Effect, Exit, Fiber, Option } from "effect"
+import * as Runtime from "effect/Runtime"
+import type { InvalidOptions, SpawnFailed, TooManyRestarts } from "../Errors.ts"
+import * as Supervisor from "../Supervisor.ts"
+import { Current, type TaskId } from "../TaskId.ts"
+import { taskIdFromEnv } from "../Worker.ts"
+import * as NodeProcessSpawner from "./NodeProcessSpawner.ts"
+
+/**
+ * The supervisor options of cluster mode: the script defaults to the running
+ * one (`process.argv[1]`) with its arguments.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options extends Omit<Supervisor.Options, "command" | "mode" | "args"> {
+  /** The worker script. Default: the script the primary is running. */
+  readonly script?: string | undefined
+  /** The worker's arguments. Default: the primary's own (`process.argv.slice(2)`). */
+  readonly args?: ReadonlyArray<string> | undefined
+}
+
+/**
+ * Is this process a cluster worker started by a supervisor?
+ *
+ * @since 0.1.0
+ * @category predicates
+ */
+export const isWorker = (): boolean => cluster.isWorker
+
+const supervise = (options: Options) =>
+  Supervisor.run({
+    ...options,
+    mode: "cluster",
+    command: options.script ?? process.argv[1] ?? "",
+    args: options.args ?? process.argv.slice(2)
+  }).pipe(Effect.provide(NodeProcessSpawner.layer))
+
+const workerTaskId = (): TaskId =>
+  Option.getOrElse(taskIdFromEnv(process.env), () => {
+    throw new Error("a cluster worker without PREFORK_TASK_ID: was it started by effect-prefork?")
+  })
+
+/**
+ * Tornado's `fork_processes(num_processes, max_restarts)`. In the primary it
+ * supervises `processes` cluster workers of the running script and succeeds
+ * with `Option.none()` once all of them exited normally, or fails with
+ * `TooManyRestarts` after stopping them all. In a worker it succeeds at once
+ * with `Option.some(taskId)`: what follows is the worker's code.
+ *
+ * @example
+ * ```ts
+ * import { createServer } from "node:http"
+ * import { Effect, Option } from "effect"
+ * import { Prefork } from "effect-prefork/node"
+ *
+ * const program = Effect.gen(function*() {
+ *   const id = yield* Prefork.forkProcesses(4, { maxRestarts: 100 })
+ *   if (Option.isNone(id)) return // the primary: every worker exited normally
+ *   createServer((_, res) => res.end(`task ${id.value}\n`)).listen(8080, "127.0.0.1")
+ *   yield* Effect.never
+ * })
+ *
+ * Prefork.runMain(program)
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const forkProcesses = (
+  processes?: number | undefined,
+  options: Options = {}
+): Effect.Effect<Option.Option<TaskId>, TooManyRestarts | SpawnFailed | InvalidOptions> =>
+  Effect.suspend(() =>
+    cluster.isWorker
+      ? Effect.sync(() => Option.some(workerTaskId()))
+      : Effect.as(supervise({ ...options, processes }), Option.none<TaskId>())
+  )
+
+/**
+ * The exit code of a worker: 0 for success or for a stop that was asked for
+ * (interruption), 1 for a failure or a defect.
+ */
+const workerExitCode = <A, E>(exit: Exit.Exit<A, E>): number =>
+  Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1
+
+/**
+ * Runs `worker(taskId)` in this cluster worker and ends the process with a
+ * code that follows the result. SIGTERM (the primary stopping it) or losing
+ * the primary interrupts the worker, whose finalizers run before it exits 0.
+ * SIGINT is ignored: when Ctrl-C reaches the whole process group, the primary
+ * stops each worker once.
+ */
+const runWorker = <A, E, R>(worker: (id: TaskId) => Effect.Effect<A, E, R>): Effect.Effect<never, never, Exclude<R, Current>> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.gen(function*() {
+      const id = workerTaskId()
+      const fiber = yield* Effect.forkDetach(restore(Effect.provideService(worker(id), Current, id)))
+      const stop = () => fiber.interruptUnsafe()
+      const ignore = () => {}
+      process.on("SIGTERM", stop)
+      process.on("SIGINT", ignore)
+      process.on("disconnect", stop)
+      const exit = yield* Fiber.await(fiber)
+      process.off("SIGTERM", stop)
+      process.off("SIGINT", ignore)
+      process.off("disconnect", stop)
+      if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) {
+        yield* Effect.logError(`worker ${id} (pid ${process.pid}) failed`, exit.cause)
+      }
+      return yield* Effect.sync(() => process.exit(workerExitCode(exit)))
+    })
+  ) as Effect.Effect<never, never, Exclude<R, Current>>
+
+/**
+ * The Effect form: in the primary, supervise cluster workers of this script
+ * and succeed with a summary once all exited normally; in each worker, run
+ * `worker(taskId)` (the `TaskId.Current` service is provided) and exit with 0
+ * on success or a requested stop, 1 on failure (logged with its cause).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Prefork } from "effect-prefork/node"
+ *
+ * Prefork.runMain(
+ *   Prefork.run({ processes: 4 }, (id) => Effect.log(`worker ${id} serving`).pipe(Effect.andThen(Effect.never)))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const run = <A, E, R>(
+  options: Options,
+  worker: (id: TaskId) => Effect.Effect<A, E, R>
+): Effect.Effect<Supervisor.Summary, TooManyRestarts | SpawnFailed | InvalidOptions, Exclude<R, Current>> =>
+  Effect.suspend(() => cluster.isWorker ? runWorker(worker) : supervise(options))
+
+/**
+ * A teardown for `NodeRuntime.runMain` under which a program stopped by
+ * SIGINT or SIGTERM (interrupted, nothing else) exits 0 rather than 130.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const teardown: Runtime.Teardown = (exit, onExit) =>
+  Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit)
+
+/**
+ * Runs a program as the process's main: `NodeRuntime.runMain` with
+ * {@link teardown}. SIGINT or SIGTERM interrupt it — the supervisor stops
+ * every worker — and the process exits 0; `TooManyRestarts` exits 1.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const runMain = <A, E>(effect: Effect.Effect<A, E>): void => NodeRuntime.runMain(effect, { teardown })
