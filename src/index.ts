@@ -9,7 +9,7 @@
 export * as Errors from "./Errors.ts"
 
 /** @since 0.1.0 */
-export { ExitRecord, InvalidOptions, SpawnFailed, TooManyRestarts } from "./Errors.ts"
+export { ExitRecord, InvalidOptions, NotReady, SpawnFailed, TooManyRestarts } from "./Errors.ts"
 
 /** @since 0.1.0 */
 export * as ExitStatus from "./ExitStatus.ts"

@@ -27,7 +27,7 @@ import { attach, errorCode, failed, release, type Started } from "./internal/chi
  * @since 0.1.0
  * @category constructors
  */
-export const make = (log: (effect: Effect.Effect<void>) => void) => {
+export const make = () => {
   const start = (request: SpawnRequest): Effect.Effect<Started, SpawnFailed> =>
     Effect.suspend(() => {
       if (!cluster.isPrimary) {
@@ -50,8 +50,7 @@ export const make = (log: (effect: Effect.Effect<void>) => void) => {
       }
       return attach(request, worker.process, {
         onListening: (notify) => worker.once("listening", notify),
-        kill: (_pid, signal) => worker.process.kill(signal),
-        log
+        kill: (_pid, signal) => worker.process.kill(signal)
       })
     })
 

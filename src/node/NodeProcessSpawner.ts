@@ -101,9 +101,7 @@ const killGroup = (child: ChildProcess) => (pid: number, signal: NodeJS.Signals)
 export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Service"]> =>
   Effect.gen(function*() {
     const setpriv = options.parentDeathSignal === false ? undefined : findSetpriv()
-    const context = yield* Effect.context<never>()
-    const log = (effect: Effect.Effect<void>) => void Effect.runForkWith(context)(effect)
-    const cluster = NodeClusterSpawner.make(log)
+    const cluster = NodeClusterSpawner.make()
 
     const start = (request: SpawnRequest): Effect.Effect<Started, SpawnFailed> =>
       Effect.suspend(() => {
@@ -136,7 +134,7 @@ export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Servi
         } catch (error) {
           return Effect.fail(failed(request, errorCode(error), String(error)))
         }
-        return attach(request, child, { kill: killGroup(child), log })
+        return attach(request, child, { kill: killGroup(child) })
       })
 
     return ProcessSpawner.of({

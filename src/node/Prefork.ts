@@ -96,6 +96,8 @@ export const forkProcesses = (
       : Effect.as(supervise({ ...options, processes }), Option.none<TaskId>())
   )
 
+const LOST_PRIMARY_GRACE = 1000
+
 /**
  * The exit code of a worker: 0 for success or for a stop that was asked for
  * (interruption), 1 for a failure or a defect.
@@ -108,7 +110,8 @@ const workerExitCode = <A, E>(exit: Exit.Exit<A, E>): number =>
  * code that follows the result. SIGTERM (the primary stopping it) or losing
  * the primary interrupts the worker, whose finalizers run before it exits 0.
  * SIGINT is ignored: when Ctrl-C reaches the whole process group, the primary
- * stops each worker once.
+ * stops each worker once. After losing the primary a worker exits within a
+ * second, finalizers or not.
  */
 const runWorker = <A, E, R>(worker: (id: TaskId) => Effect.Effect<A, E, R>): Effect.Effect<never, never, Exclude<R, Current>> =>
   Effect.uninterruptibleMask((restore) =>
@@ -117,13 +120,20 @@ const runWorker = <A, E, R>(worker: (id: TaskId) => Effect.Effect<A, E, R>): Eff
       const fiber = yield* Effect.forkDetach(restore(Effect.provideService(worker(id), Current, id)))
       const stop = () => fiber.interruptUnsafe()
       const ignore = () => {}
+      // Losing the primary: cluster's own 'disconnect' listener would exit at once, skipping the
+      // finalizers. Tell it the disconnect is expected, run them, but never take more than a second.
+      const lost = () => {
+        setTimeout(() => process.exit(0), LOST_PRIMARY_GRACE).unref()
+        stop()
+      }
+      if (cluster.worker !== undefined) cluster.worker.exitedAfterDisconnect = true
       process.on("SIGTERM", stop)
       process.on("SIGINT", ignore)
-      process.on("disconnect", stop)
+      process.prependListener("disconnect", lost)
       const exit = yield* Fiber.await(fiber)
       process.off("SIGTERM", stop)
       process.off("SIGINT", ignore)
-      process.off("disconnect", stop)
+      process.off("disconnect", lost)
       if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) {
         yield* Effect.logError(`worker ${id} (pid ${process.pid}) failed`, exit.cause)
       }

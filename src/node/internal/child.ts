@@ -76,6 +76,10 @@ const isPowerOfTen = (n: number): boolean => {
  * Waits for the child to be spawned (or to fail to), then builds its handle.
  * `onListening` registers a callback for cluster's `'listening'` event.
  *
+ * What the handle logs later (unrecognized IPC messages) is logged with the
+ * context of the fiber that spawned the child, so it goes to the loggers,
+ * log level and annotations of the supervisor that owns the worker.
+ *
  * @internal
  */
 export const attach = (
@@ -84,8 +88,20 @@ export const attach = (
   options: {
     readonly onListening?: ((notify: () => void) => void) | undefined
     readonly kill: (pid: number, signal: NodeJS.Signals) => void
-    readonly log: (effect: Effect.Effect<void>) => void
   }
+): Effect.Effect<Started, SpawnFailed> =>
+  Effect.flatMap(Effect.context<never>(), (context) => attachWith(request, child, options, (effect) => {
+    Effect.runForkWith(context)(effect)
+  }))
+
+const attachWith = (
+  request: SpawnRequest,
+  child: ChildProcess,
+  options: {
+    readonly onListening?: ((notify: () => void) => void) | undefined
+    readonly kill: (pid: number, signal: NodeJS.Signals) => void
+  },
+  log: (effect: Effect.Effect<void>) => void
 ): Effect.Effect<Started, SpawnFailed> =>
   Effect.callback<Started, SpawnFailed>((resume) => {
     const exited = Deferred.makeUnsafe<ExitStatus.ExitStatus>()
@@ -119,7 +135,7 @@ export const attach = (
           dropped++
           if (isPowerOfTen(dropped)) {
             const sample = String(JSON.stringify(message)).slice(0, 80)
-            options.log(
+            log(
               Effect.logWarning(
                 `child ${request.taskId} (pid ${pid}) sent an unrecognized IPC message (${dropped} dropped so far): ${sample}`
               ).pipe(Effect.annotateLogs({ taskId: request.taskId, pid }))
