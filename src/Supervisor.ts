@@ -116,6 +116,8 @@ export type Event =
     readonly restart: boolean
     /** Set when the supervisor stopped the worker because it was not ready in time. */
     readonly notReady: Option.Option<NotReady>
+    /** Set when the worker was stopped by `restart` or `reload`: it is started again, spending no budget. */
+    readonly requested?: boolean | undefined
   }
   | { readonly _tag: "Finished"; readonly at: number }
 
@@ -153,6 +155,7 @@ export interface Summary {
  * @category models
  */
 export interface SupervisorHandle {
+  /** How many task slots there are now (it changes with `scale`). */
   readonly processes: number
   /**
    * The supervisor's events. A new subscriber first gets the most recent ones
@@ -170,6 +173,28 @@ export interface SupervisorHandle {
   readonly awaitReady: Effect.Effect<void, TooManyRestarts | SpawnFailed>
   /** Stops every worker (gracefully, within the stop timeout) and waits until all are reaped. */
   readonly stop: Effect.Effect<void>
+  /**
+   * Replaces one slot's worker: stops it (SIGTERM, the stop timeout, then
+   * SIGKILL) and starts it again at once with the same task id. This is not a
+   * failure: it spends no budget and resets the slot's backoff. Completes when
+   * the new worker is ready, or at once for a slot that has ended or does not
+   * exist; the supervision ending also completes it.
+   */
+  readonly restart: (taskId: TaskId) => Effect.Effect<void>
+  /**
+   * A rolling restart: `restart` of each slot in turn, waiting until the new
+   * worker is ready before stopping the next, so at most one slot is down at a
+   * time.
+   */
+  readonly reload: Effect.Effect<void>
+  /**
+   * Changes the number of slots. New slots take the next task ids and start at
+   * once; removing slots stops the workers with the highest task ids (as the
+   * supervisor stops everything: SIGTERM, the stop timeout, then SIGKILL), so
+   * the live ids stay `0 … n-1`. Completes once added workers are started or
+   * removed ones are reaped. `processes` must be an integer >= 1.
+   */
+  readonly scale: (processes: number) => Effect.Effect<void, InvalidOptions>
 }
 
 const EVENT_REPLAY = 1024
@@ -271,12 +296,17 @@ export const start = Effect.fnUntraced(function*(
     Effect.forkScoped
   )
   return {
-    processes: cfg.processes,
+    get processes() {
+      return slots.count()
+    },
     events: Stream.fromPubSub(events).pipe(Stream.takeUntil((e) => e._tag === "Finished")),
     status: slots.status,
     await: Fiber.join(fiber),
     awaitReady: Effect.raceFirst(slots.allReady, Effect.asVoid(Fiber.join(fiber))),
-    stop: Effect.asVoid(Fiber.interrupt(fiber))
+    stop: Effect.asVoid(Fiber.interrupt(fiber)),
+    restart: slots.restart,
+    reload: slots.reload,
+    scale: slots.scale
   }
 })
 

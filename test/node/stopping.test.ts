@@ -199,8 +199,9 @@ describe("the primary's event loop under a crash storm (row 32)", () => {
       const elapsed = Date.now() - t0
       const restarts = exitedEvents(events).length
       yield* handle.stop
-      // Loose on purpose: a starved loop fires ~0 % of ticks (measured), a healthy one nearly all.
-      assert.isAbove(ticks, (elapsed / 10) * 0.5)
+      // Loose on purpose (the suite shares 2 cores): a starved loop fires ~0 % of ticks (measured),
+      // a healthy one nearly all when alone.
+      assert.isAbove(ticks, (elapsed / 10) * 0.2, `${ticks} ticks of 10 ms in ${elapsed} ms, ${restarts} exits`)
       assert.isAbove(restarts, 8)
       yield* assertNoneLeft(tag)
     })))

@@ -7,14 +7,20 @@ import { ProcessSpawner, type SpawnRequest } from "../../src/ProcessSpawner.ts"
 import { TaskId } from "../../src/TaskId.ts"
 import * as TestSpawner from "../../src/testing/TestSpawner.ts"
 
-const request = (taskId: number, stopTimeout: Duration.Input = "5 seconds"): SpawnRequest => ({
+const request = (
+  taskId: number,
+  stopTimeout: Duration.Input = "5 seconds",
+  extra: Partial<SpawnRequest> = {}
+): SpawnRequest => ({
   taskId: TaskId(taskId),
   mode: "command",
   command: "worker",
   args: ["--flag"],
   env: { PREFORK_TASK_ID: String(taskId) },
   stdio: "ignore",
-  stopTimeout: Duration.fromInputUnsafe(stopTimeout)
+  readiness: "spawn",
+  stopTimeout: Duration.fromInputUnsafe(stopTimeout),
+  ...extra
 })
 
 /** Spawns into a scope of its own, which the test closes when it wants. */
@@ -340,4 +346,72 @@ describe("TestSpawner", () => {
         script: (p) => p.index === 0 ? { status: ExitStatus.exited(7), after: "500 millis" } : undefined
       }
     ))
+
+  describe("readiness", () => {
+    it.effect("readiness \"spawn\": ready at once", () =>
+      provide(Effect.gen(function*() {
+        const control = yield* TestSpawner.TestSpawner
+        yield* TestClock.adjust("2 seconds")
+        const { handle } = yield* spawnIn(request(0))
+        yield* handle.ready
+        assert.deepStrictEqual((yield* control.process(handle.pid)).readyAt, Option.some(2000))
+      })))
+
+    it.effect("readiness \"message\": ready when the test says so, once", () =>
+      provide(Effect.gen(function*() {
+        const control = yield* TestSpawner.TestSpawner
+        const { handle } = yield* spawnIn(request(0, "5 seconds", { mode: "module", readiness: "message" }))
+        const waiting = yield* Effect.forkChild(handle.ready)
+        yield* TestClock.adjust("1 second")
+        assert.isUndefined(waiting.pollUnsafe())
+        assert.isTrue(Option.isNone((yield* control.process(handle.pid)).readyAt))
+        yield* control.ready(handle.pid)
+        yield* Fiber.join(waiting)
+        yield* TestClock.adjust("1 second")
+        yield* control.ready(handle.pid)
+        assert.deepStrictEqual((yield* control.process(handle.pid)).readyAt, Option.some(1000))
+      })))
+
+    it.effect("a process that exits first is never ready", () =>
+      provide(Effect.gen(function*() {
+        const control = yield* TestSpawner.TestSpawner
+        const { handle } = yield* spawnIn(request(0, "5 seconds", { mode: "module", readiness: "message" }))
+        const waiting = yield* Effect.forkChild(handle.ready)
+        yield* control.exit(handle.pid, ExitStatus.exited(1))
+        yield* control.ready(handle.pid)
+        yield* TestClock.adjust("1 hour")
+        assert.isUndefined(waiting.pollUnsafe())
+        assert.isTrue(Option.isNone((yield* control.process(handle.pid)).readyAt))
+        yield* Fiber.interrupt(waiting)
+      })))
+
+    it.effect("readyAfter: ready by itself after the delay on Clock", () =>
+      provide(
+        Effect.gen(function*() {
+          const control = yield* TestSpawner.TestSpawner
+          const { handle } = yield* spawnIn(request(0, "5 seconds", { mode: "cluster", readiness: "listening" }))
+          yield* TestClock.adjust("749 millis")
+          assert.isTrue(Option.isNone((yield* control.process(handle.pid)).readyAt))
+          yield* TestClock.adjust("1 milli")
+          yield* handle.ready
+          assert.deepStrictEqual((yield* control.process(handle.pid)).readyAt, Option.some(750))
+        }),
+        { readyAfter: "750 millis" }
+      ))
+  })
+
+  it.effect("output reaches onOutput only with stdio \"pipe\"", () =>
+    provide(Effect.gen(function*() {
+      const control = yield* TestSpawner.TestSpawner
+      const lines: Array<string> = []
+      const onOutput = (l: { readonly pid: number; readonly taskId: number; readonly stream: string; readonly line: string }) => {
+        lines.push(`${l.pid} ${l.taskId} ${l.stream} ${l.line}`)
+      }
+      const piped = yield* spawnIn(request(2, "5 seconds", { stdio: "pipe", onOutput }))
+      const ignored = yield* spawnIn(request(3, "5 seconds", { stdio: "ignore", onOutput }))
+      yield* control.output(piped.handle.pid, "hello")
+      yield* control.output(piped.handle.pid, "oops", "stderr")
+      yield* control.output(ignored.handle.pid, "lost")
+      assert.deepStrictEqual(lines, ["1000 2 stdout hello", "1000 2 stderr oops"])
+    })))
 })

@@ -1,0 +1,149 @@
+/**
+ * What `prefork` reads from its command line before `effect/cli` sees it, and
+ * the value syntaxes of its options. Pure functions, no I/O.
+ *
+ * - {@link splitCommand}: everything from the command on belongs to the
+ *   command. `prefork -n 2 node app.js --port 80` runs `node app.js --port 80`
+ *   as if `--` had been written before `node`, so the child's own options are
+ *   never read as prefork's.
+ * - {@link parseDuration}: `500ms`, `5s`, `1.5m`, `1h`, `0`, or Effect's
+ *   `"5 seconds"`.
+ *
+ * @since 0.1.0
+ */
+import { Duration, Option } from "effect"
+
+/**
+ * Inserts `--` before the first operand (the command) unless the line already
+ * has a `--`. `valueFlags` names the options that take a value from the next
+ * argument (without dashes: `"n"`, `"processes"`); `booleanFlags` those that
+ * take none but may be followed by a boolean word (`--prefix false`), as
+ * `effect/cli` reads them.
+ *
+ * @since 0.1.0
+ * @category parsing
+ */
+export const splitCommand = (
+  argv: ReadonlyArray<string>,
+  valueFlags: ReadonlySet<string>,
+  booleanFlags: ReadonlySet<string>
+): ReadonlyArray<string> => {
+  if (argv.includes("--")) return argv
+  let i = 0
+  while (i < argv.length) {
+    const arg = argv[i]!
+    if (!isOption(arg)) return [...argv.slice(0, i), "--", ...argv.slice(i)]
+    i++
+    if (arg.includes("=")) continue
+    const name = arg.startsWith("--") ? arg.slice(2) : arg.slice(-1)
+    const next = argv[i]
+    if (next === undefined || isOption(next)) continue
+    if (valueFlags.has(name) || (booleanFlags.has(name) && BOOLEAN_WORDS.has(next))) i++
+  }
+  return argv
+}
+
+// The words `effect/cli` reads as the value of a boolean flag (Schema's true and false literals).
+const BOOLEAN_WORDS = new Set(["true", "yes", "on", "1", "y", "false", "no", "off", "0", "n"])
+
+/** As `effect/cli`'s lexer: `-` and negative numbers are values, not options. */
+const isOption = (arg: string): boolean =>
+  arg.startsWith("-") && arg !== "-" && !/^-(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/.test(arg)
+
+const UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
+
+/**
+ * Reads a duration: a number with a unit (`ms`, `s`, `m`, `h`: `500ms`, `5s`,
+ * `1.5m`), `0`, or any input `Duration.fromInput` accepts as text
+ * (`"5 seconds"`). A bare number other than 0 is refused: it would be unclear
+ * whether it means seconds or milliseconds.
+ *
+ * @since 0.1.0
+ * @category parsing
+ */
+export const parseDuration = (text: string): Option.Option<Duration.Duration> => {
+  const trimmed = text.trim()
+  if (trimmed === "0") return Option.some(Duration.zero)
+  const short = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(trimmed)
+  if (short !== null) return Option.some(Duration.millis(Number(short[1]) * UNITS[short[2]!]!))
+  if (!/^\d+(?:\.\d+)?\s+[a-z]+$/.test(trimmed)) return Option.none()
+  return Option.filter(
+    Duration.fromInput(trimmed as Duration.Input),
+    (d) => Number.isFinite(Duration.toMillis(d)) && Duration.toMillis(d) >= 0
+  )
+}
+
+/**
+ * Writes a duration the way {@link parseDuration} reads it: `"250ms"`, `"5s"`,
+ * `"2m"`, `"1h"`.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const formatDuration = (duration: Duration.Input): string => {
+  const ms = Duration.toMillis(Duration.fromInputUnsafe(duration))
+  if (ms === 0) return "0"
+  for (const [unit, size] of [
+    ["h", 3_600_000],
+    ["m", 60_000],
+    ["s", 1000]
+  ] as const) {
+    if (ms % size === 0) return `${ms / size}${unit}`
+  }
+  return `${ms}ms`
+}
+
+/**
+ * Reads `KEY=VALUE` (the value may be empty or contain `=`).
+ *
+ * @since 0.1.0
+ * @category parsing
+ */
+export const parseEnv = (text: string): Option.Option<readonly [string, string]> => {
+  const eq = text.indexOf("=")
+  if (eq <= 0 || text.includes("\0")) return Option.none()
+  return Option.some([text.slice(0, eq), text.slice(eq + 1)] as const)
+}
+
+/**
+ * Reads `--intensity`: `<restarts>/<window>`, such as `5/10s` (at most 5
+ * restarts within any 10 seconds).
+ *
+ * @since 0.1.0
+ * @category parsing
+ */
+export const parseIntensity = (
+  text: string
+): Option.Option<{ readonly maxRestarts: number; readonly within: Duration.Duration }> => {
+  const slash = text.indexOf("/")
+  if (slash === -1) return Option.none()
+  const count = text.slice(0, slash).trim()
+  if (!/^\d+$/.test(count)) return Option.none()
+  return Option.flatMap(parseDuration(text.slice(slash + 1)), (within) =>
+    Duration.toMillis(within) > 0 ? Option.some({ maxRestarts: Number(count), within }) : Option.none()
+  )
+}
+
+/**
+ * Reads `--max-restarts`: a whole number, or `infinity` for no limit.
+ *
+ * @since 0.1.0
+ * @category parsing
+ */
+export const parseCount = (text: string): Option.Option<number> => {
+  const trimmed = text.trim().toLowerCase()
+  if (trimmed === "infinity" || trimmed === "inf" || trimmed === "unlimited") return Option.some(Infinity)
+  return /^\d+$/.test(trimmed) ? Option.some(Number(trimmed)) : Option.none()
+}
+
+/**
+ * Reads `--normal-exit-codes`: a comma-separated list of codes 0..255.
+ *
+ * @since 0.1.0
+ * @category parsing
+ */
+export const parseCodes = (text: string): Option.Option<ReadonlyArray<number>> => {
+  const parts = text.split(",").map((p) => p.trim())
+  if (!parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255)) return Option.none()
+  return Option.some(parts.map(Number))
+}

@@ -1,0 +1,403 @@
+/**
+ * The `prefork` command, written with `effect/cli`: run `n` copies of any
+ * program, restart the ones that fail with the same task id, prefix their
+ * output, and answer signals the way gunicorn's arbiter does.
+ *
+ * ```sh
+ * prefork -n 4 -- node server.js --port 8080
+ * prefork --max-restarts 10 --backoff 100ms -- python worker.py
+ * ```
+ *
+ * Everything from the command on is the command's, verbatim: `--` is needed
+ * only when the command itself starts with `-`. The exit codes are in
+ * `ExitCode`, the signals in `Signals`.
+ *
+ * @since 0.1.0
+ */
+import { readFileSync, statSync } from "node:fs"
+import { availableParallelism } from "node:os"
+import * as Path from "node:path"
+import { NodeServices } from "@effect/platform-node"
+import { Clock, Duration, Effect, Layer, Option } from "effect"
+import { Argument, CliConfig, CliOutput, Command, Flag, GlobalFlag } from "effect/cli"
+import type { ExitRecord } from "../Errors.ts"
+import { InvalidOptions } from "../Errors.ts"
+import * as ExitStatus from "../ExitStatus.ts"
+import * as NodeProcessSpawner from "../node/NodeProcessSpawner.ts"
+import * as Supervisor from "../Supervisor.ts"
+import * as Argv from "./Argv.ts"
+import * as ExitCode from "./ExitCode.ts"
+import * as Logging from "./Logging.ts"
+import * as Output from "./Output.ts"
+import * as Signals from "./Signals.ts"
+import * as Status from "./Status.ts"
+
+/**
+ * The package version, read from `package.json` (two folders up, from `src/cli`
+ * as from `dist/cli`).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const VERSION: string = (
+  JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { readonly version: string }
+).version
+
+const describe = (text: string, fallback: string) => `${text} (default: ${fallback})`
+
+const duration = (name: string, text: string, fallback: string) =>
+  Flag.String(name).pipe(
+    Flag.withMetavar("duration"),
+    Flag.filterMap(Argv.parseDuration, () => "a duration such as 500ms, 5s, 1m or 1h"),
+    Flag.withDescription(describe(text, fallback)),
+    Flag.optional
+  )
+
+type Ready = "spawn" | "message" | { readonly delay: Duration.Duration }
+
+const parseReady = (text: string): Option.Option<Ready> =>
+  text === "spawn" || text === "message"
+    ? Option.some(text)
+    : Option.map(Argv.parseDuration(text), (delay) => ({ delay }))
+
+/**
+ * Every option of `prefork`. Each description ends with its default.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const flags = {
+  processes: Flag.Int("processes").pipe(
+    Flag.withAlias("n"),
+    Flag.withDescription(
+      describe("How many workers; 0 or less means one per CPU", `the CPU count, ${availableParallelism()} here`)
+    ),
+    Flag.withDefault(0)
+  ),
+  restart: Flag.Literals("restart", ["on-failure", "always", "never"] as const).pipe(
+    Flag.withDescription(
+      describe("Which exits restart a worker: abnormal ones (Tornado), every one, or none", "on-failure")
+    ),
+    Flag.withDefault("on-failure" as const)
+  ),
+  normalExitCodes: Flag.String("normal-exit-codes").pipe(
+    Flag.withMetavar("codes"),
+    Flag.filterMap(Argv.parseCodes, () => "a comma-separated list of exit codes 0..255, such as 0,3"),
+    Flag.withDescription(describe("Exit codes that count as a normal exit", "0")),
+    Flag.optional
+  ),
+  maxRestarts: Flag.String("max-restarts").pipe(
+    Flag.withMetavar("n"),
+    Flag.filterMap(Argv.parseCount, () => "a whole number, or infinity"),
+    Flag.withDescription(
+      describe(
+        "Restarts allowed in all, shared by every worker, before giving up (exit 3)",
+        "100, or none with --intensity"
+      )
+    ),
+    Flag.optional
+  ),
+  intensity: Flag.String("intensity").pipe(
+    Flag.withMetavar("n/duration"),
+    Flag.filterMap(Argv.parseIntensity, () => "<restarts>/<window>, such as 5/10s"),
+    Flag.withDescription(describe("At most n restarts within any window of this length (OTP intensity)", "none")),
+    Flag.optional
+  ),
+  backoff: duration("backoff", "Wait before restarting a worker that keeps failing, doubling each time", "none"),
+  backoffMax: duration("backoff-max", "The longest backoff", "30s"),
+  backoffFactor: Flag.Finite("backoff-factor").pipe(
+    Flag.withDescription(describe("How much each backoff grows", "2")),
+    Flag.optional
+  ),
+  resetAfter: duration("reset-after", "A worker that ran this long starts its backoff from zero", "10s"),
+  stopTimeout: duration(
+    "stop-timeout",
+    "How long workers may take to exit after SIGTERM, all together, before SIGKILL",
+    "5s"
+  ),
+  ready: Flag.String("ready").pipe(
+    Flag.withMetavar("spawn|message|duration"),
+    Flag.filterMap(parseReady, () => "spawn, message, or a duration such as 2s"),
+    Flag.withDescription(
+      describe(
+        "When a worker counts as ready (for reloads): when started, when a Node worker calls Worker.ready, or after a delay",
+        "spawn"
+      )
+    ),
+    Flag.withDefault("spawn" as Ready)
+  ),
+  readyTimeout: duration(
+    "ready-timeout",
+    "A worker not ready this long after its start is stopped and counts as a failure",
+    "30s"
+  ),
+  env: Flag.String("env").pipe(
+    Flag.withAlias("e"),
+    Flag.withMetavar("KEY=VALUE"),
+    Flag.filterMap(Argv.parseEnv, () => "KEY=VALUE"),
+    Flag.withDescription(describe("Set a variable for every worker; repeat for more", "prefork's own environment")),
+    Flag.atLeast(0)
+  ),
+  cwd: Flag.String("cwd").pipe(
+    Flag.withMetavar("dir"),
+    Flag.withDescription(describe("The workers' working directory", "prefork's own")),
+    Flag.optional
+  ),
+  prefix: Flag.Boolean("prefix").pipe(
+    Flag.withDescription(
+      describe("Prefix each output line with [task:pid]; --no-prefix passes output through untouched", "on")
+    ),
+    Flag.withDefault(true)
+  ),
+  logFormat: Flag.Literals("log-format", Logging.FORMATS).pipe(
+    Flag.withDescription(describe("How prefork's own messages are written to stderr", "pretty")),
+    Flag.withDefault("pretty" as Logging.Format)
+  ),
+  command: Argument.String("command").pipe(
+    Argument.withDescription("The program to run in every worker, and its arguments, passed verbatim (no shell)"),
+    Argument.variadic({ min: 1 })
+  )
+} as const
+
+/**
+ * What the command line says, parsed.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export type Input = Command.Command.Config.Infer<typeof flags>
+
+/**
+ * The options that take a value from the next argument, and the boolean ones
+ * (with the built-in `--help`, `--version` and `--log-level`): what
+ * {@link Argv.splitCommand} needs to find where the command starts.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const VALUE_FLAGS: ReadonlySet<string> = new Set([
+  "processes",
+  "n",
+  "restart",
+  "normal-exit-codes",
+  "max-restarts",
+  "intensity",
+  "backoff",
+  "backoff-max",
+  "backoff-factor",
+  "reset-after",
+  "stop-timeout",
+  "ready",
+  "ready-timeout",
+  "env",
+  "e",
+  "cwd",
+  "log-format",
+  "log-level"
+])
+
+/**
+ * @since 0.1.0
+ * @category options
+ */
+export const BOOLEAN_FLAGS: ReadonlySet<string> = new Set(["prefix", "no-prefix", "help", "h", "version", "v"])
+
+const isNode = (command: string): boolean => command === process.execPath || /^node(js)?$/.test(Path.basename(command))
+
+const usage = (field: string, message: string) => new InvalidOptions({ field, message })
+
+/**
+ * Turns the parsed command line into supervisor options, refusing what the
+ * parser cannot see: a backoff setting without `--backoff`, `--ready message`
+ * for a program that is not Node, a `--cwd` that is not a directory.
+ *
+ * `--ready message` needs an IPC channel: `node <args…>` then runs under
+ * prefork's own Node binary (`process.execPath`) in module mode, with the
+ * arguments unchanged.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const toOptions = (
+  input: Input,
+  onOutput: Supervisor.Options["onOutput"]
+): Effect.Effect<Supervisor.Options, InvalidOptions> =>
+  Effect.gen(function* () {
+    const [command, ...args] = input.command as readonly [string, ...Array<string>]
+    if (Option.isNone(input.backoff) && (Option.isSome(input.backoffMax) || Option.isSome(input.backoffFactor))) {
+      return yield* usage("backoff", "--backoff-max and --backoff-factor need --backoff <duration>")
+    }
+    if (Option.isSome(input.cwd) && !isDirectory(input.cwd.value)) {
+      return yield* usage("cwd", `--cwd: ${input.cwd.value} is not a directory`)
+    }
+    let run: Pick<Supervisor.Options, "mode" | "command" | "args" | "execArgv"> = { command, args }
+    if (input.ready === "message") {
+      if (!isNode(command) || args.length === 0) {
+        return yield* usage(
+          "ready",
+          "--ready message needs a Node program that calls Worker.ready: prefork --ready message -- node script.js"
+        )
+      }
+      run = { mode: "module", command: args[0]!, args: args.slice(1), execArgv: [] }
+    }
+    const option = <A, K extends string>(key: K, value: Option.Option<A>) =>
+      Option.isSome(value) ? ({ [key]: value.value } as { readonly [P in K]: A }) : {}
+    return {
+      ...run,
+      processes: input.processes,
+      restart: input.restart,
+      ...option("normalExitCodes", input.normalExitCodes),
+      ...option("maxRestarts", input.maxRestarts),
+      ...option("intensity", input.intensity),
+      ...(Option.isSome(input.backoff)
+        ? {
+            backoff: {
+              initial: input.backoff.value,
+              ...option("max", input.backoffMax),
+              ...option("factor", input.backoffFactor)
+            }
+          }
+        : {}),
+      ...option("resetAfter", input.resetAfter),
+      ...option("stopTimeout", input.stopTimeout),
+      ready: input.ready,
+      ...option("readyTimeout", input.readyTimeout),
+      env: Object.fromEntries(input.env),
+      ...option("cwd", input.cwd),
+      ...(input.prefix ? { stdio: "pipe" as const, onOutput } : { stdio: "inherit" as const })
+    } satisfies Supervisor.Options
+  })
+
+const isDirectory = (path: string): boolean => {
+  try {
+    return statSync(path).isDirectory()
+  } catch {
+    return false
+  }
+}
+
+const stderr = process.stderr
+
+/** A usage error as the shell shows it: what was wrong, then how to get help. */
+const usageText = (messages: ReadonlyArray<string>): string =>
+  messages.map((m) => `prefork: ${m}\n`).join("") +
+  "Usage: prefork [options] [--] <command> [args...]\nRun 'prefork --help' for every option and its default.\n"
+
+/** The workers whose last exit was not normal (what `--restart never` reports). */
+const abnormal = (exits: ReadonlyArray<ExitRecord>, normal: ReadonlyArray<number>): ReadonlyArray<ExitRecord> => {
+  const last = new Map<number, ExitRecord>()
+  for (const exit of exits) last.set(exit.taskId, exit)
+  return [...last.values()].filter((e) => e.status._tag !== "Exited" || !normal.includes(e.status.code))
+}
+
+/**
+ * Supervises as the command line says, until every worker has exited or a
+ * signal stops prefork. Fails with the error that decides the exit code.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const supervise = (input: Input) => {
+  const color = Output.useColor(stderr, process.env)
+  const onOutput = Output.make({ stdout: process.stdout, stderr, env: process.env })
+  const report = (handle: Supervisor.SupervisorHandle) =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const slots = yield* handle.status
+      if (input.logFormat === "pretty") {
+        stderr.write(`${Status.table(slots, now)}\n`)
+        return
+      }
+      for (const row of Status.rows(slots, now)) yield* Effect.logInfo("status").pipe(Effect.annotateLogs({ ...row }))
+    })
+  let describeStop = () => "stopping"
+  return Effect.scoped(
+    Effect.gen(function* () {
+      const options = yield* toOptions(input, onOutput)
+      const signals = yield* Signals.listen(() => describeStop())
+      const handle = yield* Supervisor.start(options)
+      describeStop = () => Signals.stoppingMessage(handle.processes, options.stopTimeout ?? "5 seconds")
+      yield* Effect.forkScoped(Signals.control(handle, signals, report(handle)))
+      const summary = yield* handle.await
+      const failed = abnormal(summary.exits, options.normalExitCodes ?? [0])
+      if (failed.length > 0) {
+        const which = failed.map((e) => `child ${e.taskId} (pid ${e.pid}) ${ExitStatus.describe(e.status)}`)
+        yield* Effect.logError(`${failed.length} of ${handle.processes} workers ended abnormally: ${which.join(", ")}`)
+        return yield* new ExitCode.ExitWith({ code: ExitCode.FAILURE })
+      }
+      yield* Effect.logInfo(`Every worker exited normally (${summary.restarts} restarts)`)
+    })
+  ).pipe(
+    // Usage mistakes are told as such; what happened to the workers goes through the logger.
+    Effect.tapError((error) =>
+      error._tag === "InvalidOptions"
+        ? Effect.sync(() => void stderr.write(usageText([error.message])))
+        : error._tag === "ExitWith"
+          ? Effect.void
+          : Effect.logError(error.message)
+    ),
+    Effect.tapDefect((defect) => Effect.logError("prefork failed unexpectedly", defect)),
+    Effect.provide(Layer.merge(NodeProcessSpawner.layer, Logging.layer(input.logFormat, stderr, color)))
+  )
+}
+
+/**
+ * @since 0.1.0
+ * @category commands
+ */
+export const command = Command.make("prefork", flags, supervise).pipe(
+  Command.withDescription(
+    [
+      "Run n copies of a program, restart the ones that fail with the same task id",
+      "(in PREFORK_TASK_ID), and give up cleanly when they fail too often.",
+      "",
+      "Signals:    TERM, INT   stop every worker (SIGTERM, then SIGKILL after --stop-timeout)",
+      "            HUP         rolling restart, one worker at a time, each waiting for --ready",
+      "            TTIN, TTOU  one worker more, one fewer",
+      "            USR2        print the status table to stderr",
+      "Exit codes: 0 every worker exited normally, or prefork was stopped by a signal",
+      "            1 a worker ended abnormally with --restart never",
+      "            2 bad usage   3 too many restarts",
+      "            126 the command could not be started   127 command not found (or not executable)"
+    ].join("\n  ")
+  ),
+  Command.withExamples([
+    {
+      command: "prefork -n 4 -- node worker.js --queue jobs",
+      description: "Four copies of a Node program; each reads its task id from PREFORK_TASK_ID"
+    },
+    {
+      command: "prefork --max-restarts 10 --backoff 100ms -- python worker.py",
+      description: "Any program: restart with backoff, give up after 10 restarts"
+    },
+    {
+      command: "prefork --ready message -- node server.js",
+      description: "Reloads (SIGHUP) wait until each new worker calls Worker.ready"
+    }
+  ])
+)
+
+// Usage errors: what was wrong and how to get help, on stderr; the full help only when asked for.
+const presenter: CliOutput.Presenter = {
+  present: (event) =>
+    event._tag === "InvalidInvocation"
+      ? Effect.sync(() => void stderr.write(usageText(event.errors.map((e) => e.message))))
+      : CliOutput.defaultPresenter.present(event)
+}
+
+/**
+ * `prefork` with these arguments (`process.argv.slice(2)`).
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const run = (argv: ReadonlyArray<string>) =>
+  Command.runWith(command, { version: VERSION })(Argv.splitCommand(argv, VALUE_FLAGS, BOOLEAN_FLAGS)).pipe(
+    Effect.provide(
+      Layer.mergeAll(
+        NodeServices.layer,
+        CliConfig.layer({ builtIns: [GlobalFlag.Help, GlobalFlag.Version, GlobalFlag.LogLevel] }),
+        CliOutput.layerPresenter(presenter)
+      )
+    )
+  )

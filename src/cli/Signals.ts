@@ -1,0 +1,139 @@
+/**
+ * What `prefork` does on each signal, the way gunicorn's arbiter does:
+ *
+ * | signal            | action |
+ * | ----------------- | ------ |
+ * | SIGTERM, SIGINT   | stop every worker gracefully, once, then exit 0 (`NodeRuntime.runMain` interrupts the program; this module only says so in the log) |
+ * | SIGHUP            | rolling restart: each worker in turn is stopped and started again, the next one only once the new one is ready |
+ * | SIGTTIN / SIGTTOU | one worker more / one fewer (never fewer than one); the highest task id goes first |
+ * | SIGUSR2           | print the status table |
+ *
+ * The listeners are installed by {@link listen} for the life of its scope, and
+ * should be installed before the supervisor starts: then they are removed only
+ * after every worker has been stopped, and a SIGHUP that arrives during the
+ * stop cannot kill prefork with the default action.
+ *
+ * @since 0.1.0
+ */
+import { Effect, Queue } from "effect"
+import type * as Scope from "effect/Scope"
+import type { SupervisorHandle } from "../Supervisor.ts"
+import { formatDuration } from "./Argv.ts"
+
+/**
+ * The signals `prefork` acts on while it runs (SIGINT and SIGTERM are
+ * `NodeRuntime.runMain`'s).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const CONTROL = ["SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR2"] as const
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Control = (typeof CONTROL)[number]
+
+const STOP = ["SIGINT", "SIGTERM"] as const
+
+/**
+ * Installs the signal listeners for the life of the scope, and returns the
+ * queue of control signals received. SIGINT and SIGTERM are logged at once
+ * (the first as "stopping", any later one as "already stopping").
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const listen = (describeStop: () => string): Effect.Effect<Queue.Dequeue<Control>, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const queue = yield* Queue.unbounded<Control>()
+    const context = yield* Effect.context<never>()
+    const log = (effect: Effect.Effect<void>) => void Effect.runForkWith(context)(effect)
+    let stopping = false
+    const onStop = (signal: NodeJS.Signals) => {
+      log(Effect.logInfo(stopping ? `${signal} received: already stopping` : `${signal} received: ${describeStop()}`))
+      stopping = true
+    }
+    const onControl = (signal: NodeJS.Signals) => void Queue.offerUnsafe(queue, signal as Control)
+    yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        for (const signal of CONTROL) process.on(signal, onControl)
+        for (const signal of STOP) process.on(signal, onStop)
+      }),
+      () =>
+        Effect.sync(() => {
+          for (const signal of CONTROL) process.off(signal, onControl)
+          for (const signal of STOP) process.off(signal, onStop)
+        })
+    )
+    return queue
+  })
+
+/**
+ * Acts on each control signal until interrupted. `report` shows the status
+ * (SIGUSR2). Reloads and scaling run in the background, so a status request
+ * is answered during a reload; a SIGHUP during a reload is ignored (and
+ * logged), and scaling requests are applied in order, each from the count the
+ * previous one asked for.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const control = (
+  handle: SupervisorHandle,
+  signals: Queue.Dequeue<Control>,
+  report: Effect.Effect<void>
+): Effect.Effect<never, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    let target = handle.processes
+    let reloading = false
+    const scaleRequests = yield* Queue.unbounded<void>()
+    // One fiber applies every scaling request in turn, each to the latest target.
+    yield* Effect.forkScoped(
+      Effect.forever(
+        Queue.take(scaleRequests).pipe(
+          Effect.andThen(Effect.suspend(() => handle.scale(target))),
+          Effect.catchTag("InvalidOptions", (e) => Effect.logWarning(e.message))
+        )
+      )
+    )
+    const reload = Effect.gen(function* () {
+      reloading = true
+      yield* Effect.logInfo(`SIGHUP received: restarting ${handle.processes} processes one at a time`)
+      yield* handle.reload
+      yield* Effect.logInfo("Reload finished")
+    }).pipe(Effect.ensuring(Effect.sync(() => (reloading = false))))
+
+    const act = (signal: Control): Effect.Effect<void, never, Scope.Scope> => {
+      switch (signal) {
+        case "SIGUSR2":
+          return report
+        case "SIGHUP":
+          return reloading
+            ? Effect.logInfo("SIGHUP received: a reload is already running, ignored")
+            : Effect.asVoid(Effect.forkScoped(reload))
+        case "SIGTTIN":
+          target++
+          return Effect.logInfo(`SIGTTIN received: scaling to ${target} processes`).pipe(
+            Effect.andThen(Queue.offer(scaleRequests, undefined))
+          )
+        case "SIGTTOU":
+          if (target <= 1) return Effect.logInfo("SIGTTOU received: already at 1 process, ignored")
+          target--
+          return Effect.logInfo(`SIGTTOU received: scaling to ${target} processes`).pipe(
+            Effect.andThen(Queue.offer(scaleRequests, undefined))
+          )
+      }
+    }
+    return yield* Effect.forever(Effect.flatMap(Queue.take(signals), act))
+  })
+
+/**
+ * The log line for the first SIGINT or SIGTERM.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const stoppingMessage = (processes: number, stopTimeout: Parameters<typeof formatDuration>[0]): string =>
+  `stopping ${processes} processes (SIGTERM, then SIGKILL after ${formatDuration(stopTimeout)})`
