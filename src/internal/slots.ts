@@ -146,8 +146,9 @@ export const runSlots = Effect.fnUntraced(function*(cfg: Config, publish: (event
           }
         }
         if (Option.isNone(yield* handle.exitStatus)) {
-          setReady(slot, true)
+          // Published first, so whoever `awaitReady` wakes finds the event already in the stream.
           yield* publish({ _tag: "Ready", taskId: slot.taskId, pid, at: clock.currentTimeMillisUnsafe() })
+          setReady(slot, true)
         }
         const status = yield* handle.exit
         return { pid, status, startedAt, notReady: Option.none(), requested: false } satisfies Ended
