@@ -6,7 +6,7 @@
 import { Effect, Option, Random } from "effect"
 import * as Worker from "../src/Worker.ts"
 
-const program = Effect.gen(function*() {
+const program = Effect.gen(function* () {
   const id = Option.getOrElse(yield* Worker.taskId, () => -1)
   console.log(`  worker: task ${id} (pid ${process.pid}) up`)
   yield* Effect.sleep(yield* Random.nextBetween(600, 2500))

@@ -22,13 +22,14 @@ const program = Supervisor.run({
 }).pipe(
   Effect.tap((summary) => Effect.log(`all workers exited normally after ${summary.restarts} restarts`)),
   Effect.catchTag("TooManyRestarts", (error) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       yield* Effect.logError(error.message)
       yield* Effect.log("every worker was stopped before giving up; the abnormal exits were:")
       for (const exit of error.exits) {
         yield* Effect.log(`  child ${exit.taskId} (pid ${exit.pid}) ${describe(exit.status)}`)
       }
-    })),
+    })
+  ),
   Effect.provide(NodeProcessSpawner.layer)
 )
 

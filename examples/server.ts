@@ -27,7 +27,8 @@ const serve = (id: TaskId) =>
         res.end(`task ${id} (pid ${process.pid}) exiting with status ${Number(arg)}\n`, () => process.exit(Number(arg)))
       } else if (action === "kill" && arg !== undefined && arg in constants.signals) {
         res.end(`task ${id} (pid ${process.pid}) killing itself with ${arg}\n`, () =>
-          process.kill(process.pid, arg as NodeJS.Signals))
+          process.kill(process.pid, arg as NodeJS.Signals)
+        )
       } else {
         res.end(`task ${id} (pid ${process.pid})\n`)
       }
@@ -36,7 +37,7 @@ const serve = (id: TaskId) =>
     return Effect.sync(() => server.close())
   })
 
-const program = Effect.gen(function*() {
+const program = Effect.gen(function* () {
   const id = yield* forkProcesses(undefined, { maxRestarts: 100 })
   if (Option.isNone(id)) {
     return yield* Effect.log("every worker exited normally")

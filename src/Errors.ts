@@ -62,11 +62,12 @@ export class TooManyRestarts extends Schema.TaggedError<TooManyRestarts>()("TooM
 }) {
   override get message(): string {
     const last = this.exits.at(-1)
-    const what = last === undefined
-      ? ""
-      : last.notReady !== undefined
-      ? ` (last: ${last.notReady.message})`
-      : ` (last: child ${last.taskId} (pid ${last.pid}) ${describe(last.status)})`
+    const what =
+      last === undefined
+        ? ""
+        : last.notReady !== undefined
+          ? ` (last: ${last.notReady.message})`
+          : ` (last: child ${last.taskId} (pid ${last.pid}) ${describe(last.status)})`
     return `Too many child restarts, giving up after ${this.restarts} restarts${what}`
   }
 }

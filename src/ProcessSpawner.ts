@@ -120,13 +120,16 @@ export interface ProcessHandle {
  * @since 0.1.0
  * @category services
  */
-export class ProcessSpawner extends Context.Service<ProcessSpawner, {
-  /**
-   * Starts a worker. The returned handle's process is stopped with
-   * {@link stop} when the scope closes, unless it has already exited.
-   */
-  readonly spawn: (request: SpawnRequest) => Effect.Effect<ProcessHandle, SpawnFailed, Scope.Scope>
-}>()("effect-prefork/ProcessSpawner") {}
+export class ProcessSpawner extends Context.Service<
+  ProcessSpawner,
+  {
+    /**
+     * Starts a worker. The returned handle's process is stopped with
+     * {@link stop} when the scope closes, unless it has already exited.
+     */
+    readonly spawn: (request: SpawnRequest) => Effect.Effect<ProcessHandle, SpawnFailed, Scope.Scope>
+  }
+>()("effect-prefork/ProcessSpawner") {}
 
 /**
  * Stops a process the way every spawner does when its scope closes: nothing if
@@ -145,12 +148,12 @@ export const stop = (handle: ProcessHandle, timeout: Duration.Duration): Effect.
         Option.isSome(exited)
           ? Effect.succeed(exited.value)
           : Effect.logWarning(
-            `child ${handle.taskId} (pid ${handle.pid}) still running ${Duration.toMillis(timeout)} ms after SIGTERM, sending SIGKILL`
-          ).pipe(
-            Effect.annotateLogs({ taskId: handle.taskId, pid: handle.pid }),
-            Effect.andThen(handle.kill("SIGKILL")),
-            Effect.andThen(handle.exit)
-          )
+              `child ${handle.taskId} (pid ${handle.pid}) still running ${Duration.toMillis(timeout)} ms after SIGTERM, sending SIGKILL`
+            ).pipe(
+              Effect.annotateLogs({ taskId: handle.taskId, pid: handle.pid }),
+              Effect.andThen(handle.kill("SIGKILL")),
+              Effect.andThen(handle.exit)
+            )
       )
     )
   })

@@ -58,11 +58,13 @@ export interface RestartOptions {
   /** A budget of your own; replaces `maxRestarts` and `intensity`. */
   readonly budget?: Budget | undefined
   /** Per-slot exponential backoff between restarts. Default: none (restart at once, as Tornado). */
-  readonly backoff?: {
-    readonly initial: Duration.Input
-    readonly max?: Duration.Input | undefined
-    readonly factor?: number | undefined
-  } | undefined
+  readonly backoff?:
+    | {
+        readonly initial: Duration.Input
+        readonly max?: Duration.Input | undefined
+        readonly factor?: number | undefined
+      }
+    | undefined
   /** A slot that ran this long before exiting starts its backoff from zero. Default 10 seconds. */
   readonly resetAfter?: Duration.Input | undefined
 }
@@ -99,7 +101,7 @@ export const DEFAULT_MAX_RESTARTS = 100
  * @since 0.1.0
  * @category budgets
  */
-export const maxRestarts = (n: number): Budget => n === Infinity ? Schedule.forever : Schedule.recurs(n)
+export const maxRestarts = (n: number): Budget => (n === Infinity ? Schedule.forever : Schedule.recurs(n))
 
 /**
  * OTP's restart intensity: at most `n` restarts within any sliding window of
@@ -111,15 +113,17 @@ export const maxRestarts = (n: number): Budget => n === Infinity ? Schedule.fore
  */
 export const intensity = (n: number, within: Duration.Input): Budget => {
   const window = Duration.toMillis(Duration.fromInputUnsafe(within))
-  return Schedule.fromStepWithMetadata(Effect.sync(() => {
-    const recent: Array<number> = []
-    return (meta: Schedule.InputMetadata<ExitRecord>) => {
-      while (recent.length > 0 && meta.now - recent[0]! >= window) recent.shift()
-      if (recent.length >= n) return Cause.done(recent.length)
-      recent.push(meta.now)
-      return Effect.succeed([recent.length, Duration.zero] as [number, Duration.Duration])
-    }
-  }))
+  return Schedule.fromStepWithMetadata(
+    Effect.sync(() => {
+      const recent: Array<number> = []
+      return (meta: Schedule.InputMetadata<ExitRecord>) => {
+        while (recent.length > 0 && meta.now - recent[0]! >= window) recent.shift()
+        if (recent.length >= n) return Cause.done(recent.length)
+        recent.push(meta.now)
+        return Effect.succeed([recent.length, Duration.zero] as [number, Duration.Duration])
+      }
+    })
+  )
 }
 
 /**
@@ -188,12 +192,15 @@ export const decodeDuration = (
  * @since 0.1.0
  * @category constructors
  */
-export const make = Effect.fnUntraced(function*(
+export const make = Effect.fnUntraced(function* (
   options: RestartOptions = {}
 ): Effect.fn.Return<RestartPolicy, InvalidOptions> {
   const restart = options.restart ?? "on-failure"
   if (restart !== "on-failure" && restart !== "always" && restart !== "never") {
-    return yield* invalid("restart", `restart must be "on-failure", "always" or "never", got ${JSON.stringify(restart)}`)
+    return yield* invalid(
+      "restart",
+      `restart must be "on-failure", "always" or "never", got ${JSON.stringify(restart)}`
+    )
   }
   const codes = options.normalExitCodes ?? [0]
   if (!Array.isArray(codes) || !codes.every((c) => Number.isInteger(c) && c >= 0 && c <= 255)) {
@@ -217,7 +224,10 @@ export const make = Effect.fnUntraced(function*(
     if (options.intensity !== undefined) {
       const n = options.intensity.maxRestarts
       if (!isCount(n) || n === Infinity) {
-        return yield* invalid("intensity.maxRestarts", `intensity.maxRestarts must be a non-negative integer, got ${String(n)}`)
+        return yield* invalid(
+          "intensity.maxRestarts",
+          `intensity.maxRestarts must be a non-negative integer, got ${String(n)}`
+        )
       }
       const within = yield* decodeDuration("intensity.within", options.intensity.within, 0)
       if (Duration.toMillis(within) <= 0) {
@@ -249,9 +259,14 @@ export const make = Effect.fnUntraced(function*(
  * @since 0.1.0
  * @category constructors
  */
-export const start = (policy: RestartPolicy): Effect.Effect<(exit: ExitRecord) => Effect.Effect<Option.Option<Duration.Duration>>> =>
-  Effect.map(Schedule.toStep(policy.budget), (step) => (exit: ExitRecord) =>
-    Effect.clockWith((clock) => step(clock.currentTimeMillisUnsafe(), exit)).pipe(
-      Effect.map(([, delay]) => Option.some(delay)),
-      Pull.catchDone(() => Effect.succeed(Option.none<Duration.Duration>()))
-    ))
+export const start = (
+  policy: RestartPolicy
+): Effect.Effect<(exit: ExitRecord) => Effect.Effect<Option.Option<Duration.Duration>>> =>
+  Effect.map(
+    Schedule.toStep(policy.budget),
+    (step) => (exit: ExitRecord) =>
+      Effect.clockWith((clock) => step(clock.currentTimeMillisUnsafe(), exit)).pipe(
+        Effect.map(([, delay]) => Option.some(delay)),
+        Pull.catchDone(() => Effect.succeed(Option.none<Duration.Duration>()))
+      )
+  )

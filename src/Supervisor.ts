@@ -107,18 +107,18 @@ export type Event =
   | { readonly _tag: "Started"; readonly taskId: TaskId; readonly pid: number; readonly at: number }
   | { readonly _tag: "Ready"; readonly taskId: TaskId; readonly pid: number; readonly at: number }
   | {
-    readonly _tag: "Exited"
-    readonly taskId: TaskId
-    readonly pid: number
-    readonly status: ExitStatus
-    readonly at: number
-    /** Whether the slot will be started again. */
-    readonly restart: boolean
-    /** Set when the supervisor stopped the worker because it was not ready in time. */
-    readonly notReady: Option.Option<NotReady>
-    /** Set when the worker was stopped by `restart` or `reload`: it is started again, spending no budget. */
-    readonly requested?: boolean | undefined
-  }
+      readonly _tag: "Exited"
+      readonly taskId: TaskId
+      readonly pid: number
+      readonly status: ExitStatus
+      readonly at: number
+      /** Whether the slot will be started again. */
+      readonly restart: boolean
+      /** Set when the supervisor stopped the worker because it was not ready in time. */
+      readonly notReady: Option.Option<NotReady>
+      /** Set when the worker was stopped by `restart` or `reload`: it is started again, spending no budget. */
+      readonly requested?: boolean | undefined
+    }
   | { readonly _tag: "Finished"; readonly at: number }
 
 /**
@@ -207,13 +207,16 @@ const invalid = (field: string, message: string) => new InvalidOptions({ field, 
  * @since 0.1.0
  * @category constructors
  */
-export const config = Effect.fnUntraced(function*(options: Options): Effect.fn.Return<Config, InvalidOptions> {
+export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.Return<Config, InvalidOptions> {
   if (process.platform === "win32") {
     return yield* invalid("platform", "effect-prefork needs POSIX signals and process groups; Windows is not supported")
   }
   const requested = options.processes
   if (requested !== undefined && (typeof requested !== "number" || !Number.isInteger(requested))) {
-    return yield* invalid("processes", `processes must be an integer (<= 0 means one per CPU), got ${String(requested)}`)
+    return yield* invalid(
+      "processes",
+      `processes must be an integer (<= 0 means one per CPU), got ${String(requested)}`
+    )
   }
   const processes = requested === undefined || requested <= 0 ? availableParallelism() : requested
   const mode = options.mode ?? "command"
@@ -285,14 +288,16 @@ export const config = Effect.fnUntraced(function*(options: Options): Effect.fn.R
  * @since 0.1.0
  * @category constructors
  */
-export const start = Effect.fnUntraced(function*(
+export const start = Effect.fnUntraced(function* (
   options: Options
 ): Effect.fn.Return<SupervisorHandle, InvalidOptions, Scope.Scope | ProcessSpawner> {
   const cfg = yield* config(options)
   const events = yield* PubSub.unbounded<Event>({ replay: EVENT_REPLAY })
   const slots = yield* runSlots(cfg, (event) => PubSub.publish(events, event))
   const fiber = yield* slots.run.pipe(
-    Effect.ensuring(Effect.clockWith((clock) => PubSub.end(events, { _tag: "Finished", at: clock.currentTimeMillisUnsafe() }))),
+    Effect.ensuring(
+      Effect.clockWith((clock) => PubSub.end(events, { _tag: "Finished", at: clock.currentTimeMillisUnsafe() }))
+    ),
     Effect.forkScoped
   )
   return {
@@ -318,5 +323,7 @@ export const start = Effect.fnUntraced(function*(
  * @since 0.1.0
  * @category constructors
  */
-export const run = (options: Options): Effect.Effect<Summary, TooManyRestarts | SpawnFailed | InvalidOptions, ProcessSpawner> =>
+export const run = (
+  options: Options
+): Effect.Effect<Summary, TooManyRestarts | SpawnFailed | InvalidOptions, ProcessSpawner> =>
   Effect.scoped(Effect.flatMap(start(options), (handle) => handle.await))

@@ -19,10 +19,7 @@ export type TaskId = Brand.Branded<number, "TaskId">
  * @since 0.1.0
  * @category constructors
  */
-export const TaskId: Brand.Constructor<TaskId> = Brand.check<TaskId>(
-  Schema.isInt(),
-  Schema.isGreaterThanOrEqualTo(0)
-)
+export const TaskId: Brand.Constructor<TaskId> = Brand.check<TaskId>(Schema.isInt(), Schema.isGreaterThanOrEqualTo(0))
 
 /**
  * The environment variable through which every worker, in any language,

@@ -26,12 +26,12 @@ const withSpawner = <A, E>(
   body: (spawner: Control) => Effect.Effect<A, E, ProcessSpawner | Scope.Scope>,
   options?: TestSpawner.Options
 ): Effect.Effect<A, E, Scope.Scope> =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const spawner = yield* TestSpawner.TestSpawner
     return yield* body(spawner)
   }).pipe(Effect.provide(Layer.merge(TestSpawner.layer(options), silent)))
 
-const settle = Effect.gen(function*() {
+const settle = Effect.gen(function* () {
   for (let i = 0; i < 25; i++) yield* Effect.yieldNow
 })
 
@@ -51,7 +51,7 @@ const record = (at = 0) => new ExitRecord({ taskId: 0, pid: 1000, status: ExitSt
 
 /** Steps a budget at each of the given times (advancing the TestClock), returning the decisions. */
 const stepAt = (budget: RestartPolicy.Budget, times: ReadonlyArray<number>) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const step = yield* RestartPolicy.start(yield* policy({ budget }))
     const out: Array<number | "done"> = []
     for (const t of times) {
@@ -68,7 +68,7 @@ const stepAt = (budget: RestartPolicy.Budget, times: ReadonlyArray<number>) =>
  * with code 1, and returns when it was spawned.
  */
 const crashAfter = (spawner: Control, n: number, uptime: Duration.Input) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const spawned = yield* spawner.awaitSpawns(n)
     const p = spawned[n - 1]!
     if (Duration.toMillis(Duration.fromInputUnsafe(uptime)) > 0) yield* TestClock.adjust(uptime)
@@ -79,7 +79,7 @@ const crashAfter = (spawner: Control, n: number, uptime: Duration.Input) =>
 
 /** Asserts that process `n` is not spawned before `at - 1` and is spawned exactly at `at`. */
 const expectSpawnAt = (spawner: Control, n: number, at: number) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const current = yield* Effect.clockWith((c) => Effect.succeed(c.currentTimeMillisUnsafe()))
     if (at - 1 > current) yield* TestClock.adjust(at - 1 - current)
     yield* settle
@@ -95,17 +95,18 @@ const expectSpawnAt = (spawner: Control, n: number, at: number) =>
 
 describe("RestartPolicy", () => {
   it.effect("defaults: on-failure, code 0 normal, no backoff, resetAfter 10 seconds", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const p = yield* policy({})
       assert.strictEqual(p.restart, "on-failure")
       assert.deepStrictEqual([...p.normalExitCodes], [0])
       assert.isTrue(Option.isNone(p.backoff))
       assert.strictEqual(Duration.toMillis(p.resetAfter), 10_000)
       assert.strictEqual(RestartPolicy.DEFAULT_MAX_RESTARTS, 100)
-    }))
+    })
+  )
 
   it.effect("isNormal and shouldRestart", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const onFailure = yield* policy({ normalExitCodes: [0, 2] })
       const always = yield* policy({ restart: "always" })
       const never = yield* policy({ restart: "never" })
@@ -122,10 +123,11 @@ describe("RestartPolicy", () => {
         assert.isTrue(RestartPolicy.shouldRestart(always, status))
         assert.isFalse(RestartPolicy.shouldRestart(never, status))
       }
-    }))
+    })
+  )
 
   it.effect("backoffDelay: initial × factor^(k−1), capped at max; zero without backoff", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const none = yield* policy({})
       assert.isTrue(Duration.isZero(RestartPolicy.backoffDelay(none, 3)))
       const p = yield* policy({ backoff: { initial: "1 second", max: "5 seconds" } })
@@ -140,54 +142,69 @@ describe("RestartPolicy", () => {
       )
       // default max: 30 seconds
       assert.strictEqual(Duration.toMillis(RestartPolicy.backoffDelay(triple, 50)), 30_000)
-    }))
+    })
+  )
 
   describe("budgets", () => {
     it.effect("maxRestarts(3): exactly 3 steps, the 4th is done", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         assert.deepStrictEqual(yield* stepAt(RestartPolicy.maxRestarts(3), [0, 0, 0, 0]), [0, 0, 0, "done"])
-      }))
+      })
+    )
 
     it.effect("maxRestarts(0): the first step is done", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         assert.deepStrictEqual(yield* stepAt(RestartPolicy.maxRestarts(0), [0]), ["done"])
-      }))
+      })
+    )
 
     it.effect("maxRestarts(Infinity) never ends", () =>
-      Effect.gen(function*() {
-        const decisions = yield* stepAt(RestartPolicy.maxRestarts(Infinity), Array.from({ length: 500 }, () => 0))
+      Effect.gen(function* () {
+        const decisions = yield* stepAt(
+          RestartPolicy.maxRestarts(Infinity),
+          Array.from({ length: 500 }, () => 0)
+        )
         assert.isFalse(decisions.includes("done"))
-      }))
+      })
+    )
 
     it.effect("intensity(1, 1s): steps 2.1 seconds apart never end", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const times = Array.from({ length: 200 }, (_, i) => i * 2100)
         const decisions = yield* stepAt(RestartPolicy.intensity(1, "1 second"), times)
         assert.isFalse(decisions.includes("done"))
-      }))
+      })
+    )
 
     it.effect("intensity(2, 1s): a third step within the window is done", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         assert.deepStrictEqual(yield* stepAt(RestartPolicy.intensity(2, "1 second"), [0, 500, 999]), [0, 0, "done"])
-      }))
+      })
+    )
 
     it.effect("intensity(2, 1s): the window slides", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         // At 1000 the step at 0 has left the window; at 1400 the steps at 500 and 1000 are both in it.
-        assert.deepStrictEqual(
-          yield* stepAt(RestartPolicy.intensity(2, "1 second"), [0, 500, 1000, 1400]),
-          [0, 0, 0, "done"]
-        )
-      }))
+        assert.deepStrictEqual(yield* stepAt(RestartPolicy.intensity(2, "1 second"), [0, 500, 1000, 1400]), [
+          0,
+          0,
+          0,
+          "done"
+        ])
+      })
+    )
 
     it.effect("intensity(0, …) allows no restart", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         assert.deepStrictEqual(yield* stepAt(RestartPolicy.intensity(0, "1 second"), [0]), ["done"])
-      }))
+      })
+    )
 
     it.effect("maxRestarts and intensity together: whichever ends first", () =>
-      Effect.gen(function*() {
-        const spaced = yield* RestartPolicy.start(yield* policy({ maxRestarts: 2, intensity: { maxRestarts: 1, within: "1 second" } }))
+      Effect.gen(function* () {
+        const spaced = yield* RestartPolicy.start(
+          yield* policy({ maxRestarts: 2, intensity: { maxRestarts: 1, within: "1 second" } })
+        )
         const a = yield* spaced(record())
         yield* TestClock.adjust("2 seconds")
         const b = yield* spaced(record())
@@ -195,19 +212,23 @@ describe("RestartPolicy", () => {
         const c = yield* spaced(record())
         assert.deepStrictEqual([Option.isSome(a), Option.isSome(b), Option.isSome(c)], [true, true, false])
 
-        const burst = yield* RestartPolicy.start(yield* policy({ maxRestarts: 10, intensity: { maxRestarts: 1, within: "1 second" } }))
+        const burst = yield* RestartPolicy.start(
+          yield* policy({ maxRestarts: 10, intensity: { maxRestarts: 1, within: "1 second" } })
+        )
         assert.isTrue(Option.isSome(yield* burst(record())))
         assert.isTrue(Option.isNone(yield* burst(record())))
-      }))
+      })
+    )
 
     it.effect("intensity alone replaces the default maxRestarts", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const step = yield* RestartPolicy.start(yield* policy({ intensity: { maxRestarts: 1, within: "1 second" } }))
         for (let i = 0; i < 150; i++) {
           assert.isTrue(Option.isSome(yield* step(record())), `step ${i}`)
           yield* TestClock.adjust("1 second")
         }
-      }))
+      })
+    )
   })
 
   describe("validation", () => {
@@ -227,17 +248,19 @@ describe("RestartPolicy", () => {
     ]
     for (const [name, options, field] of cases) {
       it.effect(`${name} is InvalidOptions naming ${field}`, () =>
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           const error = yield* Effect.flip(policy(options))
           assert.strictEqual(error._tag, "InvalidOptions")
           assert.strictEqual(error.field, field)
-        }))
+        })
+      )
     }
 
     it.effect("maxRestarts: Infinity is valid", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         yield* policy({ maxRestarts: Infinity })
-      }))
+      })
+    )
   })
 
   // ---------------------------------------------------------------------------
@@ -247,7 +270,7 @@ describe("RestartPolicy", () => {
   describe("in a supervisor", () => {
     it.effect("intensity 1 per second: failures every 2.1 seconds never exhaust it (even past 100)", () =>
       withSpawner((spawner) =>
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           const fiber = yield* fork({ ...base, processes: 1, intensity: { maxRestarts: 1, within: "1 second" } })
           for (let n = 1; n <= 120; n++) yield* crashAfter(spawner, n, "2100 millis")
           yield* spawner.awaitSpawns(121)
@@ -259,11 +282,12 @@ describe("RestartPolicy", () => {
           assert.strictEqual(error.exits.length, 121)
           assert.strictEqual((yield* spawner.processes).length, 121)
         })
-      ))
+      )
+    )
 
     it.effect("intensity 2 per second: a burst of 3 exits across slots gives up", () =>
       withSpawner((spawner) =>
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           const fiber = yield* fork({ ...base, processes: 3, intensity: { maxRestarts: 2, within: "1 second" } })
           yield* spawner.awaitSpawns(3)
           yield* spawner.exit(1000, ExitStatus.exited(1))
@@ -275,15 +299,23 @@ describe("RestartPolicy", () => {
           yield* spawner.exit(1002, ExitStatus.exited(1))
           const error = yield* failure(fiber)
           assert.strictEqual(error.restarts, 2)
-          assert.deepStrictEqual(error.exits.map((e) => [e.pid, e.at]), [[1000, 0], [1001, 300], [1002, 600]])
+          assert.deepStrictEqual(
+            error.exits.map((e) => [e.pid, e.at]),
+            [
+              [1000, 0],
+              [1001, 300],
+              [1002, 600]
+            ]
+          )
           assert.strictEqual((yield* spawner.processes).length, 5)
           assert.deepStrictEqual(yield* spawner.live, [])
         })
-      ))
+      )
+    )
 
     it.effect("backoff: exact delays, nothing spawned before, spawned at them", () =>
       withSpawner((spawner) =>
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           yield* fork({ ...base, processes: 1, backoff: { initial: "1 second", max: "5 seconds" } })
           // Each process dies at once: delays 1s, 2s, 4s, then capped at 5s.
           const expected = [1000, 3000, 7000, 12000, 17000]
@@ -292,13 +324,17 @@ describe("RestartPolicy", () => {
             yield* expectSpawnAt(spawner, i + 2, expected[i]!)
             yield* crashAfter(spawner, i + 2, 0)
           }
-          assert.deepStrictEqual((yield* spawner.processes).map((p) => p.spawnedAt), [0, ...expected])
+          assert.deepStrictEqual(
+            (yield* spawner.processes).map((p) => p.spawnedAt),
+            [0, ...expected]
+          )
         })
-      ))
+      )
+    )
 
     it.effect("backoff is per slot", () =>
       withSpawner((spawner) =>
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           yield* fork({ ...base, processes: 2, backoff: { initial: "1 second" } })
           yield* spawner.awaitSpawns(2)
           // slot 0 fails twice in a row: its next delay is 2 seconds
@@ -315,11 +351,12 @@ describe("RestartPolicy", () => {
           yield* expectSpawnAt(spawner, 5, 3000)
           assert.strictEqual((yield* spawner.processes)[4]!.taskId, 0)
         })
-      ))
+      )
+    )
 
     it.effect("resetAfter: a worker that stayed up that long starts its backoff over", () =>
       withSpawner((spawner) =>
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           yield* fork({ ...base, processes: 1, backoff: { initial: "1 second" }, resetAfter: "10 seconds" })
           yield* crashAfter(spawner, 1, 0) // failure 1 at 0 → 1s
           yield* expectSpawnAt(spawner, 2, 1000)
@@ -328,11 +365,12 @@ describe("RestartPolicy", () => {
           yield* crashAfter(spawner, 3, "10 seconds") // up 10s: counts as failure 1 → 1s
           yield* expectSpawnAt(spawner, 4, 14000)
         })
-      ))
+      )
+    )
 
     it.effect("resetAfter: a worker that stayed up just less keeps backing off", () =>
       withSpawner((spawner) =>
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           yield* fork({ ...base, processes: 1, backoff: { initial: "1 second" }, resetAfter: "10 seconds" })
           yield* crashAfter(spawner, 1, 0)
           yield* expectSpawnAt(spawner, 2, 1000)
@@ -341,11 +379,12 @@ describe("RestartPolicy", () => {
           yield* crashAfter(spawner, 3, "9999 millis") // failure 3 → 4s
           yield* expectSpawnAt(spawner, 4, 3000 + 9999 + 4000)
         })
-      ))
+      )
+    )
 
     it.effect("a budget schedule's own delay is waited before the restart", () =>
       withSpawner((spawner) =>
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           const fiber = yield* fork({
             ...base,
             processes: 1,
@@ -359,11 +398,12 @@ describe("RestartPolicy", () => {
           const error = yield* failure(fiber)
           assert.strictEqual(error.restarts, 2)
         })
-      ))
+      )
+    )
 
     it.effect("the larger of the budget's delay and the backoff is waited", () =>
       withSpawner((spawner) =>
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           yield* fork({
             ...base,
             processes: 1,
@@ -375,16 +415,18 @@ describe("RestartPolicy", () => {
           yield* crashAfter(spawner, 2, 0) // budget 1.5s, backoff 2s
           yield* expectSpawnAt(spawner, 3, 3500)
         })
-      ))
+      )
+    )
 
     it.effect("without backoff a restart waits no clock time", () =>
       withSpawner((spawner) =>
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           yield* fork({ ...base, processes: 1 })
           yield* crashAfter(spawner, 1, 0)
           const spawned = yield* spawner.awaitSpawns(2)
           assert.strictEqual(spawned[1]!.spawnedAt, 0)
         })
-      ))
+      )
+    )
   })
 })

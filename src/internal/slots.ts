@@ -38,7 +38,7 @@ interface Control {
 type Failure = TooManyRestarts | SpawnFailed
 
 /** @internal */
-export const runSlots = Effect.fnUntraced(function*(cfg: Config, publish: (event: Event) => Effect.Effect<unknown>) {
+export const runSlots = Effect.fnUntraced(function* (cfg: Config, publish: (event: Event) => Effect.Effect<unknown>) {
   const spawner = yield* ProcessSpawner
   const clock = yield* Clock.Clock
   const step = yield* RestartPolicy.start(cfg.policy)
@@ -123,66 +123,75 @@ export const runSlots = Effect.fnUntraced(function*(cfg: Config, publish: (event
    * uninterruptibly, so a supervisor stopping meanwhile never signals it twice.
    */
   const incarnation = (slot: MutableSlot) =>
-    Effect.scoped(Effect.gen(function*() {
-      const ctl = control(slot)
-      const handle = yield* spawner.spawn(request(slot.taskId))
-      const startedAt = clock.currentTimeMillisUnsafe()
-      const { pid } = handle
-      ctl.started++
-      ctl.restartRequest = Deferred.makeUnsafe()
-      slot.pid = Option.some(pid)
-      slot.startedAt = Option.some(startedAt)
-      yield* publish({ _tag: "Started", taskId: slot.taskId, pid, at: startedAt })
-      const life = Effect.gen(function*() {
-        if (cfg.ready !== "spawn") {
-          const outcome = yield* Effect.raceFirst(
-            Effect.as(readySignal(handle), "ready" as const),
-            Effect.as(handle.exit, "exited" as const)
-          ).pipe(Effect.timeoutOption(cfg.readyTimeout))
-          if (Option.isNone(outcome)) {
-            const notReady = new NotReady({ taskId: slot.taskId, pid, timeoutMillis: Duration.toMillis(cfg.readyTimeout) })
-            const status = yield* stop(handle, cfg.stopTimeout)
-            return { pid, status, startedAt, notReady: Option.some(notReady), requested: false } satisfies Ended
+    Effect.scoped(
+      Effect.gen(function* () {
+        const ctl = control(slot)
+        const handle = yield* spawner.spawn(request(slot.taskId))
+        const startedAt = clock.currentTimeMillisUnsafe()
+        const { pid } = handle
+        ctl.started++
+        ctl.restartRequest = Deferred.makeUnsafe()
+        slot.pid = Option.some(pid)
+        slot.startedAt = Option.some(startedAt)
+        yield* publish({ _tag: "Started", taskId: slot.taskId, pid, at: startedAt })
+        const life = Effect.gen(function* () {
+          if (cfg.ready !== "spawn") {
+            const outcome = yield* Effect.raceFirst(
+              Effect.as(readySignal(handle), "ready" as const),
+              Effect.as(handle.exit, "exited" as const)
+            ).pipe(Effect.timeoutOption(cfg.readyTimeout))
+            if (Option.isNone(outcome)) {
+              const notReady = new NotReady({
+                taskId: slot.taskId,
+                pid,
+                timeoutMillis: Duration.toMillis(cfg.readyTimeout)
+              })
+              const status = yield* stop(handle, cfg.stopTimeout)
+              return { pid, status, startedAt, notReady: Option.some(notReady), requested: false } satisfies Ended
+            }
           }
-        }
-        if (Option.isNone(yield* handle.exitStatus)) {
-          // Published first, so whoever `awaitReady` wakes finds the event already in the stream.
-          yield* publish({ _tag: "Ready", taskId: slot.taskId, pid, at: clock.currentTimeMillisUnsafe() })
-          setReady(slot, true)
-        }
-        const status = yield* handle.exit
-        return { pid, status, startedAt, notReady: Option.none(), requested: false } satisfies Ended
+          if (Option.isNone(yield* handle.exitStatus)) {
+            // Published first, so whoever `awaitReady` wakes finds the event already in the stream.
+            yield* publish({ _tag: "Ready", taskId: slot.taskId, pid, at: clock.currentTimeMillisUnsafe() })
+            setReady(slot, true)
+          }
+          const status = yield* handle.exit
+          return { pid, status, startedAt, notReady: Option.none(), requested: false } satisfies Ended
+        })
+        // Once the request is taken, the exit is the restart's, whichever side of the race sees it first.
+        let requested = false
+        const restarted = Deferred.await(ctl.restartRequest).pipe(
+          Effect.andThen(Effect.sync(() => (requested = true))),
+          Effect.andThen(Effect.uninterruptible(stop(handle, cfg.stopTimeout))),
+          Effect.map((status): Ended => ({ pid, status, startedAt, notReady: Option.none(), requested: true }))
+        )
+        const ended = yield* Effect.raceFirst(life, restarted)
+        return requested ? { ...ended, notReady: Option.none(), requested } : ended
       })
-      // Once the request is taken, the exit is the restart's, whichever side of the race sees it first.
-      let requested = false
-      const restarted = Deferred.await(ctl.restartRequest).pipe(
-        Effect.andThen(Effect.sync(() => (requested = true))),
-        Effect.andThen(Effect.uninterruptible(stop(handle, cfg.stopTimeout))),
-        Effect.map((status): Ended => ({ pid, status, startedAt, notReady: Option.none(), requested: true }))
-      )
-      const ended = yield* Effect.raceFirst(life, restarted)
-      return requested ? { ...ended, notReady: Option.none(), requested } : ended
-    }))
+    )
 
   const logExit = (slot: MutableSlot, ended: Ended, restart: boolean) => {
     const { notReady, pid, requested, status } = ended
     const what = Option.isSome(notReady)
       ? `not ready within ${notReady.value.timeoutMillis} ms`
       : requested
-      ? `${ExitStatus.describe(status)} (restart requested)`
-      : ExitStatus.describe(status)
+        ? `${ExitStatus.describe(status)} (restart requested)`
+        : ExitStatus.describe(status)
     const line = `child ${slot.taskId} (pid ${pid}) ${what}${restart ? ", restarting" : ""}`
-    const log = requested || (Option.isNone(notReady) && RestartPolicy.isNormal(policy, status))
-      ? Effect.logInfo(line)
-      : Effect.logWarning(line)
-    return log.pipe(Effect.annotateLogs({
-      taskId: slot.taskId,
-      pid,
-      ...(status._tag === "Exited" ? { code: status.code } : { signal: status.signal })
-    }))
+    const log =
+      requested || (Option.isNone(notReady) && RestartPolicy.isNormal(policy, status))
+        ? Effect.logInfo(line)
+        : Effect.logWarning(line)
+    return log.pipe(
+      Effect.annotateLogs({
+        taskId: slot.taskId,
+        pid,
+        ...(status._tag === "Exited" ? { code: status.code } : { signal: status.signal })
+      })
+    )
   }
 
-  const supervise = Effect.fnUntraced(function*(slot: MutableSlot) {
+  const supervise = Effect.fnUntraced(function* (slot: MutableSlot) {
     let failures = 0
     while (true) {
       slot.state = "starting"
@@ -200,9 +209,9 @@ export const runSlots = Effect.fnUntraced(function*(cfg: Config, publish: (event
       setReady(slot, false)
       slot.pid = Option.none()
       slot.lastExit = Option.some(status)
-      const restart = requested || (Option.isSome(notReady)
-        ? policy.restart !== "never"
-        : RestartPolicy.shouldRestart(policy, status))
+      const restart =
+        requested ||
+        (Option.isSome(notReady) ? policy.restart !== "never" : RestartPolicy.shouldRestart(policy, status))
       yield* logExit(slot, ended, restart)
       yield* publish({ _tag: "Exited", taskId: slot.taskId, pid, status, at, restart, notReady, requested })
       if (requested) {
@@ -222,8 +231,8 @@ export const runSlots = Effect.fnUntraced(function*(cfg: Config, publish: (event
       if (Option.isNone(delay)) {
         return yield* new TooManyRestarts({
           restarts,
-          exits: exits.filter((e) =>
-            !requestedExits.has(e) && (e.notReady !== undefined || RestartPolicy.shouldRestart(policy, e.status))
+          exits: exits.filter(
+            (e) => !requestedExits.has(e) && (e.notReady !== undefined || RestartPolicy.shouldRestart(policy, e.status))
           )
         })
       }
@@ -268,17 +277,21 @@ export const runSlots = Effect.fnUntraced(function*(cfg: Config, publish: (event
     })
   }
 
-  const run: Effect.Effect<Summary, Failure> = Effect.suspend(() => Effect.logInfo(`Starting ${slots.length} processes`)).pipe(
+  const run: Effect.Effect<Summary, Failure> = Effect.suspend(() =>
+    Effect.logInfo(`Starting ${slots.length} processes`)
+  ).pipe(
     Effect.andThen(Effect.context<never>()),
     Effect.flatMap((context) => {
       fork = (effect) => Effect.runForkWith(context)(effect)
       for (const slot of slots) launch(slot)
       return Effect.raceFirst(Deferred.await(failed), Deferred.await(finished))
     }),
-    Effect.ensuring(Effect.suspend(() => {
-      closed = true
-      return Fiber.interruptAll(slots.flatMap((slot) => control(slot).fiber ?? []))
-    })),
+    Effect.ensuring(
+      Effect.suspend(() => {
+        closed = true
+        return Fiber.interruptAll(slots.flatMap((slot) => control(slot).fiber ?? []))
+      })
+    ),
     Effect.map((): Summary => ({ restarts, exits: exits.slice() }))
   )
 
@@ -295,7 +308,11 @@ export const runSlots = Effect.fnUntraced(function*(cfg: Config, publish: (event
     })
 
   const reload: Effect.Effect<void> = Effect.suspend(() =>
-    Effect.forEach(slots.map((s) => s.taskId), restart, { discard: true })
+    Effect.forEach(
+      slots.map((s) => s.taskId),
+      restart,
+      { discard: true }
+    )
   )
 
   const scaleLock = Semaphore.makeUnsafe(1)
@@ -303,37 +320,46 @@ export const runSlots = Effect.fnUntraced(function*(cfg: Config, publish: (event
     Effect.suspend(() => {
       if (!Number.isInteger(processes) || processes < 1) {
         return Effect.fail(
-          new InvalidOptions({ field: "processes", message: `scale needs a whole number of processes >= 1, got ${processes}` })
+          new InvalidOptions({
+            field: "processes",
+            message: `scale needs a whole number of processes >= 1, got ${processes}`
+          })
         )
       }
-      return scaleLock.withPermits(1)(Effect.suspend(() => {
-        const from = slots.length
-        if (closed || processes === from) return Effect.void
-        if (processes > from) {
-          const added = Array.from({ length: processes - from }, (_, i) => newSlot(from + i))
-          slots.push(...added)
-          // Before `run` has started, it starts every slot itself.
-          if (fork !== undefined) for (const slot of added) launch(slot)
-          return Effect.logInfo(`Scaled from ${from} to ${processes} processes`)
-        }
-        const removed = slots.slice(processes)
-        if (fork === undefined) {
-          slots.splice(processes)
-          return Effect.void
-        }
-        return Effect.logInfo(`Scaling from ${from} to ${processes} processes: stopping ${
-          removed.map((s) => `child ${s.taskId}${s.pid._tag === "Some" ? ` (pid ${s.pid.value})` : ""}`).join(", ")
-        }`).pipe(
-          Effect.andThen(Fiber.interruptAll(removed.flatMap((slot) => control(slot).fiber ?? []))),
-          Effect.andThen(Effect.sync(() => {
-            for (const slot of removed) {
-              const i = slots.indexOf(slot)
-              if (i !== -1) slots.splice(i, 1)
-            }
-            checkAllReady()
-          }))
-        )
-      }))
+      return scaleLock.withPermits(1)(
+        Effect.suspend(() => {
+          const from = slots.length
+          if (closed || processes === from) return Effect.void
+          if (processes > from) {
+            const added = Array.from({ length: processes - from }, (_, i) => newSlot(from + i))
+            slots.push(...added)
+            // Before `run` has started, it starts every slot itself.
+            if (fork !== undefined) for (const slot of added) launch(slot)
+            return Effect.logInfo(`Scaled from ${from} to ${processes} processes`)
+          }
+          const removed = slots.slice(processes)
+          if (fork === undefined) {
+            slots.splice(processes)
+            return Effect.void
+          }
+          return Effect.logInfo(
+            `Scaling from ${from} to ${processes} processes: stopping ${removed
+              .map((s) => `child ${s.taskId}${s.pid._tag === "Some" ? ` (pid ${s.pid.value})` : ""}`)
+              .join(", ")}`
+          ).pipe(
+            Effect.andThen(Fiber.interruptAll(removed.flatMap((slot) => control(slot).fiber ?? []))),
+            Effect.andThen(
+              Effect.sync(() => {
+                for (const slot of removed) {
+                  const i = slots.indexOf(slot)
+                  if (i !== -1) slots.splice(i, 1)
+                }
+                checkAllReady()
+              })
+            )
+          )
+        })
+      )
     })
 
   const status = Effect.sync((): ReadonlyArray<SlotStatus> => slots.map((s) => ({ ...s })))

@@ -99,7 +99,7 @@ const killGroup = (child: ChildProcess) => (pid: number, signal: NodeJS.Signals)
  * @category constructors
  */
 export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Service"]> =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const setpriv = options.parentDeathSignal === false ? undefined : findSetpriv()
     const cluster = NodeClusterSpawner.make()
 

@@ -113,9 +113,11 @@ const workerExitCode = <A, E>(exit: Exit.Exit<A, E>): number =>
  * stops each worker once. After losing the primary a worker exits within a
  * second, finalizers or not.
  */
-const runWorker = <A, E, R>(worker: (id: TaskId) => Effect.Effect<A, E, R>): Effect.Effect<never, never, Exclude<R, Current>> =>
+const runWorker = <A, E, R>(
+  worker: (id: TaskId) => Effect.Effect<A, E, R>
+): Effect.Effect<never, never, Exclude<R, Current>> =>
   Effect.uninterruptibleMask((restore) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const id = workerTaskId()
       const fiber = yield* Effect.forkDetach(restore(Effect.provideService(worker(id), Current, id)))
       const stop = () => fiber.interruptUnsafe()
@@ -164,7 +166,7 @@ export const run = <A, E, R>(
   options: Options,
   worker: (id: TaskId) => Effect.Effect<A, E, R>
 ): Effect.Effect<Supervisor.Summary, TooManyRestarts | SpawnFailed | InvalidOptions, Exclude<R, Current>> =>
-  Effect.suspend(() => cluster.isWorker ? runWorker(worker) : supervise(options))
+  Effect.suspend(() => (cluster.isWorker ? runWorker(worker) : supervise(options)))
 
 /**
  * A teardown for `NodeRuntime.runMain` under which a program stopped by

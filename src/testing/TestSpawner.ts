@@ -160,44 +160,47 @@ export interface Options {
  * @since 0.1.0
  * @category services
  */
-export class TestSpawner extends Context.Service<TestSpawner, {
-  /** Every process ever spawned, in spawn order. */
-  readonly processes: Effect.Effect<ReadonlyArray<TestProcess>>
-  /** The processes that have not exited, in spawn order. */
-  readonly live: Effect.Effect<ReadonlyArray<TestProcess>>
-  /** One process by pid; dies if no process ever had that pid. */
-  readonly process: (pid: number) => Effect.Effect<TestProcess>
-  /** Every call of a handle's `kill`, in order, including those on exited processes. */
-  readonly kills: Effect.Effect<ReadonlyArray<KillRecord>>
-  /** Every spawn that failed because of {@link failNextSpawns}. */
-  readonly spawnFailures: Effect.Effect<ReadonlyArray<SpawnFailed>>
-  /** Ends a live process with this status; does nothing if it has already exited. Dies on an unknown pid. */
-  readonly exit: (pid: number, status: ExitStatus.ExitStatus) => Effect.Effect<void>
-  /** Waits until at least `n` processes have been spawned, and returns the first `n`. */
-  readonly awaitSpawns: (n: number) => Effect.Effect<ReadonlyArray<TestProcess>>
-  /**
-   * The process says it is ready (the `Worker.ready` message, or listening):
-   * its handle's `ready` completes. Does nothing if it already was, or has
-   * exited. Dies on an unknown pid.
-   */
-  readonly ready: (pid: number) => Effect.Effect<void>
-  /**
-   * The process writes a line: with `stdio: "pipe"` it reaches the request's
-   * `onOutput`; otherwise it goes nowhere. Dies on an unknown pid.
-   */
-  readonly output: (pid: number, line: string, stream?: OutputLine["stream"]) => Effect.Effect<void>
-  /** Waits until the process has exited. Dies on an unknown pid. */
-  readonly awaitExit: (pid: number) => Effect.Effect<TestProcess>
-  /** Makes the next `count` spawns fail with `SpawnFailed` (default code `ENOENT`). */
-  readonly failNextSpawns: (
-    count: number,
-    options?: { readonly code?: string | undefined; readonly message?: string | undefined }
-  ) => Effect.Effect<void>
-  /** Sets how one process reacts to a signal (not `SIGKILL`). Dies on an unknown pid. */
-  readonly onSignal: (pid: number, signal: Signal, behavior: SignalBehavior) => Effect.Effect<void>
-  /** Sets how every process without its own setting reacts to a signal, from now on (live ones included). */
-  readonly setSignalDefault: (signal: Signal, behavior: SignalBehavior) => Effect.Effect<void>
-}>()("effect-prefork/testing/TestSpawner") {}
+export class TestSpawner extends Context.Service<
+  TestSpawner,
+  {
+    /** Every process ever spawned, in spawn order. */
+    readonly processes: Effect.Effect<ReadonlyArray<TestProcess>>
+    /** The processes that have not exited, in spawn order. */
+    readonly live: Effect.Effect<ReadonlyArray<TestProcess>>
+    /** One process by pid; dies if no process ever had that pid. */
+    readonly process: (pid: number) => Effect.Effect<TestProcess>
+    /** Every call of a handle's `kill`, in order, including those on exited processes. */
+    readonly kills: Effect.Effect<ReadonlyArray<KillRecord>>
+    /** Every spawn that failed because of {@link failNextSpawns}. */
+    readonly spawnFailures: Effect.Effect<ReadonlyArray<SpawnFailed>>
+    /** Ends a live process with this status; does nothing if it has already exited. Dies on an unknown pid. */
+    readonly exit: (pid: number, status: ExitStatus.ExitStatus) => Effect.Effect<void>
+    /** Waits until at least `n` processes have been spawned, and returns the first `n`. */
+    readonly awaitSpawns: (n: number) => Effect.Effect<ReadonlyArray<TestProcess>>
+    /**
+     * The process says it is ready (the `Worker.ready` message, or listening):
+     * its handle's `ready` completes. Does nothing if it already was, or has
+     * exited. Dies on an unknown pid.
+     */
+    readonly ready: (pid: number) => Effect.Effect<void>
+    /**
+     * The process writes a line: with `stdio: "pipe"` it reaches the request's
+     * `onOutput`; otherwise it goes nowhere. Dies on an unknown pid.
+     */
+    readonly output: (pid: number, line: string, stream?: OutputLine["stream"]) => Effect.Effect<void>
+    /** Waits until the process has exited. Dies on an unknown pid. */
+    readonly awaitExit: (pid: number) => Effect.Effect<TestProcess>
+    /** Makes the next `count` spawns fail with `SpawnFailed` (default code `ENOENT`). */
+    readonly failNextSpawns: (
+      count: number,
+      options?: { readonly code?: string | undefined; readonly message?: string | undefined }
+    ) => Effect.Effect<void>
+    /** Sets how one process reacts to a signal (not `SIGKILL`). Dies on an unknown pid. */
+    readonly onSignal: (pid: number, signal: Signal, behavior: SignalBehavior) => Effect.Effect<void>
+    /** Sets how every process without its own setting reacts to a signal, from now on (live ones included). */
+    readonly setSignalDefault: (signal: Signal, behavior: SignalBehavior) => Effect.Effect<void>
+  }
+>()("effect-prefork/testing/TestSpawner") {}
 
 interface ProcessState {
   readonly pid: number
@@ -237,200 +240,208 @@ const builtinReaction = (signal: Signal): SignalBehavior =>
  * @category layers
  */
 export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestSpawner> =>
-  Layer.effectContext(Effect.gen(function*() {
-    const scope = yield* Scope.Scope
-    const firstPid = options.firstPid ?? 1000
-    const table: Array<ProcessState> = []
-    const byPid = new Map<number, ProcessState>()
-    const kills: Array<KillRecord> = []
-    const failures: Array<SpawnFailed> = []
-    const failQueue: Array<{ readonly code: string; readonly message: string | undefined }> = []
-    const defaults = new Map<Signal, SignalBehavior>()
-    for (const [signal, behavior] of Object.entries(options.signals ?? {})) {
-      if (behavior !== undefined) defaults.set(signal as Signal, behavior)
-    }
-    let spawnWaiters: Array<{ readonly n: number; readonly deferred: Deferred.Deferred<ReadonlyArray<TestProcess>> }> =
-      []
+  Layer.effectContext(
+    Effect.gen(function* () {
+      const scope = yield* Scope.Scope
+      const firstPid = options.firstPid ?? 1000
+      const table: Array<ProcessState> = []
+      const byPid = new Map<number, ProcessState>()
+      const kills: Array<KillRecord> = []
+      const failures: Array<SpawnFailed> = []
+      const failQueue: Array<{ readonly code: string; readonly message: string | undefined }> = []
+      const defaults = new Map<Signal, SignalBehavior>()
+      for (const [signal, behavior] of Object.entries(options.signals ?? {})) {
+        if (behavior !== undefined) defaults.set(signal as Signal, behavior)
+      }
+      let spawnWaiters: Array<{
+        readonly n: number
+        readonly deferred: Deferred.Deferred<ReadonlyArray<TestProcess>>
+      }> = []
 
-    const lookup = (pid: number): Effect.Effect<ProcessState> =>
-      Effect.suspend(() => {
-        const p = byPid.get(pid)
-        return p === undefined ? Effect.die(new Error(`TestSpawner: no process with pid ${pid}`)) : Effect.succeed(p)
+      const lookup = (pid: number): Effect.Effect<ProcessState> =>
+        Effect.suspend(() => {
+          const p = byPid.get(pid)
+          return p === undefined ? Effect.die(new Error(`TestSpawner: no process with pid ${pid}`)) : Effect.succeed(p)
+        })
+
+      /** Ends a live process now; a no-op if it already exited. */
+      const endUnsafe = (p: ProcessState, status: ExitStatus.ExitStatus, at: number): void => {
+        if (Option.isSome(p.exit)) return
+        p.exit = Option.some({ status, at })
+        Deferred.doneUnsafe(p.exited, Effect.succeed(status))
+      }
+
+      /** Marks a live process ready; a no-op if it already is or has exited. */
+      const readyUnsafe = (p: ProcessState, at: number): void => {
+        if (Option.isSome(p.exit) || Option.isSome(p.readyAt)) return
+        p.readyAt = Option.some(at)
+        Deferred.doneUnsafe(p.readyLatch, Effect.void)
+      }
+
+      const end = (p: ProcessState, status: ExitStatus.ExitStatus): Effect.Effect<void> =>
+        Effect.clockWith((clock) => Effect.sync(() => endUnsafe(p, status, clock.currentTimeMillisUnsafe())))
+
+      /** Ends the process after a delay on `Clock`, in a fiber of the layer's scope. */
+      const endAfter = (p: ProcessState, status: ExitStatus.ExitStatus, after: Duration.Input | undefined) => {
+        const delay = Duration.fromInputUnsafe(after ?? Duration.zero)
+        return Effect.sleep(delay).pipe(Effect.andThen(end(p, status)), Effect.forkIn(scope), Effect.asVoid)
+      }
+
+      /** Makes the process ready after a delay on `Clock`, in a fiber of the layer's scope. */
+      const readyAfter = (p: ProcessState, after: Duration.Input) =>
+        Effect.sleep(after).pipe(
+          Effect.andThen(
+            Effect.clockWith((clock) => Effect.sync(() => readyUnsafe(p, clock.currentTimeMillisUnsafe())))
+          ),
+          Effect.forkIn(scope),
+          Effect.asVoid
+        )
+
+      const kill =
+        (p: ProcessState) =>
+        (signal: Signal): Effect.Effect<void> =>
+          Effect.clockWith((clock) =>
+            Effect.suspend(() => {
+              const at = clock.currentTimeMillisUnsafe()
+              const alive = Option.isNone(p.exit)
+              kills.push({ pid: p.pid, signal, at, delivered: alive })
+              if (!alive) return Effect.void
+              p.signals.push({ signal, at })
+              if (signal === "SIGKILL") {
+                endUnsafe(p, ExitStatus.signaled("SIGKILL"), at)
+                return Effect.void
+              }
+              if (p.exitPending) return Effect.void
+              const behavior = p.reactions.get(signal) ?? defaults.get(signal) ?? builtinReaction(signal)
+              if (behavior === "terminate") {
+                endUnsafe(p, ExitStatus.signaled(signal), at)
+                return Effect.void
+              }
+              if (behavior === "ignore") return Effect.void
+              const delay = Duration.fromInputUnsafe(behavior.after ?? Duration.zero)
+              if (Duration.isZero(delay)) {
+                endUnsafe(p, behavior.exit, at)
+                return Effect.void
+              }
+              p.exitPending = true
+              return endAfter(p, behavior.exit, delay)
+            })
+          )
+
+      const handleOf = (p: ProcessState): ProcessHandle => ({
+        taskId: p.taskId,
+        pid: p.pid,
+        exit: Deferred.await(p.exited),
+        ready: Deferred.await(p.readyLatch),
+        exitStatus: Effect.sync(() => Option.map(p.exit, (e) => e.status)),
+        kill: kill(p)
       })
 
-    /** Ends a live process now; a no-op if it already exited. */
-    const endUnsafe = (p: ProcessState, status: ExitStatus.ExitStatus, at: number): void => {
-      if (Option.isSome(p.exit)) return
-      p.exit = Option.some({ status, at })
-      Deferred.doneUnsafe(p.exited, Effect.succeed(status))
-    }
-
-    /** Marks a live process ready; a no-op if it already is or has exited. */
-    const readyUnsafe = (p: ProcessState, at: number): void => {
-      if (Option.isSome(p.exit) || Option.isSome(p.readyAt)) return
-      p.readyAt = Option.some(at)
-      Deferred.doneUnsafe(p.readyLatch, Effect.void)
-    }
-
-    const end = (p: ProcessState, status: ExitStatus.ExitStatus): Effect.Effect<void> =>
-      Effect.clockWith((clock) => Effect.sync(() => endUnsafe(p, status, clock.currentTimeMillisUnsafe())))
-
-    /** Ends the process after a delay on `Clock`, in a fiber of the layer's scope. */
-    const endAfter = (p: ProcessState, status: ExitStatus.ExitStatus, after: Duration.Input | undefined) => {
-      const delay = Duration.fromInputUnsafe(after ?? Duration.zero)
-      return Effect.sleep(delay).pipe(
-        Effect.andThen(end(p, status)),
-        Effect.forkIn(scope),
-        Effect.asVoid
-      )
-    }
-
-    /** Makes the process ready after a delay on `Clock`, in a fiber of the layer's scope. */
-    const readyAfter = (p: ProcessState, after: Duration.Input) =>
-      Effect.sleep(after).pipe(
-        Effect.andThen(Effect.clockWith((clock) => Effect.sync(() => readyUnsafe(p, clock.currentTimeMillisUnsafe())))),
-        Effect.forkIn(scope),
-        Effect.asVoid
-      )
-
-    const kill = (p: ProcessState) => (signal: Signal): Effect.Effect<void> =>
-      Effect.clockWith((clock) =>
-        Effect.suspend(() => {
-          const at = clock.currentTimeMillisUnsafe()
-          const alive = Option.isNone(p.exit)
-          kills.push({ pid: p.pid, signal, at, delivered: alive })
-          if (!alive) return Effect.void
-          p.signals.push({ signal, at })
-          if (signal === "SIGKILL") {
-            endUnsafe(p, ExitStatus.signaled("SIGKILL"), at)
-            return Effect.void
-          }
-          if (p.exitPending) return Effect.void
-          const behavior = p.reactions.get(signal) ?? defaults.get(signal) ?? builtinReaction(signal)
-          if (behavior === "terminate") {
-            endUnsafe(p, ExitStatus.signaled(signal), at)
-            return Effect.void
-          }
-          if (behavior === "ignore") return Effect.void
-          const delay = Duration.fromInputUnsafe(behavior.after ?? Duration.zero)
-          if (Duration.isZero(delay)) {
-            endUnsafe(p, behavior.exit, at)
-            return Effect.void
-          }
-          p.exitPending = true
-          return endAfter(p, behavior.exit, delay)
-        })
-      )
-
-    const handleOf = (p: ProcessState): ProcessHandle => ({
-      taskId: p.taskId,
-      pid: p.pid,
-      exit: Deferred.await(p.exited),
-      ready: Deferred.await(p.readyLatch),
-      exitStatus: Effect.sync(() => Option.map(p.exit, (e) => e.status)),
-      kill: kill(p)
-    })
-
-    const acquire = (request: SpawnRequest): Effect.Effect<ProcessHandle, SpawnFailed> =>
-      Effect.clockWith((clock) =>
-        Effect.suspend(() => {
-          const failure = failQueue.shift()
-          if (failure !== undefined) {
-            const error = new SpawnFailed({
-              taskId: request.taskId,
-              command: request.command,
-              code: failure.code,
-              message: failure.message ?? `spawn ${request.command} ${failure.code}`
-            })
-            failures.push(error)
-            return Effect.fail(error)
-          }
-          const index = table.length
-          const spawnedAt = clock.currentTimeMillisUnsafe()
-          const p: ProcessState = {
-            pid: firstPid + index,
-            taskId: request.taskId,
-            request,
-            index,
-            spawnedAt,
-            readyAt: Option.none(),
-            readyLatch: Deferred.makeUnsafe<void>(),
-            signals: [],
-            reactions: new Map(),
-            exited: Deferred.makeUnsafe<ExitStatus.ExitStatus>(),
-            exit: Option.none(),
-            exitPending: false
-          }
-          if (request.readiness === "spawn") readyUnsafe(p, spawnedAt)
-          table.push(p)
-          byPid.set(p.pid, p)
-          const ready = spawnWaiters.filter((w) => w.n <= table.length)
-          if (ready.length > 0) {
-            spawnWaiters = spawnWaiters.filter((w) => w.n > table.length)
-            for (const w of ready) {
-              Deferred.doneUnsafe(w.deferred, Effect.succeed(table.slice(0, w.n).map(snapshot)))
-            }
-          }
-          const script = options.script?.(snapshot(p))
-          const effects: Array<Effect.Effect<void>> = []
-          if (script !== undefined) effects.push(endAfter(p, script.status, script.after))
-          if (options.readyAfter !== undefined && Option.isNone(p.readyAt)) {
-            effects.push(readyAfter(p, options.readyAfter))
-          }
-          return Effect.as(Effect.all(effects, { discard: true }), handleOf(p))
-        })
-      )
-
-    const spawner = ProcessSpawner.of({
-      spawn: (request) => Effect.acquireRelease(acquire(request), (handle) => stop(handle, request.stopTimeout))
-    })
-
-    const control = TestSpawner.of({
-      processes: Effect.sync(() => table.map(snapshot)),
-      live: Effect.sync(() => table.filter((p) => Option.isNone(p.exit)).map(snapshot)),
-      process: (pid) => Effect.map(lookup(pid), snapshot),
-      kills: Effect.sync(() => kills.slice()),
-      spawnFailures: Effect.sync(() => failures.slice()),
-      exit: (pid, status) => Effect.flatMap(lookup(pid), (p) => end(p, status)),
-      awaitSpawns: (n) =>
-        Effect.suspend(() => {
-          if (table.length >= n) return Effect.succeed(table.slice(0, Math.max(0, n)).map(snapshot))
-          const deferred = Deferred.makeUnsafe<ReadonlyArray<TestProcess>>()
-          const waiter = { n, deferred }
-          spawnWaiters.push(waiter)
-          return Deferred.await(deferred).pipe(
-            Effect.onInterrupt(() =>
-              Effect.sync(() => {
-                spawnWaiters = spawnWaiters.filter((w) => w !== waiter)
+      const acquire = (request: SpawnRequest): Effect.Effect<ProcessHandle, SpawnFailed> =>
+        Effect.clockWith((clock) =>
+          Effect.suspend(() => {
+            const failure = failQueue.shift()
+            if (failure !== undefined) {
+              const error = new SpawnFailed({
+                taskId: request.taskId,
+                command: request.command,
+                code: failure.code,
+                message: failure.message ?? `spawn ${request.command} ${failure.code}`
               })
-            )
-          )
-        }),
-      ready: (pid) =>
-        Effect.flatMap(lookup(pid), (p) =>
-          Effect.clockWith((clock) => Effect.sync(() => readyUnsafe(p, clock.currentTimeMillisUnsafe())))),
-      output: (pid, line, stream = "stdout") =>
-        Effect.flatMap(lookup(pid), (p) =>
-          Effect.sync(() => {
-            if (p.request.stdio === "pipe") p.request.onOutput?.({ taskId: p.taskId, pid: p.pid, stream, line })
-          })),
-      awaitExit: (pid) => Effect.flatMap(lookup(pid), (p) => Effect.as(Deferred.await(p.exited), p).pipe(Effect.map(snapshot))),
-      failNextSpawns: (count, failOptions) =>
-        Effect.sync(() => {
-          for (let i = 0; i < count; i++) {
-            failQueue.push({ code: failOptions?.code ?? "ENOENT", message: failOptions?.message })
-          }
-        }),
-      onSignal: (pid, signal, behavior) =>
-        Effect.flatMap(lookup(pid), (p) =>
-          Effect.sync(() => {
-            p.reactions.set(signal, behavior)
-          })),
-      setSignalDefault: (signal, behavior) =>
-        Effect.sync(() => {
-          defaults.set(signal, behavior)
-        })
-    })
+              failures.push(error)
+              return Effect.fail(error)
+            }
+            const index = table.length
+            const spawnedAt = clock.currentTimeMillisUnsafe()
+            const p: ProcessState = {
+              pid: firstPid + index,
+              taskId: request.taskId,
+              request,
+              index,
+              spawnedAt,
+              readyAt: Option.none(),
+              readyLatch: Deferred.makeUnsafe<void>(),
+              signals: [],
+              reactions: new Map(),
+              exited: Deferred.makeUnsafe<ExitStatus.ExitStatus>(),
+              exit: Option.none(),
+              exitPending: false
+            }
+            if (request.readiness === "spawn") readyUnsafe(p, spawnedAt)
+            table.push(p)
+            byPid.set(p.pid, p)
+            const ready = spawnWaiters.filter((w) => w.n <= table.length)
+            if (ready.length > 0) {
+              spawnWaiters = spawnWaiters.filter((w) => w.n > table.length)
+              for (const w of ready) {
+                Deferred.doneUnsafe(w.deferred, Effect.succeed(table.slice(0, w.n).map(snapshot)))
+              }
+            }
+            const script = options.script?.(snapshot(p))
+            const effects: Array<Effect.Effect<void>> = []
+            if (script !== undefined) effects.push(endAfter(p, script.status, script.after))
+            if (options.readyAfter !== undefined && Option.isNone(p.readyAt)) {
+              effects.push(readyAfter(p, options.readyAfter))
+            }
+            return Effect.as(Effect.all(effects, { discard: true }), handleOf(p))
+          })
+        )
 
-    return Context.make(ProcessSpawner, spawner).pipe(Context.add(TestSpawner, control))
-  }))
+      const spawner = ProcessSpawner.of({
+        spawn: (request) => Effect.acquireRelease(acquire(request), (handle) => stop(handle, request.stopTimeout))
+      })
+
+      const control = TestSpawner.of({
+        processes: Effect.sync(() => table.map(snapshot)),
+        live: Effect.sync(() => table.filter((p) => Option.isNone(p.exit)).map(snapshot)),
+        process: (pid) => Effect.map(lookup(pid), snapshot),
+        kills: Effect.sync(() => kills.slice()),
+        spawnFailures: Effect.sync(() => failures.slice()),
+        exit: (pid, status) => Effect.flatMap(lookup(pid), (p) => end(p, status)),
+        awaitSpawns: (n) =>
+          Effect.suspend(() => {
+            if (table.length >= n) return Effect.succeed(table.slice(0, Math.max(0, n)).map(snapshot))
+            const deferred = Deferred.makeUnsafe<ReadonlyArray<TestProcess>>()
+            const waiter = { n, deferred }
+            spawnWaiters.push(waiter)
+            return Deferred.await(deferred).pipe(
+              Effect.onInterrupt(() =>
+                Effect.sync(() => {
+                  spawnWaiters = spawnWaiters.filter((w) => w !== waiter)
+                })
+              )
+            )
+          }),
+        ready: (pid) =>
+          Effect.flatMap(lookup(pid), (p) =>
+            Effect.clockWith((clock) => Effect.sync(() => readyUnsafe(p, clock.currentTimeMillisUnsafe())))
+          ),
+        output: (pid, line, stream = "stdout") =>
+          Effect.flatMap(lookup(pid), (p) =>
+            Effect.sync(() => {
+              if (p.request.stdio === "pipe") p.request.onOutput?.({ taskId: p.taskId, pid: p.pid, stream, line })
+            })
+          ),
+        awaitExit: (pid) =>
+          Effect.flatMap(lookup(pid), (p) => Effect.as(Deferred.await(p.exited), p).pipe(Effect.map(snapshot))),
+        failNextSpawns: (count, failOptions) =>
+          Effect.sync(() => {
+            for (let i = 0; i < count; i++) {
+              failQueue.push({ code: failOptions?.code ?? "ENOENT", message: failOptions?.message })
+            }
+          }),
+        onSignal: (pid, signal, behavior) =>
+          Effect.flatMap(lookup(pid), (p) =>
+            Effect.sync(() => {
+              p.reactions.set(signal, behavior)
+            })
+          ),
+        setSignalDefault: (signal, behavior) =>
+          Effect.sync(() => {
+            defaults.set(signal, behavior)
+          })
+      })
+
+      return Context.make(ProcessSpawner, spawner).pipe(Context.add(TestSpawner, control))
+    })
+  )

@@ -42,7 +42,7 @@ export const pidsWithTag = (tag: string): Array<number> => {
  * already under way (bounded: 50 polls at most).
  */
 export const assertNoneLeft = (tag: string, within: Duration.Input = "2 seconds") =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const deadline = Date.now() + Duration.toMillis(Duration.fromInputUnsafe(within))
     for (let i = 0; i < 50; i++) {
       const left = pidsWithTag(tag)
@@ -63,7 +63,7 @@ export const assertNoneLeft = (tag: string, within: Duration.Input = "2 seconds"
 
 /** Waits (up to `within`, bounded polls) until `check` holds. */
 export const eventually = <A>(check: () => A | undefined, within: Duration.Input = "5 seconds") =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const deadline = Date.now() + Duration.toMillis(Duration.fromInputUnsafe(within))
     for (let i = 0; i < 1000; i++) {
       const value = check()

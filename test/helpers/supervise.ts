@@ -47,7 +47,7 @@ export const superviseNode = (
   options: Omit<Supervisor.Options, "command" | "args"> = {},
   logs: Layer.Layer<never> = quiet
 ) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const { env, tag } = makeTag()
     const events: Array<Supervisor.Event> = []
     const handle = yield* Supervisor.start({

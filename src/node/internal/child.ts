@@ -90,9 +90,11 @@ export const attach = (
     readonly kill: (pid: number, signal: NodeJS.Signals) => void
   }
 ): Effect.Effect<Started, SpawnFailed> =>
-  Effect.flatMap(Effect.context<never>(), (context) => attachWith(request, child, options, (effect) => {
-    Effect.runForkWith(context)(effect)
-  }))
+  Effect.flatMap(Effect.context<never>(), (context) =>
+    attachWith(request, child, options, (effect) => {
+      Effect.runForkWith(context)(effect)
+    })
+  )
 
 const attachWith = (
   request: SpawnRequest,
@@ -150,20 +152,22 @@ const attachWith = (
         if (child.stdout) splitLines(child.stdout, emit("stdout"))
         if (child.stderr) splitLines(child.stderr, emit("stderr"))
       }
-      resume(Effect.succeed({
-        drained: Deferred.await(closed),
-        handle: {
-          taskId: request.taskId,
-          pid,
-          exit: Deferred.await(exited),
-          exitStatus: Effect.sync(() => Option.fromUndefinedOr(status)),
-          ready: Deferred.await(ready),
-          kill: (signal) =>
-            Effect.sync(() => {
-              if (status === undefined) options.kill(pid, signal)
-            })
-        }
-      }))
+      resume(
+        Effect.succeed({
+          drained: Deferred.await(closed),
+          handle: {
+            taskId: request.taskId,
+            pid,
+            exit: Deferred.await(exited),
+            exitStatus: Effect.sync(() => Option.fromUndefinedOr(status)),
+            ready: Deferred.await(ready),
+            kill: (signal) =>
+              Effect.sync(() => {
+                if (status === undefined) options.kill(pid, signal)
+              })
+          }
+        })
+      )
     })
   })
 
@@ -173,8 +177,10 @@ const attachWith = (
  *
  * @internal
  */
-export const release = (request: SpawnRequest) => ({ drained, handle }: Started): Effect.Effect<void> =>
-  stop(handle, request.stopTimeout).pipe(
-    Effect.andThen(request.stdio === "pipe" ? Effect.timeoutOption(drained, DRAIN_TIMEOUT) : Effect.void),
-    Effect.asVoid
-  )
+export const release =
+  (request: SpawnRequest) =>
+  ({ drained, handle }: Started): Effect.Effect<void> =>
+    stop(handle, request.stopTimeout).pipe(
+      Effect.andThen(request.stdio === "pipe" ? Effect.timeoutOption(drained, DRAIN_TIMEOUT) : Effect.void),
+      Effect.asVoid
+    )
