@@ -51,6 +51,8 @@ export class ExitRecord extends Schema.Class<ExitRecord>("effect-prefork/ExitRec
  * The restart budget is spent: Tornado's `RuntimeError("Too many child
  * restarts, giving up")`. It carries how many restarts were made and every
  * abnormal exit seen, the last one being the exit that was not restarted.
+ * (As in Tornado, that exit is still logged "…, restarting" just before the
+ * supervisor finds the budget spent.)
  * Every worker has been stopped and reaped before this error surfaces.
  *
  * @since 0.1.0

@@ -436,6 +436,41 @@ describe("Supervisor policy", () => {
     )
   })
 
+  describe("spawn failures", () => {
+    it.effect("a failed first spawn ends the supervision with SpawnFailed and stops the started siblings", () =>
+      withSpawner((spawner) =>
+        Effect.gen(function* () {
+          yield* spawner.failNextSpawns(1, { code: "EAGAIN" })
+          const error = yield* Effect.flip(Supervisor.run({ ...base, processes: 3 }))
+          assert.strictEqual(error._tag, "SpawnFailed")
+          if (error._tag !== "SpawnFailed") return
+          assert.strictEqual(error.code, "EAGAIN")
+          assert.deepStrictEqual(yield* spawner.live, [])
+          assert.strictEqual((yield* spawner.spawnFailures).length, 1)
+        })
+      )
+    )
+
+    it.effect("a failed respawn ends the supervision with SpawnFailed, siblings reaped first", () =>
+      withSpawner((spawner) =>
+        Effect.gen(function* () {
+          const fiber = yield* fork({ ...base, processes: 2 })
+          yield* spawner.awaitSpawns(2)
+          yield* spawner.failNextSpawns(1)
+          yield* spawner.exit(1000, ExitStatus.exited(1))
+          const error = yield* Effect.flip(Fiber.join(fiber))
+          assert.strictEqual(error._tag, "SpawnFailed")
+          if (error._tag !== "SpawnFailed") return
+          assert.strictEqual(error.taskId, 0)
+          assert.strictEqual(error.code, "ENOENT")
+          const sibling = yield* spawner.process(1001)
+          assert.deepStrictEqual(sibling.exitStatus, Option.some(ExitStatus.signaled("SIGTERM")))
+          assert.strictEqual((yield* spawner.processes).length, 2)
+        })
+      )
+    )
+  })
+
   describe("stopping", () => {
     it.effect("nothing is spawned once interruption starts (interrupted during a backoff delay)", () =>
       withSpawner((spawner) =>

@@ -97,7 +97,14 @@ export const runSlots = Effect.fnUntraced(function* (cfg: Config, publish: (even
     if (readyCount === slots.length) return Effect.void
     const waiter = Deferred.makeUnsafe<void>()
     readyWaiters.push(waiter)
-    return Deferred.await(waiter)
+    // A caller that gives up (interrupted, or the supervision ended first) leaves nothing behind.
+    return Deferred.await(waiter).pipe(
+      Effect.onInterrupt(() =>
+        Effect.sync(() => {
+          readyWaiters = readyWaiters.filter((w) => w !== waiter)
+        })
+      )
+    )
   })
 
   const request = (taskId: TaskId): SpawnRequest => ({

@@ -171,7 +171,7 @@ export class TestSpawner extends Context.Service<
     readonly process: (pid: number) => Effect.Effect<TestProcess>
     /** Every call of a handle's `kill`, in order, including those on exited processes. */
     readonly kills: Effect.Effect<ReadonlyArray<KillRecord>>
-    /** Every spawn that failed because of {@link failNextSpawns}. */
+    /** Every spawn that failed because of `failNextSpawns`. */
     readonly spawnFailures: Effect.Effect<ReadonlyArray<SpawnFailed>>
     /** Ends a live process with this status; does nothing if it has already exited. Dies on an unknown pid. */
     readonly exit: (pid: number, status: ExitStatus.ExitStatus) => Effect.Effect<void>
