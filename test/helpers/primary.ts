@@ -16,7 +16,7 @@ import type * as Scope from "effect/Scope"
 import * as NodeProcessSpawner from "../../src/node/NodeProcessSpawner.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
 import { eventually, makeTag } from "./procs.ts"
-import { fixture, quiet } from "./supervise.ts"
+import { fixture, quiet, supervise } from "./supervise.ts"
 
 /** One event line printed by `fixtures/primary.ts`: `EVENT {"_tag":…,"taskId":…,"pid":…,…}`. */
 export interface PrimaryEvent {
@@ -255,8 +255,7 @@ export const fdCount = (pid: number | "self" = "self"): number => readdirSync(`/
 
 /**
  * Starts a supervisor over a fixture script in the current scope (cluster
- * mode: the script is the worker; module mode: the module), with a fresh tag
- * in every worker's environment and the events collected into an array, as
+ * mode: the script is the worker; module mode: the module), as
  * `superviseNode` does for `node <fixture>` commands.
  */
 export const superviseScript = (
@@ -264,24 +263,7 @@ export const superviseScript = (
   args: ReadonlyArray<string>,
   options: Omit<Supervisor.Options, "command" | "args">,
   logs: Layer.Layer<never> = quiet
-) =>
-  Effect.gen(function* () {
-    const { env, tag } = makeTag()
-    const events: Array<Supervisor.Event> = []
-    const handle = yield* Supervisor.start({
-      stdio: "ignore",
-      ...options,
-      command: fixture(name),
-      args,
-      env: { ...options.env, ...env }
-    })
-    yield* handle.events.pipe(
-      Stream.runForEach((event) => Effect.sync(() => events.push(event))),
-      Effect.forkScoped
-    )
-    yield* Effect.yieldNow
-    return { handle, events, tag }
-  }).pipe(Effect.provide(Layer.merge(NodeProcessSpawner.layer, logs)))
+) => supervise({ ...options, command: fixture(name), args }, logs)
 
 export const readyEvents = (events: ReadonlyArray<Supervisor.Event>) =>
   events.filter((e): e is Extract<Supervisor.Event, { _tag: "Ready" }> => e._tag === "Ready")

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
-import { Effect, Fiber, Layer, Logger, Stream } from "effect"
+import { Effect, Layer, Logger, Stream } from "effect"
 import type * as Scope from "effect/Scope"
 import * as NodeProcessSpawner from "../../src/node/NodeProcessSpawner.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
@@ -38,33 +38,38 @@ export const captureLogs = (): { readonly captured: Captured; readonly layer: La
 export const quiet: Layer.Layer<never> = Logger.layer([])
 
 /**
- * Starts a supervisor over `node <fixture> ...args` in the current scope, with
- * a fresh tag in every worker's environment.
+ * Starts a supervisor in the current scope, with a fresh tag in every
+ * worker's environment and its events collected into an array.
  */
-export const superviseNode = (
-  name: string,
-  args: ReadonlyArray<string>,
-  options: Omit<Supervisor.Options, "command" | "args"> = {},
-  logs: Layer.Layer<never> = quiet
-) =>
+export const supervise = (options: Supervisor.Options, logs: Layer.Layer<never> = quiet) =>
   Effect.gen(function* () {
     const { env, tag } = makeTag()
     const events: Array<Supervisor.Event> = []
-    const handle = yield* Supervisor.start({
-      stdio: "ignore",
-      ...options,
-      command: process.execPath,
-      args: [fixture(name), ...args],
-      env: { ...options.env, ...env }
-    })
-    const collector = yield* handle.events.pipe(
+    const handle = yield* Supervisor.start({ stdio: "ignore", ...options, env: { ...options.env, ...env } })
+    yield* handle.events.pipe(
       Stream.runForEach((event) => Effect.sync(() => events.push(event))),
       Effect.forkScoped
     )
     // Let the subscription start before any worker can exit.
     yield* Effect.yieldNow
-    return { handle, events, tag, collector: collector as Fiber.Fiber<void> }
+    return { handle, events, tag }
   }).pipe(Effect.provide(Layer.merge(NodeProcessSpawner.layer, logs)))
+
+/** A supervisor over `node <fixture> ...args` commands. */
+export const superviseNode = (
+  name: string,
+  args: ReadonlyArray<string>,
+  options: Omit<Supervisor.Options, "command" | "args"> = {},
+  logs: Layer.Layer<never> = quiet
+) => supervise({ ...options, command: process.execPath, args: [fixture(name), ...args] }, logs)
+
+/** Runs an effect and says how long it took, in real milliseconds. */
+export const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function* () {
+    const t0 = Date.now()
+    const a = yield* effect
+    return [a, Date.now() - t0] as const
+  })
 
 export const started = (events: ReadonlyArray<Supervisor.Event>) =>
   events.filter((e): e is Extract<Supervisor.Event, { _tag: "Started" }> => e._tag === "Started")

@@ -22,14 +22,7 @@ import {
   waitHttp
 } from "../helpers/primary.ts"
 import { assertNoneLeft, eventually, makeTag, pidsWithTag } from "../helpers/procs.ts"
-import { captureLogs, exitedEvents, fixture, quiet, started } from "../helpers/supervise.ts"
-
-const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.gen(function* () {
-    const t0 = Date.now()
-    const a = yield* effect
-    return [a, Date.now() - t0] as const
-  })
+import { captureLogs, exitedEvents, fixture, quiet, started, timed } from "../helpers/supervise.ts"
 
 describe("row 10: workers that cannot start", () => {
   it.live("a missing executable is a typed SpawnFailed from the supervisor, at once, with nothing left", () =>

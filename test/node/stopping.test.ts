@@ -11,20 +11,13 @@ import * as NodeProcessSpawner from "../../src/node/NodeProcessSpawner.ts"
 import { ProcessSpawner } from "../../src/ProcessSpawner.ts"
 import { TaskId } from "../../src/TaskId.ts"
 import { assertNoneLeft, eventually, makeTag, pidsWithTag } from "../helpers/procs.ts"
-import { captureLogs, exitedEvents, fixture, started, superviseNode, tempDir } from "../helpers/supervise.ts"
+import { captureLogs, exitedEvents, fixture, started, superviseNode, tempDir, timed } from "../helpers/supervise.ts"
 
 /** Waits until every task of `n` has created `<dir>/ready-<task id>`. */
 const allReady = (dir: string, n: number) =>
   eventually(
     () => Array.from({ length: n }, (_, i) => existsSync(Path.join(dir, `ready-${i}`))).every(Boolean) || undefined
   )
-
-const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.gen(function* () {
-    const t0 = Date.now()
-    const a = yield* effect
-    return [a, Date.now() - t0] as const
-  })
 
 describe("stopping (real processes)", () => {
   it.live("row 9: closing the scope during a restart delay spawns nothing more and returns promptly", () =>
