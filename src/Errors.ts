@@ -10,7 +10,7 @@
  *
  * @since 0.1.0
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 import { describe, ExitStatus } from "./ExitStatus.ts"
 
 /**
@@ -50,7 +50,8 @@ export class ExitRecord extends Schema.Class<ExitRecord>("effect-prefork/ExitRec
 /**
  * The restart budget is spent: Tornado's `RuntimeError("Too many child
  * restarts, giving up")`. It carries how many restarts were made and every
- * abnormal exit seen, the last one being the exit that was not restarted.
+ * abnormal exit seen (the most recent 1,000 in a long crash loop), the last
+ * one being the exit that was not restarted.
  * (As in Tornado, that exit is still logged "…, restarting" just before the
  * supervisor finds the budget spent.)
  * Every worker has been stopped and reaped before this error surfaces.

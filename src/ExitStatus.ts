@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import { constants } from "node:os"
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 
 /**
  * The process called `exit(code)` (or returned from `main`).

@@ -11,7 +11,10 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Option } from "effect"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type { SpawnFailed } from "./Errors.ts"
 import type { ExitStatus } from "./ExitStatus.ts"

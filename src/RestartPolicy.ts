@@ -20,7 +20,10 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Option, Schedule } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 import * as Cause from "effect/Cause"
 import * as Pull from "effect/Pull"
 import { type ExitRecord, InvalidOptions } from "./Errors.ts"

@@ -26,7 +26,12 @@
  * @since 0.1.0
  */
 import { availableParallelism } from "node:os"
-import { Duration, Effect, Fiber, Option, PubSub, Stream } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as Stream from "effect/Stream"
 import type * as Scope from "effect/Scope"
 import { type ExitRecord, InvalidOptions, type NotReady, type SpawnFailed, type TooManyRestarts } from "./Errors.ts"
 import type { ExitStatus } from "./ExitStatus.ts"
@@ -145,6 +150,7 @@ export interface SlotStatus {
  */
 export interface Summary {
   readonly restarts: number
+  /** Every exit seen, oldest first: the most recent 1,000 when there were more. */
   readonly exits: ReadonlyArray<ExitRecord>
 }
 

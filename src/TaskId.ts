@@ -5,7 +5,9 @@
  *
  * @since 0.1.0
  */
-import { Brand, Context, Schema } from "effect"
+import * as Brand from "effect/Brand"
+import * as Context from "effect/Context"
+import * as Schema from "effect/Schema"
 
 /**
  * @since 0.1.0

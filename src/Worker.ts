@@ -4,7 +4,8 @@
  *
  * @since 0.1.0
  */
-import { Effect, Option } from "effect"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import type * as Messages from "./Messages.ts"
 import { ENV_VAR, TaskId } from "./TaskId.ts"
 

@@ -11,7 +11,8 @@
  *
  * @since 0.1.0
  */
-import { Duration, Option } from "effect"
+import * as Duration from "effect/Duration"
+import * as Option from "effect/Option"
 
 /**
  * Inserts `--` before the first operand (the command) unless the line already

@@ -10,7 +10,9 @@
  *
  * @since 0.1.0
  */
-import { Cause, Layer, Logger } from "effect"
+import * as Cause from "effect/Cause"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
 import type * as LogLevel from "effect/LogLevel"
 import type { Stream } from "./Output.ts"
 

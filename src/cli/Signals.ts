@@ -15,7 +15,8 @@
  *
  * @since 0.1.0
  */
-import { Effect, Queue } from "effect"
+import * as Effect from "effect/Effect"
+import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import type { SupervisorHandle } from "../Supervisor.ts"
 import { formatDuration } from "./Argv.ts"

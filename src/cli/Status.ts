@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Option } from "effect"
+import * as Option from "effect/Option"
 import type { SlotStatus } from "../Supervisor.ts"
 
 /**

@@ -5,7 +5,15 @@
  * it runs (`scale`), and one slot's worker can be replaced on request
  * (`restart`), which spends no budget.
  */
-import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Option, Semaphore } from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as Semaphore from "effect/Semaphore"
 import { ExitRecord, InvalidOptions, NotReady, type SpawnFailed, TooManyRestarts } from "../Errors.ts"
 import * as ExitStatus from "../ExitStatus.ts"
 import { type ProcessHandle, ProcessSpawner, type SpawnRequest, stop } from "../ProcessSpawner.ts"
@@ -36,6 +44,9 @@ interface Control {
 }
 
 type Failure = TooManyRestarts | SpawnFailed
+
+/** How many of the most recent exits a supervisor keeps for `Summary` and `TooManyRestarts`. */
+export const EXIT_HISTORY = 1000
 
 /** @internal */
 export const runSlots = Effect.fnUntraced(function* (cfg: Config, publish: (event: Event) => Effect.Effect<unknown>) {
@@ -213,6 +224,8 @@ export const runSlots = Effect.fnUntraced(function* (cfg: Config, publish: (even
         ...(Option.isSome(notReady) ? { notReady: notReady.value } : {})
       })
       exits.push(record)
+      // A history, not a log: bounded however long a crash loop runs.
+      if (exits.length > EXIT_HISTORY) exits.shift()
       setReady(slot, false)
       slot.pid = Option.none()
       slot.lastExit = Option.some(status)

@@ -15,7 +15,7 @@
  * @since 0.1.0
  */
 import cluster from "node:cluster"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import type { SpawnFailed } from "../Errors.ts"
 import type { ProcessHandle, SpawnRequest } from "../ProcessSpawner.ts"
 import type * as Scope from "effect/Scope"

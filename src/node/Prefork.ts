@@ -16,8 +16,11 @@
  * @since 0.1.0
  */
 import cluster from "node:cluster"
-import { NodeRuntime } from "@effect/platform-node"
-import { Cause, Effect, Exit, Fiber, Option } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
 import type { InvalidOptions, SpawnFailed, TooManyRestarts } from "../Errors.ts"
 import * as Supervisor from "../Supervisor.ts"
@@ -169,7 +172,7 @@ export const run = <A, E, R>(
   Effect.suspend(() => (cluster.isWorker ? runWorker(worker) : supervise(options)))
 
 /**
- * A teardown for `NodeRuntime.runMain` under which a program stopped by
+ * A teardown for `runMain` (this module's, or `NodeRuntime.runMain`) under which a program stopped by
  * SIGINT or SIGTERM (interrupted, nothing else) exits 0 rather than 130.
  *
  * @since 0.1.0
@@ -179,11 +182,31 @@ export const teardown: Runtime.Teardown = (exit, onExit) =>
   Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit)
 
 /**
- * Runs a program as the process's main: `NodeRuntime.runMain` with
- * {@link teardown}. SIGINT or SIGTERM interrupt it — the supervisor stops
- * every worker — and the process exits 0; `TooManyRestarts` exits 1.
+ * Runs a program as the process's main, as `NodeRuntime.runMain` does with
+ * {@link teardown}: SIGINT or SIGTERM interrupt it — the supervisor stops
+ * every worker — and the process exits 0; a failure is reported and exits 1.
+ * (Written on `Runtime.makeRunMain` so that the primary does not load
+ * `@effect/platform-node`, which would cost it tens of megabytes.)
  *
  * @since 0.1.0
  * @category running
  */
-export const runMain = <A, E>(effect: Effect.Effect<A, E>): void => NodeRuntime.runMain(effect, { teardown })
+export const runMain: <A, E>(effect: Effect.Effect<A, E>) => void = (() => {
+  const run = Runtime.makeRunMain(({ fiber, teardown }) => {
+    let signaled = false
+    const onSignal = () => {
+      signaled = true
+      fiber.interruptUnsafe(fiber.id)
+    }
+    process.on("SIGINT", onSignal)
+    process.on("SIGTERM", onSignal)
+    fiber.addObserver((exit) => {
+      process.off("SIGINT", onSignal)
+      process.off("SIGTERM", onSignal)
+      teardown(exit, (code) => {
+        if (signaled || code !== 0) process.exit(code)
+      })
+    })
+  })
+  return (effect) => run(effect, { teardown })
+})()

@@ -5,7 +5,10 @@
  */
 import type { ChildProcess } from "node:child_process"
 import { StringDecoder } from "node:string_decoder"
-import { Deferred, Duration, Effect, Option } from "effect"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import { SpawnFailed } from "../../Errors.ts"
 import * as ExitStatus from "../../ExitStatus.ts"
 import * as Messages from "../../Messages.ts"

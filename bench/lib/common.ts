@@ -1,0 +1,585 @@
+/**
+ * What every benchmark shares: parameters (CLI flags or env vars, with a quick
+ * mode), statistics, tables, result files, the machine's description, /proc
+ * readings, HTTP probes, and the cleanup that kills every process a benchmark
+ * started (and only those: each carries a tag in its environment).
+ *
+ * Benchmarks are not tests: nothing here asserts a time.
+ */
+import { type ChildProcess, spawnSync } from "node:child_process"
+import { randomUUID } from "node:crypto"
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import * as http from "node:http"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as Path from "node:path"
+import { fileURLToPath } from "node:url"
+
+export const ROOT = Path.resolve(Path.dirname(fileURLToPath(import.meta.url)), "../..")
+export const BENCH = Path.join(ROOT, "bench")
+export const SCRATCH = Path.join(BENCH, ".scratch")
+export const PEERS = Path.join(SCRATCH, "peers")
+export const OURS_DIST = Path.join(SCRATCH, "dist")
+/** Full-size results go to bench/results; quick (smoke) runs to bench/.scratch/results-quick, never mixed up. */
+export const RESULTS_FULL = Path.join(BENCH, "results")
+export const FIXTURES = Path.join(BENCH, "fixtures")
+export const HOST = "127.0.0.1"
+
+// ---------------------------------------------------------------------------
+// Output (the project's lint forbids console: write to the streams directly)
+
+export const out = (text: string): void => void process.stdout.write(text.endsWith("\n") ? text : `${text}\n`)
+export const note = (text: string): void => void process.stderr.write(`  · ${text}\n`)
+
+// ---------------------------------------------------------------------------
+// Parameters: --name=value, else BENCH_NAME, else the quick or full default
+
+const argv = process.argv.slice(2)
+
+const flag = (name: string): string | undefined => {
+  const prefix = `--${name}=`
+  for (const a of argv) {
+    if (a === `--${name}`) return "1"
+    if (a.startsWith(prefix)) return a.slice(prefix.length)
+  }
+  const env = process.env[`BENCH_${name.toUpperCase().replaceAll("-", "_")}`]
+  return env === undefined || env === "" ? undefined : env
+}
+
+/** Quick mode: tiny sizes, to check that a benchmark works (`--quick` or `BENCH_QUICK=1`). */
+export const QUICK = ((v) => v !== undefined && v !== "0" && v !== "false")(flag("quick"))
+
+export const RESULTS = QUICK ? Path.join(SCRATCH, "results-quick") : RESULTS_FULL
+
+export const num = (name: string, full: number, quick: number): number => {
+  const raw = flag(name)
+  if (raw === undefined) return QUICK ? quick : full
+  const n = Number(raw)
+  if (!Number.isFinite(n)) throw new Error(`--${name} must be a number, got ${raw}`)
+  return n
+}
+
+export const list = (name: string, full: ReadonlyArray<string>, quick: ReadonlyArray<string> = full): Array<string> => {
+  const raw = flag(name)
+  if (raw === undefined) return [...(QUICK ? quick : full)]
+  return raw
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+}
+
+export const numList = (name: string, full: ReadonlyArray<number>, quick: ReadonlyArray<number>): Array<number> =>
+  list(name, full.map(String), quick.map(String)).map(Number)
+
+export const str = (name: string, full: string, quick: string = full): string => flag(name) ?? (QUICK ? quick : full)
+
+/** The command line that reproduces this run, for the result files. */
+export const commandLine = (): string => {
+  const script = Path.relative(ROOT, process.argv[1] ?? "")
+  const envs = Object.entries(process.env)
+    .filter(([k]) => k.startsWith("BENCH_") && !["BENCH_TAGS", "BENCH_RUN_ALL", "BENCH_NO_BUILD"].includes(k))
+    .map(([k, v]) => `${k}=${v}`)
+  return [...envs, "node", script, ...argv].join(" ")
+}
+
+// ---------------------------------------------------------------------------
+// Time and statistics
+
+/** Epoch milliseconds with sub-millisecond resolution, comparable across processes of this machine. */
+export const now = (): number => performance.timeOrigin + performance.now()
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+export interface Stats {
+  readonly n: number
+  readonly median: number
+  readonly p95: number
+  readonly p99: number
+  readonly min: number
+  readonly max: number
+  readonly mean: number
+}
+
+/** Nearest-rank percentile of sorted values. */
+const rank = (sorted: ReadonlyArray<number>, p: number): number =>
+  sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!
+
+export const stats = (values: ReadonlyArray<number>): Stats => {
+  const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b)
+  const n = sorted.length
+  const median = n === 0 ? Number.NaN : n % 2 === 1 ? sorted[(n - 1) / 2]! : (sorted[n / 2 - 1]! + sorted[n / 2]!) / 2
+  return {
+    n,
+    median,
+    p95: rank(sorted, 0.95),
+    p99: rank(sorted, 0.99),
+    min: n === 0 ? Number.NaN : sorted[0]!,
+    max: n === 0 ? Number.NaN : sorted[n - 1]!,
+    mean: n === 0 ? Number.NaN : sorted.reduce((a, b) => a + b, 0) / n
+  }
+}
+
+export const percentile = (values: ReadonlyArray<number>, p: number): number =>
+  rank(
+    [...values].filter((v) => Number.isFinite(v)).sort((a, b) => a - b),
+    p
+  )
+
+export const fmt = (v: number, digits = 1): string =>
+  Number.isFinite(v) ? v.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "–"
+
+export const ratio = (ours: number, peer: number): string =>
+  Number.isFinite(ours) && Number.isFinite(peer) && peer !== 0 ? `${(ours / peer).toFixed(2)}x` : "–"
+
+/** Rotates the order of the systems each round, so none always goes first. */
+export const rotate = <A>(items: ReadonlyArray<A>, round: number): Array<A> => {
+  const k = items.length === 0 ? 0 : round % items.length
+  return [...items.slice(k), ...items.slice(0, k)]
+}
+
+// ---------------------------------------------------------------------------
+// Tables and result files
+
+export interface Table {
+  readonly title: string
+  readonly headers: ReadonlyArray<string>
+  readonly rows: ReadonlyArray<ReadonlyArray<string>>
+  readonly notes?: ReadonlyArray<string> | undefined
+}
+
+export const markdownTable = (t: Table): string => {
+  const line = (cells: ReadonlyArray<string>) => `| ${cells.join(" | ")} |`
+  const sep = t.headers.map((_, i) => (i === 0 ? "---" : "---:"))
+  return [line(t.headers), line(sep), ...t.rows.map(line)].join("\n")
+}
+
+export const printTable = (t: Table): void => {
+  const widths = t.headers.map((h, i) => Math.max(h.length, ...t.rows.map((r) => (r[i] ?? "").length)))
+  const line = (cells: ReadonlyArray<string>) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ")
+  out("")
+  out(t.title)
+  out(line(t.headers))
+  out(widths.map((w) => "-".repeat(w)).join("  "))
+  for (const r of t.rows) out(line(r))
+  for (const n of t.notes ?? []) out(`  ${n}`)
+}
+
+export interface Machine {
+  readonly cores: number
+  readonly cpu: string
+  readonly memoryGiB: number
+  readonly node: string
+  readonly os: string
+  readonly loadAverage: ReadonlyArray<number>
+  readonly peers: Readonly<Record<string, string>>
+}
+
+export const machine = (): Machine => ({
+  cores: os.availableParallelism(),
+  cpu: os.cpus()[0]?.model ?? "unknown",
+  memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+  node: process.version,
+  os: `${os.type()} ${os.release()}`,
+  loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100),
+  peers: peerVersions()
+})
+
+export const machineLine = (m: Machine): string =>
+  `${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB, Node ${m.node}, ${m.os}; load average at start ${m.loadAverage.join(" / ")}` +
+  (Object.keys(m.peers).length > 0
+    ? `; peers: ${Object.entries(m.peers)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(", ")}`
+    : "")
+
+/**
+ * Writes `bench/results/<name>.json` (everything) and `<name>.md` (the
+ * tables, the command and the machine: a fragment for docs/benchmarks.md).
+ */
+export const writeResults = (
+  name: string,
+  started: Machine,
+  tables: ReadonlyArray<Table>,
+  data: unknown,
+  extra: ReadonlyArray<string> = []
+): void => {
+  mkdirSync(RESULTS, { recursive: true })
+  const command = commandLine()
+  const md = [
+    `<!-- ${name}: written by ${command} on ${new Date().toISOString()} -->`,
+    "",
+    `Command: \`${command}\`${QUICK ? " (quick mode: smoke-test sizes, not a measurement)" : ""}`,
+    "",
+    `Machine: ${machineLine(started)}`,
+    "",
+    ...tables.flatMap((t) => [`**${t.title}**`, "", markdownTable(t), "", ...(t.notes ?? []).map((n) => `- ${n}`), ""]),
+    ...extra
+  ].join("\n")
+  const mdPath = Path.join(RESULTS, `${name}.md`)
+  const jsonPath = Path.join(RESULTS, `${name}.json`)
+  writeFileSync(mdPath, `${md.trimEnd()}\n`)
+  writeFileSync(
+    jsonPath,
+    `${JSON.stringify({ name, command, quick: QUICK, at: new Date().toISOString(), machine: started, tables, data }, null, 2)}\n`
+  )
+  formatFiles([mdPath, jsonPath])
+  out(`\n  results: ${Path.relative(ROOT, mdPath)} and .json`)
+}
+
+/** Formats files with the project's formatter (so committed results pass `oxfmt --check`); best effort. */
+export const formatFiles = (files: ReadonlyArray<string>): void => {
+  const oxfmt = Path.join(ROOT, "node_modules", ".bin", "oxfmt")
+  if (!existsSync(oxfmt) || files.length === 0) return
+  spawnSync(oxfmt, [...files], { cwd: ROOT, stdio: "ignore", timeout: 60_000 })
+}
+
+// ---------------------------------------------------------------------------
+// /proc readings (Linux)
+
+const CLK_TCK = 100
+
+export interface ProcSample {
+  readonly rssKiB: number
+  readonly fds: number
+  readonly cpuMs: number
+  readonly threads: number
+}
+
+export const procSample = (pid: number): ProcSample | undefined => {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "latin1")
+    const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? Number.NaN)
+    const stat = readFileSync(`/proc/${pid}/stat`, "latin1")
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    // fields after the command: state(0) ppid(1) … utime(11) stime(12)
+    const cpuMs = ((Number(rest[11]) + Number(rest[12])) * 1000) / CLK_TCK
+    return { rssKiB: field("VmRSS"), fds: readdirSync(`/proc/${pid}/fd`).length, cpuMs, threads: field("Threads") }
+  } catch {
+    return undefined
+  }
+}
+
+export const mib = (kib: number): number => kib / 1024
+
+/** Live children (not zombies) of a process. */
+export const childrenOf = (ppid: number): Array<number> => {
+  const found: Array<number> = []
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "latin1")
+      const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      if (Number(rest[1]) === ppid && rest[0] !== "Z" && rest[0] !== "X") found.push(Number(entry))
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found
+}
+
+// ---------------------------------------------------------------------------
+// Cleanup: every process a benchmark starts carries BENCH_TAGS=<…,uuid> in its
+// environment (the tags of this benchmark and of the runs that started it);
+// on exit, whatever still carries this one's tag is killed. Nothing else is.
+
+export const TAG = randomUUID()
+process.env.BENCH_TAGS = [process.env.BENCH_TAGS, TAG].filter((t) => t !== undefined && t !== "").join(",")
+
+const carriesTag = (environ: string): boolean =>
+  environ.split("\0").some((entry) => entry.startsWith("BENCH_TAGS=") && entry.slice(11).split(",").includes(TAG))
+
+export const taggedPids = (): Array<number> => {
+  const found: Array<number> = []
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue
+    const pid = Number(entry)
+    if (pid === process.pid) continue
+    try {
+      if (!carriesTag(readFileSync(`/proc/${pid}/environ`, "latin1"))) continue
+      const stat = readFileSync(`/proc/${pid}/stat`, "latin1")
+      const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3)
+      if (state !== "Z" && state !== "X") found.push(pid)
+    } catch {
+      // gone meanwhile, or not readable
+    }
+  }
+  return found
+}
+
+const children = new Set<ChildProcess>()
+const syncCleanups: Array<() => void> = []
+
+/** Tracks a child (started with `detached: true`, so it leads a process group) for cleanup. */
+export const track = (child: ChildProcess): ChildProcess => {
+  children.add(child)
+  child.once("exit", () => children.delete(child))
+  return child
+}
+
+/** Runs at exit, synchronously (e.g. `pm2 kill`). */
+export const onCleanup = (f: () => void): void => void syncCleanups.push(f)
+
+const killQuietly = (pid: number, signal: NodeJS.Signals) => {
+  try {
+    process.kill(pid, signal)
+  } catch {
+    // already gone
+  }
+}
+
+let cleanedUp = false
+export const cleanup = (): void => {
+  if (cleanedUp) return
+  cleanedUp = true
+  for (const f of syncCleanups.splice(0)) {
+    try {
+      f()
+    } catch (error) {
+      note(`cleanup step failed: ${String(error)}`)
+    }
+  }
+  for (const child of children) {
+    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+      killQuietly(-child.pid, "SIGKILL")
+      killQuietly(child.pid, "SIGKILL")
+    }
+  }
+  for (const pid of taggedPids()) killQuietly(pid, "SIGKILL")
+}
+
+process.on("exit", cleanup)
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(signal, () => {
+    note(`${signal}: cleaning up`)
+    cleanup()
+    process.exit(130)
+  })
+}
+process.on("uncaughtException", (error) => {
+  process.stderr.write(`uncaught: ${error.stack ?? String(error)}\n`)
+  cleanup()
+  process.exit(1)
+})
+process.on("unhandledRejection", (error) => {
+  process.stderr.write(
+    `unhandled rejection: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`
+  )
+  cleanup()
+  process.exit(1)
+})
+
+/** Ends the benchmark after `seconds` whatever happens (bounded in time). */
+export const watchdog = (seconds: number): void => {
+  setTimeout(() => {
+    process.stderr.write(`benchmark watchdog: still running after ${seconds} s, giving up\n`)
+    cleanup()
+    process.exit(2)
+  }, seconds * 1000).unref()
+}
+
+/** Polls `check` every `every` ms until it returns a value, at most `timeoutMs`. */
+export const waitFor = async <A>(
+  what: string,
+  check: () => A | undefined | Promise<A | undefined>,
+  timeoutMs: number,
+  every = 10
+): Promise<A> => {
+  const deadline = now() + timeoutMs
+  for (let i = 0; i < 1_000_000; i++) {
+    const v = await check()
+    if (v !== undefined) return v
+    if (now() > deadline) break
+    await sleep(every)
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+}
+
+export const requireNode = (): void => {
+  const major = Number(process.versions.node.split(".")[0])
+  if (major < 22) {
+    throw new Error(`benchmarks need Node >= 22 (this is ${process.version}); run them with npm run bench`)
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Ports and HTTP
+
+export const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.once("error", reject)
+    server.listen(0, HOST, () => {
+      const address = server.address()
+      const port = typeof address === "object" && address !== null ? address.port : 0
+      server.close(() => resolve(port))
+    })
+  })
+
+export interface Answer {
+  readonly status: number
+  readonly body: string
+  readonly at: number
+}
+
+/** One GET on a new connection (no keep-alive), so the primary hands it to a worker. */
+export const get = (port: number, path = "/", timeoutMs = 2000): Promise<Answer> =>
+  new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: HOST, port, path, method: "GET", agent: false, headers: { connection: "close" }, timeout: timeoutMs },
+      (res) => {
+        let body = ""
+        res.setEncoding("utf8")
+        res.on("data", (chunk: string) => {
+          body += chunk
+        })
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body, at: now() }))
+        res.on("error", reject)
+      }
+    )
+    req.on("timeout", () => req.destroy(new Error("timeout")))
+    req.on("error", reject)
+    req.end()
+  })
+
+/** The pid a hello-world worker put in its answer ("hello <pid>"). */
+export const pidOf = (a: Answer): number | undefined => {
+  const m = /hello (\d+)/.exec(a.body)
+  return m ? Number(m[1]) : undefined
+}
+
+/**
+ * Probes the port with overlapping requests (a new one every `every` ms, at
+ * most `inFlight` at once, so one stuck connection cannot delay the answer)
+ * until `done(pid, at)` returns true for an answer. Returns the time of that
+ * answer.
+ */
+export const probeUntil = (
+  port: number,
+  done: (pid: number, at: number) => boolean,
+  options: { readonly timeoutMs: number; readonly every?: number; readonly inFlight?: number }
+): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const every = options.every ?? 2
+    const maxInFlight = options.inFlight ?? 4
+    const deadline = now() + options.timeoutMs
+    let inFlight = 0
+    let finished = false
+    const finish = (error: Error | undefined, at: number) => {
+      if (finished) return
+      finished = true
+      clearInterval(timer)
+      if (error) reject(error)
+      else resolve(at)
+    }
+    const fire = () => {
+      if (finished) return
+      if (now() > deadline) return finish(new Error(`no answer within ${options.timeoutMs} ms`), 0)
+      if (inFlight >= maxInFlight) return
+      inFlight++
+      get(port, "/", 1000).then(
+        (a) => {
+          inFlight--
+          const pid = pidOf(a)
+          if (a.status === 200 && pid !== undefined && done(pid, a.at)) finish(undefined, a.at)
+        },
+        () => {
+          inFlight--
+        }
+      )
+    }
+    const timer = setInterval(fire, every)
+    fire()
+  })
+
+// ---------------------------------------------------------------------------
+// Peers (installed on demand into bench/.scratch/peers) and our own build
+
+const PEER_PACKAGES = ["pm2", "throng", "autocannon"] as const
+export type Peer = (typeof PEER_PACKAGES)[number]
+
+export const peerDir = (name: Peer): string => Path.join(PEERS, "node_modules", name)
+
+function peerVersions(): Record<string, string> {
+  const versions: Record<string, string> = {}
+  for (const name of PEER_PACKAGES) {
+    try {
+      versions[name] = JSON.parse(readFileSync(Path.join(peerDir(name), "package.json"), "utf8")).version
+    } catch {
+      // not installed
+    }
+  }
+  return versions
+}
+
+/**
+ * Installs the peers (latest PM2, throng and autocannon) into
+ * bench/.scratch/peers with npm, unless they are there already. They are
+ * not dependencies of the package. `--reinstall-peers` updates them.
+ */
+export const ensurePeers = (): void => {
+  const missing = PEER_PACKAGES.filter((p) => !existsSync(Path.join(peerDir(p), "package.json")))
+  const reinstall = flag("reinstall-peers") !== undefined
+  if (missing.length === 0 && !reinstall) return
+  mkdirSync(PEERS, { recursive: true })
+  if (!existsSync(Path.join(PEERS, "package.json"))) {
+    writeFileSync(Path.join(PEERS, "package.json"), `${JSON.stringify({ name: "bench-peers", private: true })}\n`)
+  }
+  note(`installing ${PEER_PACKAGES.map((p) => `${p}@latest`).join(" ")} into ${Path.relative(ROOT, PEERS)}`)
+  const r = spawnSync(
+    "npm",
+    [
+      "install",
+      "--prefix",
+      PEERS,
+      "--no-audit",
+      "--no-fund",
+      "--loglevel=error",
+      ...PEER_PACKAGES.map((p) => `${p}@latest`)
+    ],
+    { stdio: ["ignore", "inherit", "inherit"], timeout: 300_000 }
+  )
+  if (r.status !== 0) throw new Error(`npm install of the peers failed (status ${r.status}, ${String(r.error ?? "")})`)
+}
+
+/**
+ * Compiles src/ to JavaScript in bench/.scratch/dist: "ours" runs as users
+ * get the package (compiled JS), not through Node's type stripping (which
+ * alone adds ~17 MB of RSS to a process). Type errors do not stop the emit.
+ */
+export const buildOurs = (): void => {
+  if (flag("no-build") !== undefined && existsSync(Path.join(OURS_DIST, "index.js"))) return
+  const tsc = Path.join(ROOT, "node_modules", ".bin", "tsc")
+  const r = spawnSync(
+    tsc,
+    [
+      "-p",
+      "tsconfig.build.json",
+      "--outDir",
+      OURS_DIST,
+      "--declaration",
+      "false",
+      "--declarationMap",
+      "false",
+      "--sourceMap",
+      "false"
+    ],
+    { cwd: ROOT, encoding: "utf8", timeout: 180_000 }
+  )
+  if (!existsSync(Path.join(OURS_DIST, "index.js")) || !existsSync(Path.join(OURS_DIST, "node.js"))) {
+    throw new Error(`building src/ into ${OURS_DIST} failed: ${r.stdout}${r.stderr}`)
+  }
+  if (r.status !== 0) note(`tsc reported type errors in src/ (the emit is used anyway):\n${r.stdout.trim()}`)
+}
+
+export const scratchDir = (name: string): string => {
+  const dir = Path.join(SCRATCH, name)
+  mkdirSync(dir, { recursive: true })
+  return dir
+}
+
+/** Ends the benchmark: cleanup runs on exit (PM2's client would otherwise keep the process alive). */
+export const finish = (code = 0): never => {
+  cleanup()
+  process.exit(code)
+}
