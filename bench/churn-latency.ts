@@ -26,6 +26,7 @@ import {
   num,
   percentile,
   printTable,
+  awaitDistinctPids,
   probeUntil,
   requireNode,
   rotate,
@@ -135,15 +136,7 @@ for (let round = 0; round < rounds; round++) {
       })
       try {
         const serving = churn ? 2 : 3
-        const seen = new Set<number>()
-        await probeUntil(
-          port,
-          (pid) => {
-            seen.add(pid)
-            return seen.size >= serving
-          },
-          { timeoutMs: 30_000, inFlight: 4 }
-        )
+        await awaitDistinctPids(port, serving, { timeoutMs: 30_000 })
         await sleep(500)
         const before = await running.request({ type: "stats" })
         const t0 = now()

@@ -31,6 +31,7 @@ import {
   num,
   onCleanup,
   printTable,
+  awaitDistinctPids,
   probeUntil,
   procSample,
   requireNode,
@@ -79,15 +80,7 @@ const read = async (running: Running): Promise<Reading> => {
 }
 
 const allAnswering = (port: number) => {
-  const seen = new Set<number>()
-  return probeUntil(
-    port,
-    (pid) => {
-      seen.add(pid)
-      return seen.size >= workers
-    },
-    { timeoutMs: 60_000, inFlight: Math.max(4, workers) }
-  )
+  return awaitDistinctPids(port, workers, { timeoutMs: 60_000 })
 }
 
 type Sample = {

@@ -23,6 +23,7 @@ import {
   note,
   num,
   printTable,
+  awaitDistinctPids,
   probeUntil,
   procSample,
   requireNode,
@@ -55,15 +56,7 @@ for (let round = 0; round < rounds; round++) {
     const port = await freePort()
     const running = await startSystem(system, { workers, port, workerScript: HTTP_WORKER })
     try {
-      const seen = new Set<number>()
-      await probeUntil(
-        port,
-        (pid) => {
-          seen.add(pid)
-          return seen.size >= workers
-        },
-        { timeoutMs: 30_000, inFlight: Math.max(4, workers) }
-      )
+      await awaitDistinctPids(port, workers, { timeoutMs: 30_000 })
       await sleep(idleMs)
       const readings = []
       for (let i = 0; i < perRound; i++) {

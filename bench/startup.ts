@@ -25,6 +25,7 @@ import {
   list,
   finish,
   printTable,
+  awaitDistinctPids,
   probeUntil,
   ratio,
   requireNode,
@@ -54,15 +55,7 @@ for (let round = 0; round < rounds; round++) {
       const port = await freePort()
       const running = await startSystem(system, { workers, port, workerScript: HTTP_WORKER })
       try {
-        const seen = new Set<number>()
-        const at = await probeUntil(
-          port,
-          (pid) => {
-            seen.add(pid)
-            return seen.size >= workers
-          },
-          { timeoutMs: 30_000, every: 2, inFlight: Math.max(4, workers) }
-        )
+        const at = await awaitDistinctPids(port, workers, { timeoutMs: 30_000, every: 2 })
         const begin = await running.begin
         samples.push({ system, workers, round, cold: at - running.t0, warm: at - begin })
         note(

@@ -29,6 +29,7 @@ import {
   num,
   peerDir,
   printTable,
+  awaitDistinctPids,
   probeUntil,
   requireNode,
   rotate,
@@ -105,15 +106,7 @@ for (let round = 0; round < rounds; round++) {
     const port = await freePort()
     const running = await startSystem(system, { workers, port, workerScript: HTTP_WORKER })
     try {
-      const seen = new Set<number>()
-      await probeUntil(
-        port,
-        (pid) => {
-          seen.add(pid)
-          return seen.size >= workers
-        },
-        { timeoutMs: 30_000, inFlight: Math.max(4, workers) }
-      )
+      await awaitDistinctPids(port, workers, { timeoutMs: 30_000 })
       if (warmupS > 0) await autocannon(port, warmupS)
       await sleep(200)
       const r = await autocannon(port, durationS)

@@ -583,3 +583,27 @@ export const finish = (code = 0): never => {
   cleanup()
   process.exit(code)
 }
+
+/**
+ * Probes until `count` distinct worker pids have answered; resolves with the
+ * time the last of them answered.
+ */
+export const awaitDistinctPids = (
+  port: number,
+  count: number,
+  options: { readonly timeoutMs?: number; readonly every?: number } = {}
+): Promise<number> => {
+  const seen = new Set<number>()
+  return probeUntil(
+    port,
+    (pid) => {
+      seen.add(pid)
+      return seen.size >= count
+    },
+    {
+      timeoutMs: options.timeoutMs ?? 30_000,
+      inFlight: Math.max(4, count),
+      ...(options.every === undefined ? {} : { every: options.every })
+    }
+  )
+}
