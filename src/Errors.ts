@@ -101,15 +101,3 @@ export class InvalidOptions extends Schema.TaggedError<InvalidOptions>()("Invali
   field: Schema.String,
   message: Schema.String
 }) {}
-
-/**
- * The platform cannot supervise processes the way this library promises
- * (signals and process groups): Windows.
- *
- * @since 0.1.0
- * @category errors
- */
-export class UnsupportedPlatform extends Schema.TaggedError<UnsupportedPlatform>()("UnsupportedPlatform", {
-  platform: Schema.String,
-  message: Schema.String
-}) {}
