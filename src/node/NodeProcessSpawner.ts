@@ -30,6 +30,7 @@ import * as Option from "effect/Option"
 import type { SpawnFailed } from "../Errors.ts"
 import { ProcessSpawner, type SpawnRequest } from "../ProcessSpawner.ts"
 import { attach, errorCode, failed, release, type Started } from "./internal/child.ts"
+import * as Watchdog from "./internal/watchdog.ts"
 import * as NodeClusterSpawner from "./NodeClusterSpawner.ts"
 
 const SETPRIV_PATHS = ["/usr/bin/setpriv", "/bin/setpriv"]
@@ -83,6 +84,12 @@ export const resolveExecutable = (
 export interface Options {
   /** Wrap workers with `setpriv --pdeathsig KILL` (Linux). Default: when `setpriv` is present. */
   readonly parentDeathSignal?: boolean | undefined
+  /**
+   * Start a watchdog process that SIGKILLs the workers' process groups if the
+   * primary dies (for `"command"` and `"module"` workers). Default: where
+   * `setpriv` is not used (macOS, or Linux without util-linux).
+   */
+  readonly watchdog?: boolean | undefined
 }
 
 const killGroup = (child: ChildProcess) => (pid: number, signal: NodeJS.Signals) => {
@@ -103,6 +110,7 @@ const killGroup = (child: ChildProcess) => (pid: number, signal: NodeJS.Signals)
 export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Service"]> =>
   Effect.gen(function* () {
     const setpriv = options.parentDeathSignal === false ? undefined : findSetpriv()
+    const watchdog = (options.watchdog ?? setpriv === undefined) ? Watchdog.make() : undefined
     const cluster = NodeClusterSpawner.make()
 
     const start = (request: SpawnRequest): Effect.Effect<Started, SpawnFailed> =>
@@ -136,7 +144,15 @@ export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Servi
         } catch (error) {
           return Effect.fail(failed(request, errorCode(error), String(error)))
         }
-        return attach(request, child, { kill: killGroup(child) })
+        const started = attach(request, child, { kill: killGroup(child) })
+        if (watchdog === undefined) return started
+        return Effect.tap(started, ({ handle }) =>
+          Effect.sync(() => {
+            const pid = handle.pid
+            watchdog.watch(pid)
+            child.once("exit", () => watchdog.unwatch(pid))
+          })
+        )
       })
 
     return ProcessSpawner.of({

@@ -15,7 +15,7 @@ import { Deferred, Duration, Effect, Layer, Option, Stream } from "effect"
 import type * as Scope from "effect/Scope"
 import * as NodeProcessSpawner from "../../src/node/NodeProcessSpawner.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
-import { eventually, makeTag } from "./procs.ts"
+import { eventually, makeTag, pidsWithTag } from "./procs.ts"
 import { fixture, quiet, supervise } from "./supervise.ts"
 
 /** One event line printed by `fixtures/primary.ts`: `EVENT {"_tag":…,"taskId":…,"pid":…,…}`. */
@@ -127,14 +127,23 @@ export const spawnPrimary = (
     }),
     (primary) =>
       Effect.gen(function* () {
-        if (primary.exited() !== undefined) return
-        try {
-          if (options.detached === true) process.kill(-primary.pid, "SIGKILL")
-          else primary.child.kill("SIGKILL")
-        } catch {
-          // gone meanwhile
+        if (primary.exited() === undefined) {
+          try {
+            if (options.detached === true) process.kill(-primary.pid, "SIGKILL")
+            else primary.child.kill("SIGKILL")
+          } catch {
+            // gone meanwhile
+          }
+          yield* Effect.timeoutOption(primary.exit, "3 seconds")
         }
-        yield* Effect.timeoutOption(primary.exit, "3 seconds")
+        // A test that failed half-way may have left workers behind: end them (the test has failed already).
+        for (const pid of pidsWithTag(primary.tag)) {
+          try {
+            process.kill(pid, "SIGKILL")
+          } catch {
+            // gone meanwhile
+          }
+        }
       })
   )
 

@@ -17,7 +17,7 @@ const N = 2
 const modes: ReadonlyArray<Mode> = ["command", "module", "cluster"]
 
 /** `primary.ts` supervising N `signal-log.js` workers in `mode`. */
-const supervisorPrimary = (mode: Mode, dir: string, detached = false) =>
+const supervisorPrimary = (mode: Mode, dir: string, detached = false, env: Record<string, string> = {}) =>
   spawnPrimary(
     "primary.ts",
     [
@@ -32,7 +32,7 @@ const supervisorPrimary = (mode: Mode, dir: string, detached = false) =>
         maxRestarts: 5
       })
     ],
-    { detached }
+    { detached, env }
   )
 
 /** `Prefork.run` under `Prefork.runMain`: N cluster workers of `run-worker.ts` in "serve" mode. */
@@ -102,6 +102,44 @@ describe("row 19: kill -9 the supervisor process", () => {
       )
     )
   }
+})
+
+describe("row 19 where the kernel cannot help (no setpriv, as on macOS): the watchdog", () => {
+  for (const mode of ["command", "module"] as const) {
+    it.live(`${mode} mode: kill -9 of the primary, and the watchdog kills every worker within about 2 s`, () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const primary = yield* supervisorPrimary(mode, dir, false, {
+            PREFORK_TEST_SPAWNER: JSON.stringify({ parentDeathSignal: false, watchdog: true })
+          })
+          yield* allReady(primary, dir)
+          yield* waitStarted(primary, N)
+          // The primary, its N workers and the watchdog.
+          assert.strictEqual(pidsWithTag(primary.tag).length, N + 2)
+          process.kill(primary.pid, "SIGKILL")
+          yield* assertNoneLeft(primary.tag, "3 seconds")
+        })
+      )
+    )
+  }
+
+  it.live("a primary that ends normally takes its watchdog with it", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const primary = yield* supervisorPrimary("command", dir, false, {
+          PREFORK_TEST_SPAWNER: JSON.stringify({ parentDeathSignal: false, watchdog: true })
+        })
+        yield* allReady(primary, dir)
+        process.kill(primary.pid, "SIGTERM")
+        const exit = yield* awaitExit(primary, "8 seconds")
+        assert.deepStrictEqual(exit, { code: 0, signal: null }, primary.lines.join("\n"))
+        assertOneTermEach(primary, dir)
+        yield* assertNoneLeft(primary.tag)
+      })
+    )
+  )
 })
 
 describe("row 19: kill -9 the primary of Prefork.run", () => {
