@@ -47,7 +47,13 @@ describe("SupervisorHandle controls (real processes)", () => {
         )
         // maxRestarts: 0 and still running: the budget was not touched.
         yield* handle.restart(TaskId(1))
-        assert.strictEqual(pidsWithTag(tag).length, 2)
+        // (A process being exec'd can briefly show no environment in /proc: poll, bounded.)
+        yield* eventually(() => pidsWithTag(tag).length === 2 || undefined, "2 seconds")
+        const after = yield* handle.status
+        assert.deepStrictEqual(
+          after.map((s) => s.state),
+          ["running", "running"]
+        )
         yield* handle.stop
         yield* assertNoneLeft(tag)
       })
@@ -80,7 +86,7 @@ describe("SupervisorHandle controls (real processes)", () => {
           "Started 2",
           "Ready 2"
         ])
-        assert.strictEqual(pidsWithTag(tag).length, 3)
+        yield* eventually(() => pidsWithTag(tag).length === 3 || undefined, "2 seconds")
         assert.isTrue((yield* handle.status).every((s) => s.restarts === 0 && s.state === "running"))
         yield* handle.stop
         yield* assertNoneLeft(tag)
