@@ -45,9 +45,14 @@ export const assertNoneLeft = (tag: string, within: Duration.Input = "2 seconds"
   Effect.gen(function* () {
     const deadline = Date.now() + Duration.toMillis(Duration.fromInputUnsafe(within))
     for (let i = 0; i < 50; i++) {
-      const left = pidsWithTag(tag)
-      if (left.length === 0) return
-      if (Date.now() > deadline) {
+      let left = pidsWithTag(tag)
+      if (left.length === 0) {
+        // Confirm: a process caught in the middle of an exec can briefly show no environment.
+        yield* Effect.sleep(30)
+        left = pidsWithTag(tag)
+        if (left.length === 0) return
+      }
+      if (Date.now() > deadline || i === 49) {
         for (const pid of left) {
           try {
             process.kill(pid, "SIGKILL")
