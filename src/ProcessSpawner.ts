@@ -12,6 +12,7 @@
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -143,6 +144,19 @@ export class ProcessSpawner extends Context.Service<
  * @category utils
  */
 export const stop = (handle: ProcessHandle, timeout: Duration.Duration): Effect.Effect<ExitStatus> =>
+  Effect.suspend(() => {
+    // Idempotent: a stop already under way (a restart, say, when the supervisor stops too) is awaited,
+    // never repeated, so a worker gets SIGTERM once.
+    const running = stopping.get(handle)
+    if (running !== undefined) return Deferred.await(running)
+    const done = Deferred.makeUnsafe<ExitStatus>()
+    stopping.set(handle, done)
+    return Effect.onExit(stopOnce(handle, timeout), (exit) => Effect.sync(() => Deferred.doneUnsafe(done, exit)))
+  })
+
+const stopping = new WeakMap<ProcessHandle, Deferred.Deferred<ExitStatus>>()
+
+const stopOnce = (handle: ProcessHandle, timeout: Duration.Duration): Effect.Effect<ExitStatus> =>
   Effect.flatMap(handle.exitStatus, (done) => {
     if (Option.isSome(done)) return Effect.succeed(done.value)
     return handle.kill("SIGTERM").pipe(

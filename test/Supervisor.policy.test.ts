@@ -546,6 +546,32 @@ describe("Supervisor policy", () => {
       )
     )
 
+    it.effect("a restart under way when the supervisor stops: the worker gets SIGTERM once, then SIGKILL once", () =>
+      withSpawner(
+        (spawner) =>
+          Effect.gen(function* () {
+            const handle = yield* Supervisor.start({ ...base, processes: 1, stopTimeout: "3 seconds" })
+            const [worker] = yield* spawner.awaitSpawns(1)
+            yield* TestClock.adjust("1 second")
+            const restarting = yield* Effect.forkChild(handle.restart(worker!.taskId))
+            yield* settle
+            const stopping = yield* Effect.forkChild(handle.stop)
+            yield* settle
+            yield* TestClock.adjust("3 seconds")
+            yield* Fiber.join(stopping)
+            yield* Fiber.join(restarting)
+            const p = yield* spawner.process(worker!.pid)
+            assert.deepStrictEqual(p.signals, [
+              { signal: "SIGTERM", at: 1000 },
+              { signal: "SIGKILL", at: 4000 }
+            ])
+            // The stop won: no replacement was started.
+            assert.strictEqual((yield* spawner.processes).length, 1)
+          }).pipe(Effect.scoped),
+        { signals: { SIGTERM: "ignore" } }
+      )
+    )
+
     it.effect("exits while stopping spend no budget and cause no restart", () =>
       withSpawner(
         (spawner, logs) =>

@@ -37,8 +37,10 @@ interface Control {
   fiber: Fiber.Fiber<void, TooManyRestarts | SpawnFailed> | undefined
   /** Incarnations started so far; the current one is number `started`. */
   started: number
-  /** Completed to stop the current incarnation for a restart; replaced at each start. */
-  restartRequest: Deferred.Deferred<void>
+  /** The live worker of the current incarnation, if any. */
+  handle: ProcessHandle | undefined
+  /** A restart was asked for during the current incarnation. */
+  requested: boolean
   /** Resolved when an incarnation numbered at least `from` is ready, or the slot is done. */
   waiters: Array<{ readonly from: number; readonly deferred: Deferred.Deferred<void> }>
 }
@@ -71,7 +73,7 @@ export const runSlots = Effect.fnUntraced(function* (cfg: Config, publish: (even
       startedAt: Option.none(),
       lastExit: Option.none()
     }
-    controls.set(slot, { fiber: undefined, started: 0, restartRequest: Deferred.makeUnsafe(), waiters: [] })
+    controls.set(slot, { fiber: undefined, started: 0, handle: undefined, requested: false, waiters: [] })
     return slot
   }
   const control = (slot: MutableSlot): Control => controls.get(slot)!
@@ -137,8 +139,9 @@ export const runSlots = Effect.fnUntraced(function* (cfg: Config, publish: (even
 
   /**
    * One incarnation: spawn, wait until ready, wait for the exit. Interrupted, its
-   * scope stops the process. A restart request stops the process the same way,
-   * uninterruptibly, so a supervisor stopping meanwhile never signals it twice.
+   * scope stops the process. `restart` stops the worker from its caller's fiber
+   * (`stop` is idempotent, so a supervisor stopping meanwhile never signals it
+   * twice) and marks the exit as requested.
    */
   const incarnation = (slot: MutableSlot) =>
     Effect.scoped(
@@ -148,7 +151,8 @@ export const runSlots = Effect.fnUntraced(function* (cfg: Config, publish: (even
         const startedAt = clock.currentTimeMillisUnsafe()
         const { pid } = handle
         ctl.started++
-        ctl.restartRequest = Deferred.makeUnsafe()
+        ctl.handle = handle
+        ctl.requested = false
         slot.pid = Option.some(pid)
         slot.startedAt = Option.some(startedAt)
         yield* publish({ _tag: "Started", taskId: slot.taskId, pid, at: startedAt })
@@ -176,16 +180,18 @@ export const runSlots = Effect.fnUntraced(function* (cfg: Config, publish: (even
           const status = yield* handle.exit
           return { pid, status, startedAt, notReady: Option.none(), requested: false } satisfies Ended
         })
-        // Once the request is taken, the exit is the restart's, whichever side of the race sees it first.
-        let requested = false
-        const restarted = Deferred.await(ctl.restartRequest).pipe(
-          Effect.andThen(Effect.sync(() => (requested = true))),
-          Effect.andThen(Effect.uninterruptible(stop(handle, cfg.stopTimeout))),
-          Effect.map((status): Ended => ({ pid, status, startedAt, notReady: Option.none(), requested: true }))
-        )
-        const ended = yield* Effect.raceFirst(life, restarted)
-        return requested ? { ...ended, notReady: Option.none(), requested } : ended
+        const ended = yield* life
+        // A restart was asked for while this worker lived: its exit is the restart's, not a failure.
+        return ctl.requested ? { ...ended, notReady: Option.none(), requested: true } : ended
       })
+    ).pipe(
+      Effect.ensuring(
+        Effect.sync(() => {
+          const ctl = control(slot)
+          ctl.handle = undefined
+          ctl.requested = false
+        })
+      )
     )
 
   const logExit = (slot: MutableSlot, ended: Ended, restart: boolean) => {
@@ -323,8 +329,10 @@ export const runSlots = Effect.fnUntraced(function* (cfg: Config, publish: (even
       const deferred = Deferred.makeUnsafe<void>()
       // A live worker is replaced by incarnation `started + 1`; between two incarnations, the next is that one too.
       ctl.waiters.push({ from: ctl.started + 1, deferred })
-      if (slot.pid._tag === "Some") Deferred.doneUnsafe(ctl.restartRequest, Effect.void)
-      return Deferred.await(deferred)
+      const handle = ctl.handle
+      if (handle === undefined) return Deferred.await(deferred)
+      ctl.requested = true
+      return Effect.uninterruptible(stop(handle, cfg.stopTimeout)).pipe(Effect.andThen(Deferred.await(deferred)))
     })
 
   const reload: Effect.Effect<void> = Effect.suspend(() =>
