@@ -68,7 +68,9 @@ const workerTaskId = (): TaskId =>
  * supervises `processes` cluster workers of the running script and succeeds
  * with `Option.none()` once all of them exited normally, or fails with
  * `TooManyRestarts` after stopping them all. In a worker it succeeds at once
- * with `Option.some(taskId)`: what follows is the worker's code.
+ * with `Option.some(taskId)`: what follows is the worker's code. A worker
+ * ignores SIGINT: a terminal's Ctrl-C reaches the whole process group, and
+ * the primary then stops each worker once with SIGTERM.
  *
  * @example
  * ```ts
@@ -95,11 +97,17 @@ export const forkProcesses = (
 ): Effect.Effect<Option.Option<TaskId>, TooManyRestarts | SpawnFailed | InvalidOptions> =>
   Effect.suspend(() =>
     cluster.isWorker
-      ? Effect.sync(() => Option.some(workerTaskId()))
+      ? Effect.sync(() => {
+          // Ctrl-C reaches the whole process group: leave it to the primary, which stops each worker once.
+          process.on("SIGINT", ignoreSignal)
+          return Option.some(workerTaskId())
+        })
       : Effect.as(supervise({ ...options, processes }), Option.none<TaskId>())
   )
 
 const LOST_PRIMARY_GRACE = 1000
+
+const ignoreSignal = () => {}
 
 /**
  * The exit code of a worker: 0 for success or for a stop that was asked for
@@ -124,7 +132,6 @@ const runWorker = <A, E, R>(
       const id = workerTaskId()
       const fiber = yield* Effect.forkDetach(restore(Effect.provideService(worker(id), Current, id)))
       const stop = () => fiber.interruptUnsafe()
-      const ignore = () => {}
       // Losing the primary: cluster's own 'disconnect' listener would exit at once, skipping the
       // finalizers. Tell it the disconnect is expected, run them, but never take more than a second.
       const lost = () => {
@@ -133,11 +140,11 @@ const runWorker = <A, E, R>(
       }
       if (cluster.worker !== undefined) cluster.worker.exitedAfterDisconnect = true
       process.on("SIGTERM", stop)
-      process.on("SIGINT", ignore)
+      process.on("SIGINT", ignoreSignal)
       process.prependListener("disconnect", lost)
       const exit = yield* Fiber.await(fiber)
       process.off("SIGTERM", stop)
-      process.off("SIGINT", ignore)
+      process.off("SIGINT", ignoreSignal)
       process.off("disconnect", lost)
       if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) {
         yield* Effect.logError(`worker ${id} (pid ${process.pid}) failed`, exit.cause)
@@ -185,6 +192,7 @@ export const teardown: Runtime.Teardown = (exit, onExit) =>
  * Runs a program as the process's main, as `NodeRuntime.runMain` does with
  * {@link teardown}: SIGINT or SIGTERM interrupt it — the supervisor stops
  * every worker — and the process exits 0; a failure is reported and exits 1.
+ * In a cluster worker only SIGTERM does: SIGINT is left to the primary.
  * (Written on `Runtime.makeRunMain` so that the primary does not load
  * `@effect/platform-node`, which would cost it tens of megabytes.)
  *
@@ -198,10 +206,12 @@ export const runMain: <A, E>(effect: Effect.Effect<A, E>) => void = (() => {
       signaled = true
       fiber.interruptUnsafe(fiber.id)
     }
-    process.on("SIGINT", onSignal)
+    // In a cluster worker, Ctrl-C (SIGINT to the whole group) is the primary's to act on: it stops each worker once.
+    const onInterrupt = cluster.isWorker ? ignoreSignal : onSignal
+    process.on("SIGINT", onInterrupt)
     process.on("SIGTERM", onSignal)
     fiber.addObserver((exit) => {
-      process.off("SIGINT", onSignal)
+      process.off("SIGINT", onInterrupt)
       process.off("SIGTERM", onSignal)
       teardown(exit, (code) => {
         if (signaled || code !== 0) process.exit(code)

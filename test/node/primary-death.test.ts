@@ -9,7 +9,15 @@ import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import type { Mode } from "../../src/ProcessSpawner.ts"
-import { awaitExit, filesStartingWith, type Primary, spawnPrimary, waitStarted } from "../helpers/primary.ts"
+import {
+  awaitExit,
+  filesStartingWith,
+  freePort,
+  type Primary,
+  spawnPrimary,
+  waitHttp,
+  waitStarted
+} from "../helpers/primary.ts"
 import { assertNoneLeft, eventually, pidsWithTag } from "../helpers/procs.ts"
 import { fixture, tempDir } from "../helpers/supervise.ts"
 
@@ -196,6 +204,27 @@ describe("row 21: Ctrl-C to the primary's process group", () => {
         assertOneTermEach(primary, dir)
         assert.strictEqual(filesStartingWith(dir, "released-").length, N)
         assert.isFalse(primary.lines.includes("DONE 0"))
+        yield* assertNoneLeft(primary.tag)
+      })
+    )
+  )
+})
+
+describe("row 21 for Tornado-style workers (Prefork.forkProcesses, Node's default signal handling)", () => {
+  it.live("Ctrl-C to the group: the workers are left to the primary, which stops each once; no restart, exit 0", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const port = yield* freePort
+        const primary = yield* spawnPrimary("tornado-plain.ts", [String(N), String(port)], { detached: true })
+        yield* waitHttp(port, "15 seconds")
+        yield* eventually(() => pidsWithTag(primary.tag).length === N + 1 || undefined, "5 seconds")
+        process.kill(-primary.pid, "SIGINT")
+        const exit = yield* awaitExit(primary, "8 seconds")
+        assert.deepStrictEqual(exit, { code: 0, signal: null }, primary.lines.join("\n"))
+        assert.isFalse(
+          primary.lines.some((l) => l.includes("restarting")),
+          primary.lines.join("\n")
+        )
         yield* assertNoneLeft(primary.tag)
       })
     )
