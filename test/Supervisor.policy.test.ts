@@ -740,6 +740,29 @@ describe("Supervisor policy", () => {
       )
     )
 
+    it.effect("a stop and a give-up each say how many workers are being stopped, and how", () =>
+      withSpawner((spawner, logs) =>
+        Effect.gen(function* () {
+          const stopped = yield* fork({ ...base, processes: 2, stopTimeout: "2 seconds" })
+          yield* spawner.awaitSpawns(2)
+          yield* Fiber.interrupt(stopped)
+          const givingUp = yield* fork({ ...base, processes: 2, maxRestarts: 0 })
+          yield* spawner.awaitSpawns(4)
+          yield* spawner.exit(1002, ExitStatus.exited(1))
+          yield* Effect.exit(Fiber.join(givingUp))
+          assert.deepStrictEqual(
+            logs
+              .filter((l) => l.message.includes("stopping") || l.message.startsWith("Stopping"))
+              .map((l) => l.message),
+            [
+              "Stopping 2 processes (SIGTERM, then SIGKILL after 2000 ms)",
+              "Giving up: stopping 1 process (SIGTERM, then SIGKILL after 5000 ms)"
+            ]
+          )
+        })
+      )
+    )
+
     it.effect("Tornado's line for a normal exit", () =>
       withSpawner((spawner, logs) =>
         Effect.gen(function* () {

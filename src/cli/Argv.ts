@@ -75,26 +75,6 @@ export const parseDuration = (text: string): Option.Option<Duration.Duration> =>
 }
 
 /**
- * Writes a duration the way {@link parseDuration} reads it: `"250ms"`, `"5s"`,
- * `"2m"`, `"1h"`.
- *
- * @since 0.1.0
- * @category formatting
- */
-export const formatDuration = (duration: Duration.Input): string => {
-  const ms = Duration.toMillis(Duration.fromInputUnsafe(duration))
-  if (ms === 0) return "0"
-  for (const [unit, size] of [
-    ["h", 3_600_000],
-    ["m", 60_000],
-    ["s", 1000]
-  ] as const) {
-    if (ms % size === 0) return `${ms / size}${unit}`
-  }
-  return `${ms}ms`
-}
-
-/**
  * Reads `KEY=VALUE` (the value may be empty or contain `=`).
  *
  * @since 0.1.0

@@ -314,13 +314,11 @@ export const supervise = (input: Input) => {
       }
       for (const row of Status.rows(slots, now)) yield* Effect.logInfo("status").pipe(Effect.annotateLogs({ ...row }))
     })
-  let describeStop = () => "stopping"
   return Effect.scoped(
     Effect.gen(function* () {
       const options = yield* toOptions(input, onOutput)
-      const signals = yield* Signals.listen(() => describeStop())
+      const signals = yield* Signals.listen()
       const handle = yield* Supervisor.start(options)
-      describeStop = () => Signals.stoppingMessage(handle.processes, options.stopTimeout ?? "5 seconds")
       yield* Effect.forkScoped(Signals.control(handle, signals, report(handle)))
       const summary = yield* handle.await
       const failed = abnormal(summary.exits, options.normalExitCodes ?? [0])

@@ -19,7 +19,6 @@ import * as Effect from "effect/Effect"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import type { SupervisorHandle } from "../Supervisor.ts"
-import { formatDuration } from "./Argv.ts"
 
 /**
  * The signals `prefork` acts on while it runs (SIGINT and SIGTERM are
@@ -46,14 +45,15 @@ const STOP = ["SIGINT", "SIGTERM"] as const
  * @since 0.1.0
  * @category constructors
  */
-export const listen = (describeStop: () => string): Effect.Effect<Queue.Dequeue<Control>, never, Scope.Scope> =>
+export const listen = (): Effect.Effect<Queue.Dequeue<Control>, never, Scope.Scope> =>
   Effect.gen(function* () {
     const queue = yield* Queue.unbounded<Control>()
     const context = yield* Effect.context<never>()
     const log = (effect: Effect.Effect<void>) => void Effect.runForkWith(context)(effect)
     let stopping = false
     const onStop = (signal: NodeJS.Signals) => {
-      log(Effect.logInfo(stopping ? `${signal} received: already stopping` : `${signal} received: ${describeStop()}`))
+      // The supervisor then logs how many workers it stops, and how.
+      log(Effect.logInfo(stopping ? `${signal} received: already stopping` : `${signal} received: stopping`))
       stopping = true
     }
     const onControl = (signal: NodeJS.Signals) => void Queue.offerUnsafe(queue, signal as Control)
@@ -129,12 +129,3 @@ export const control = (
     }
     return yield* Effect.forever(Effect.flatMap(Queue.take(signals), act))
   })
-
-/**
- * The log line for the first SIGINT or SIGTERM.
- *
- * @since 0.1.0
- * @category utils
- */
-export const stoppingMessage = (processes: number, stopTimeout: Parameters<typeof formatDuration>[0]): string =>
-  `stopping ${processes} processes (SIGTERM, then SIGKILL after ${formatDuration(stopTimeout)})`

@@ -312,10 +312,21 @@ export const runSlots = Effect.fnUntraced(function* (cfg: Config, publish: (even
       for (const slot of slots) launch(slot)
       return Effect.raceFirst(Deferred.await(failed), Deferred.await(finished))
     }),
-    Effect.ensuring(
+    Effect.onExit((exit) =>
       Effect.suspend(() => {
         closed = true
-        return Fiber.interruptAll(slots.flatMap((slot) => control(slot).fiber ?? []))
+        const live = slots.filter((slot) => Option.isSome(slot.pid)).length
+        const what = Exit.isSuccess(exit)
+          ? undefined
+          : Cause.hasInterruptsOnly(exit.cause)
+            ? "Stopping"
+            : "Giving up: stopping"
+        const ms = Duration.toMillis(cfg.stopTimeout)
+        return (
+          what === undefined || live === 0
+            ? Effect.void
+            : Effect.logInfo(`${what} ${live} process${live === 1 ? "" : "es"} (SIGTERM, then SIGKILL after ${ms} ms)`)
+        ).pipe(Effect.andThen(Fiber.interruptAll(slots.flatMap((slot) => control(slot).fiber ?? []))))
       })
     ),
     Effect.map((): Summary => ({ restarts, exits: exits.slice() }))

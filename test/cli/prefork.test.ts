@@ -175,7 +175,8 @@ describe("prefork (the bin)", () => {
             .map(([, task]) => task)
             .sort()
           assert.deepStrictEqual(terms, [0, 1, 2])
-          assert.include(p.stderr(), "SIGTERM received: stopping 3 processes (SIGTERM, then SIGKILL after 5s)")
+          assert.include(p.stderr(), "SIGTERM received: stopping")
+          assert.include(p.stderr(), "Stopping 3 processes (SIGTERM, then SIGKILL after 5000 ms)")
           assert.notInclude(p.stderr(), "restarting")
           assert.deepStrictEqual(pidsWithTag(p.tag), [])
         })
@@ -209,7 +210,8 @@ describe("prefork (the bin)", () => {
             all.filter(([e]) => e === "int"),
             []
           )
-          assert.include(p.stderr(), "SIGINT received: stopping 2 processes")
+          assert.include(p.stderr(), "SIGINT received: stopping")
+          assert.include(p.stderr(), "Stopping 2 processes")
           assert.include(p.stderr(), "SIGINT received: already stopping")
         })
       )
