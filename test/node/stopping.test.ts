@@ -110,7 +110,7 @@ describe("stopping (real processes)", () => {
         yield* allReady(dir, 1)
         yield* Scope.close(inner, Exit.void)
         assert.isTrue(existsSync(Path.join(dir, "done-0")))
-        assert.isFalse(logs.captured.lines.some((l) => l.includes("SIGKILL")))
+        assert.isFalse(logs.captured.lines.some((l) => l.includes("sending SIGKILL")))
         yield* assertNoneLeft(tag)
       })
     )
