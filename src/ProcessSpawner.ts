@@ -6,15 +6,15 @@
  *
  * A spawner's `spawn` is scoped: the process is started and its stop
  * finalizer registered in one uninterruptible step, and closing the scope
- * stops the process with {@link stop} (SIGTERM, the stop deadline, then
- * SIGKILL) and waits until it has been reaped.
+ * runs the handle's `stop` (SIGTERM to the process group, the stop deadline,
+ * then SIGKILL) and waits until the leader is reaped and its group is empty.
  *
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
-import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type { SpawnFailed } from "./Errors.ts"
@@ -99,7 +99,8 @@ export interface OutputLine {
 export type Signal = NodeJS.Signals
 
 /**
- * A started worker process.
+ * A started worker process: the leader of its own process group, and the
+ * group with it. A worker is its whole process group.
  *
  * @since 0.1.0
  * @category models
@@ -107,17 +108,30 @@ export type Signal = NodeJS.Signals
 export interface ProcessHandle {
   readonly taskId: TaskId
   readonly pid: number
-  /** Waits until the process has exited and been reaped, and says how it ended. */
+  /** Waits until the leader has exited and been reaped, and says how it ended. */
   readonly exit: Effect.Effect<ExitStatus>
   /** Completes when the worker is ready (see `SpawnRequest.readiness`); never, if it exits first. */
   readonly ready: Effect.Effect<void>
-  /** The exit status if the process has already been reaped. */
+  /** The leader's exit status if it has already been reaped. */
   readonly exitStatus: Effect.Effect<Option.Option<ExitStatus>>
   /**
-   * Sends a signal to the worker's process group. Once the process has been
+   * Sends a signal to the worker's process group. Once the leader has been
    * reaped this does nothing, so a pid the system has reused is never signaled.
    */
   readonly kill: (signal: Signal) => Effect.Effect<void>
+  /**
+   * Stops the worker and everything left of its process group (systemd's
+   * `KillMode=control-group`): SIGTERM to the group, then SIGKILL to whatever
+   * of it still lives at the stop timeout, then waits until the leader is
+   * reaped and the group is empty. After the leader has exited by itself it
+   * stops the members of its group that are left, the same way.
+   *
+   * It runs at most once per handle and, once begun, always completes: every
+   * call (a `restart`, the supervisor stopping, the scope's release) awaits the
+   * same run, and an interrupted caller only stops waiting. Succeeds with the
+   * leader's exit status.
+   */
+  readonly stop: Effect.Effect<ExitStatus>
 }
 
 /**
@@ -128,49 +142,78 @@ export class ProcessSpawner extends Context.Service<
   ProcessSpawner,
   {
     /**
-     * Starts a worker. The returned handle's process is stopped with
-     * {@link stop} when the scope closes, unless it has already exited.
+     * Starts a worker. When the scope closes, the handle's `stop` runs and the
+     * release waits for it: the leader and every member of its group are gone.
      */
     readonly spawn: (request: SpawnRequest) => Effect.Effect<ProcessHandle, SpawnFailed, Scope.Scope>
   }
 >()("effect-prefork/ProcessSpawner") {}
 
 /**
- * Stops a process the way every spawner does when its scope closes: nothing if
- * it has already exited; otherwise SIGTERM, then SIGKILL if it is still
- * running after `timeout`, then wait until it is reaped. Returns how it ended.
+ * What a spawner knows how to do with one process, from which
+ * {@link makeStop} builds the handle's `stop`.
  *
  * @since 0.1.0
- * @category utils
+ * @category models
  */
-export const stop = (handle: ProcessHandle, timeout: Duration.Duration): Effect.Effect<ExitStatus> =>
-  Effect.suspend(() => {
-    // Idempotent: a stop already under way (a restart, say, when the supervisor stops too) is awaited,
-    // never repeated, so a worker gets SIGTERM once.
-    const running = stopping.get(handle)
-    if (running !== undefined) return Deferred.await(running)
-    const done = Deferred.makeUnsafe<ExitStatus>()
-    stopping.set(handle, done)
-    return Effect.onExit(stopOnce(handle, timeout), (exit) => Effect.sync(() => Deferred.doneUnsafe(done, exit)))
-  })
+export interface StopPrimitives {
+  readonly taskId: TaskId
+  readonly pid: number
+  readonly exit: Effect.Effect<ExitStatus>
+  readonly exitStatus: Effect.Effect<Option.Option<ExitStatus>>
+  /** Signals the leader and its group (the group alone once the leader is reaped). */
+  readonly signalGroup: (signal: Signal) => Effect.Effect<void>
+  /** Whether the leader is unreaped or any member of its group still lives. */
+  readonly alive: Effect.Effect<boolean>
+  readonly timeout: Duration.Duration
+}
 
-const stopping = new WeakMap<ProcessHandle, Deferred.Deferred<ExitStatus>>()
+/** How often a stop looks again whether a group is empty: quickly at first, then every 100 ms. */
+const pollDelay = (attempt: number): Duration.Duration => Duration.millis(Math.min(100, 5 * 2 ** attempt))
 
-const stopOnce = (handle: ProcessHandle, timeout: Duration.Duration): Effect.Effect<ExitStatus> =>
-  Effect.flatMap(handle.exitStatus, (done) => {
-    if (Option.isSome(done)) return Effect.succeed(done.value)
-    return handle.kill("SIGTERM").pipe(
-      Effect.andThen(Effect.timeoutOption(handle.exit, timeout)),
-      Effect.flatMap((exited) =>
-        Option.isSome(exited)
-          ? Effect.succeed(exited.value)
-          : Effect.logWarning(
-              `child ${handle.taskId} (pid ${handle.pid}) still running ${Duration.toMillis(timeout)} ms after SIGTERM, sending SIGKILL`
-            ).pipe(
-              Effect.annotateLogs({ taskId: handle.taskId, pid: handle.pid }),
-              Effect.andThen(handle.kill("SIGKILL")),
-              Effect.andThen(handle.exit)
-            )
+/**
+ * Builds a handle's `stop` from a spawner's primitives: nothing to do if the
+ * leader is reaped and its group empty; otherwise SIGTERM to the group, wait
+ * up to `timeout` for the leader's exit and the group to empty, then SIGKILL
+ * and wait again. It runs once, in a fiber of its own that no caller's
+ * interruption reaches; every call awaits that run.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeStop = (p: StopPrimitives): Effect.Effect<ExitStatus> => {
+  const gone: Effect.Effect<void> = Effect.flatMap(p.exit, () =>
+    Effect.suspend(() => {
+      let attempt = 0
+      const loop: Effect.Effect<void> = Effect.flatMap(p.alive, (alive) =>
+        alive ? Effect.flatMap(Effect.sleep(pollDelay(attempt++)), () => loop) : Effect.void
       )
-    )
+      return loop
+    })
+  )
+  const run: Effect.Effect<ExitStatus> = Effect.gen(function* () {
+    const leaderGone = Option.isSome(yield* p.exitStatus)
+    if (!(yield* p.alive)) return yield* p.exit
+    yield* p.signalGroup("SIGTERM")
+    const done = yield* Effect.timeoutOption(gone, p.timeout)
+    if (Option.isNone(done)) {
+      const what = Option.isSome(yield* p.exitStatus)
+        ? leaderGone
+          ? `processes of its group (pid ${p.pid} exited before) still running`
+          : `(pid ${p.pid}) exited, processes of its group still running`
+        : `(pid ${p.pid}) still running`
+      yield* Effect.logWarning(
+        `child ${p.taskId} ${what} ${Duration.toMillis(p.timeout)} ms after SIGTERM, sending SIGKILL`
+      ).pipe(Effect.annotateLogs({ taskId: p.taskId, pid: p.pid }))
+      yield* p.signalGroup("SIGKILL")
+      yield* gone
+    }
+    return yield* p.exit
   })
+  let fiber: Fiber.Fiber<ExitStatus> | undefined
+  // Started by the first caller, with its context (clock, logger), in a fiber no caller owns.
+  return Effect.flatMap(Effect.context<never>(), (context) => {
+    fiber ??= Effect.runForkWith(context)(Effect.uninterruptible(run))
+    return Fiber.join(fiber)
+  })
+}

@@ -16,7 +16,7 @@ import * as Option from "effect/Option"
 import * as Semaphore from "effect/Semaphore"
 import { ExitRecord, InvalidOptions, NotReady, type SpawnFailed, TooManyRestarts } from "../Errors.ts"
 import * as ExitStatus from "../ExitStatus.ts"
-import { type ProcessHandle, ProcessSpawner, type SpawnRequest, stop } from "../ProcessSpawner.ts"
+import { type ProcessHandle, ProcessSpawner, type SpawnRequest } from "../ProcessSpawner.ts"
 import * as RestartPolicy from "../RestartPolicy.ts"
 import type { Config, Event, SlotStatus, Summary } from "../Supervisor.ts"
 import { ENV_VAR, TaskId } from "../TaskId.ts"
@@ -168,7 +168,7 @@ export const runSlots = Effect.fnUntraced(function* (cfg: Config, publish: (even
                 pid,
                 timeoutMillis: Duration.toMillis(cfg.readyTimeout)
               })
-              const status = yield* stop(handle, cfg.stopTimeout)
+              const status = yield* handle.stop
               return { pid, status, startedAt, notReady: Option.some(notReady), requested: false } satisfies Ended
             }
           }
@@ -343,7 +343,7 @@ export const runSlots = Effect.fnUntraced(function* (cfg: Config, publish: (even
       const handle = ctl.handle
       if (handle === undefined) return Deferred.await(deferred)
       ctl.requested = true
-      return Effect.uninterruptible(stop(handle, cfg.stopTimeout)).pipe(Effect.andThen(Deferred.await(deferred)))
+      return handle.stop.pipe(Effect.andThen(Deferred.await(deferred)))
     })
 
   const reload: Effect.Effect<void> = Effect.suspend(() =>

@@ -54,7 +54,7 @@ import {
   ProcessSpawner,
   type Signal,
   type SpawnRequest,
-  stop
+  makeStop
 } from "../ProcessSpawner.ts"
 import type { TaskId } from "../TaskId.ts"
 
@@ -333,14 +333,27 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
             })
           )
 
-      const handleOf = (p: ProcessState): ProcessHandle => ({
-        taskId: p.taskId,
-        pid: p.pid,
-        exit: Deferred.await(p.exited),
-        ready: Deferred.await(p.readyLatch),
-        exitStatus: Effect.sync(() => Option.map(p.exit, (e) => e.status)),
-        kill: kill(p)
-      })
+      const handleOf = (p: ProcessState): ProcessHandle => {
+        const exit = Deferred.await(p.exited)
+        const exitStatus = Effect.sync(() => Option.map(p.exit, (e) => e.status))
+        return {
+          taskId: p.taskId,
+          pid: p.pid,
+          exit,
+          ready: Deferred.await(p.readyLatch),
+          exitStatus,
+          kill: kill(p),
+          stop: makeStop({
+            taskId: p.taskId,
+            pid: p.pid,
+            exit,
+            exitStatus,
+            signalGroup: kill(p),
+            alive: Effect.sync(() => Option.isNone(p.exit)),
+            timeout: p.request.stopTimeout
+          })
+        }
+      }
 
       const acquire = (request: SpawnRequest): Effect.Effect<ProcessHandle, SpawnFailed> =>
         Effect.clockWith((clock) =>
@@ -393,7 +406,7 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
         )
 
       const spawner = ProcessSpawner.of({
-        spawn: (request) => Effect.acquireRelease(acquire(request), (handle) => stop(handle, request.stopTimeout))
+        spawn: (request) => Effect.acquireRelease(acquire(request), (handle) => handle.stop)
       })
 
       const control = TestSpawner.of({

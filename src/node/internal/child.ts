@@ -12,7 +12,7 @@ import * as Option from "effect/Option"
 import { SpawnFailed } from "../../Errors.ts"
 import * as ExitStatus from "../../ExitStatus.ts"
 import * as Messages from "../../Messages.ts"
-import { type ProcessHandle, type SpawnRequest, stop } from "../../ProcessSpawner.ts"
+import { makeStop, type ProcessHandle, type SpawnRequest } from "../../ProcessSpawner.ts"
 
 /** @internal */
 export interface Started {
@@ -155,19 +155,31 @@ const attachWith = (
         if (child.stdout) splitLines(child.stdout, emit("stdout"))
         if (child.stderr) splitLines(child.stderr, emit("stderr"))
       }
+      const exit = Deferred.await(exited)
+      const exitStatus = Effect.sync(() => Option.fromUndefinedOr(status))
+      const kill = (signal: NodeJS.Signals) =>
+        Effect.sync(() => {
+          if (status === undefined) options.kill(pid, signal)
+        })
       resume(
         Effect.succeed({
           drained: Deferred.await(closed),
           handle: {
             taskId: request.taskId,
             pid,
-            exit: Deferred.await(exited),
-            exitStatus: Effect.sync(() => Option.fromUndefinedOr(status)),
+            exit,
+            exitStatus,
             ready: Deferred.await(ready),
-            kill: (signal) =>
-              Effect.sync(() => {
-                if (status === undefined) options.kill(pid, signal)
-              })
+            kill,
+            stop: makeStop({
+              taskId: request.taskId,
+              pid,
+              exit,
+              exitStatus,
+              signalGroup: kill,
+              alive: Effect.sync(() => status === undefined),
+              timeout: request.stopTimeout
+            })
           }
         })
       )
@@ -183,7 +195,7 @@ const attachWith = (
 export const release =
   (request: SpawnRequest) =>
   ({ drained, handle }: Started): Effect.Effect<void> =>
-    stop(handle, request.stopTimeout).pipe(
+    handle.stop.pipe(
       Effect.andThen(request.stdio === "pipe" ? Effect.timeoutOption(drained, DRAIN_TIMEOUT) : Effect.void),
       Effect.asVoid
     )
