@@ -66,11 +66,15 @@ export interface SpawnRequest {
    */
   readonly stdio: "inherit" | "ignore" | "pipe"
   /**
-   * With `stdio: "pipe"`: called with each complete line (without its newline)
-   * in order, and with the last unterminated line when the stream ends, so a
-   * crashing worker's last words are kept.
+   * With `stdio: "pipe"`: called with each complete line (without its newline
+   * or a `\r` before it) in order, and with the last unterminated line when
+   * the stream ends, so a crashing worker's last words are kept. When it
+   * returns an `Effect`, no more of that stream is read until the effect
+   * completes: a slow consumer slows the worker (backpressure) instead of
+   * growing the primary's memory. Without `onOutput`, piped output is read
+   * and dropped, so a worker never blocks on a full pipe.
    */
-  readonly onOutput?: ((line: OutputLine) => void) | undefined
+  readonly onOutput?: OutputSink | undefined
   /** When the handle's `ready` completes. */
   readonly readiness: Readiness
   /** How long a worker may take to exit after SIGTERM before it gets SIGKILL. */
@@ -89,6 +93,14 @@ export interface OutputLine {
   readonly stream: "stdout" | "stderr"
   readonly line: string
 }
+
+/**
+ * Receives a worker's output line by line (see `SpawnRequest.onOutput`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type OutputSink = (line: OutputLine) => void | Effect.Effect<void>
 
 /**
  * A signal name, such as `"SIGTERM"`.

@@ -36,7 +36,7 @@ import type * as Scope from "effect/Scope"
 import { type ExitRecord, InvalidOptions, type NotReady, type SpawnFailed, type TooManyRestarts } from "./Errors.ts"
 import type { ExitStatus } from "./ExitStatus.ts"
 import { runSlots } from "./internal/slots.ts"
-import type { Mode, OutputLine, ProcessSpawner, Readiness } from "./ProcessSpawner.ts"
+import type { Mode, OutputSink, ProcessSpawner, Readiness } from "./ProcessSpawner.ts"
 import * as RestartPolicy from "./RestartPolicy.ts"
 import type { TaskId } from "./TaskId.ts"
 
@@ -62,8 +62,12 @@ export interface Options extends RestartPolicy.RestartOptions {
    * `"pipe"` sends each line to `onOutput` instead.
    */
   readonly stdio?: "inherit" | "ignore" | "pipe" | undefined
-  /** With `stdio: "pipe"`: receives every line of every worker, in order per stream. */
-  readonly onOutput?: ((line: OutputLine) => void) | undefined
+  /**
+   * With `stdio: "pipe"`: receives every line of every worker, in order per
+   * stream. Return an `Effect` to slow a worker down until it completes
+   * (backpressure).
+   */
+  readonly onOutput?: OutputSink | undefined
   /** How long workers may take to exit after SIGTERM, all together, before SIGKILL. Default 5 seconds. */
   readonly stopTimeout?: Duration.Input | undefined
   /**
@@ -95,7 +99,7 @@ export interface Config {
   readonly env: Readonly<Record<string, string>>
   readonly cwd: string | undefined
   readonly stdio: "inherit" | "ignore" | "pipe"
-  readonly onOutput: ((line: OutputLine) => void) | undefined
+  readonly onOutput: OutputSink | undefined
   readonly stopTimeout: Duration.Duration
   readonly ready: Readiness | { readonly delay: Duration.Duration }
   readonly readyTimeout: Duration.Duration

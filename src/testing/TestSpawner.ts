@@ -436,8 +436,10 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
           ),
         output: (pid, line, stream = "stdout") =>
           Effect.flatMap(lookup(pid), (p) =>
-            Effect.sync(() => {
-              if (p.request.stdio === "pipe") p.request.onOutput?.({ taskId: p.taskId, pid: p.pid, stream, line })
+            Effect.suspend(() => {
+              if (p.request.stdio !== "pipe" || p.request.onOutput === undefined) return Effect.void
+              const result = p.request.onOutput({ taskId: p.taskId, pid: p.pid, stream, line })
+              return Effect.isEffect(result) ? result : Effect.void
             })
           ),
         awaitExit: (pid) =>

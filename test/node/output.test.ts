@@ -17,7 +17,9 @@ describe("worker output (real processes)", () => {
           processes: 1,
           maxRestarts: 0,
           stdio: "pipe",
-          onOutput: (line) => lines.push(line)
+          onOutput: (line) => {
+            lines.push(line)
+          }
         })
         yield* Effect.flip(handle.await)
         const out = lines.filter((l) => l.stream === "stdout").map((l) => l.line)
