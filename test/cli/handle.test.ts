@@ -113,8 +113,18 @@ describe("SupervisorHandle controls (real processes)", () => {
         )
         for (const task of [1, 2, 3]) assert.isFalse(alive(byTask.get(task)!), `task ${task}`)
         assert.deepStrictEqual(pidsWithTag(tag), [byTask.get(0)])
-        // No removal counts as an exit to restart.
-        assert.strictEqual(exitedEvents(events).length, 0)
+        // Each removal is told as a stop, never as an exit to restart.
+        yield* eventually(() => (exitedEvents(events).length === 3 ? true : undefined))
+        assert.deepStrictEqual(
+          exitedEvents(events)
+            .map((e) => [e.taskId as number, e.stopped, e.restart])
+            .sort(),
+          [
+            [1, true, false],
+            [2, true, false],
+            [3, true, false]
+          ]
+        )
         const error = yield* Effect.flip(handle.scale(0))
         assert.strictEqual(error._tag, "InvalidOptions")
         yield* handle.stop

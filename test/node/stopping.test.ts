@@ -133,7 +133,15 @@ describe("stopping (real processes)", () => {
             assert.isTrue(Exit.hasInterrupts(exit))
             assert.isFalse(Exit.isFailure(exit) && exit.cause.reasons.some((r) => r._tag === "Fail"))
             assert.strictEqual(started(events).length, 2)
-            assert.strictEqual(exitedEvents(events).length, 0)
+            // Each stopped worker is told as stopped, never as an exit to restart.
+            yield* eventually(() => (exitedEvents(events).length === 2 ? true : undefined))
+            assert.deepStrictEqual(
+              exitedEvents(events).map((e) => [e.stopped, e.restart]),
+              [
+                [true, false],
+                [true, false]
+              ]
+            )
             yield* assertNoneLeft(tag)
           })
         )

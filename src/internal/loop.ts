@@ -1,0 +1,470 @@
+/**
+ * The supervision loop, Tornado's paragraph as Effect: for each task slot,
+ * start a worker, wait for it, classify its exit, spend the budget, then start
+ * it again or stop.
+ *
+ * Built from Effect's own pieces:
+ * - one fiber per slot in a `FiberMap` keyed by task id: `remove` is the
+ *   scale-down, a failure of any slot (budget spent, spawn failed) ends the
+ *   run, an empty map is every slot done;
+ * - the slots' states in a `SubscriptionRef` (see `slot.ts`): `awaitReady`,
+ *   `restart` and `scale` wait for a state that satisfies them;
+ * - each worker in a scope of its own, stopped by its handle's `stop` (one
+ *   uninterruptible run per process): when the slot fiber is interrupted the
+ *   scope's release stops the worker and waits; when the worker's leader
+ *   exited by itself, what is left of its process group is stopped in the
+ *   background (a `FiberSet` of reapers), so the replacement does not wait,
+ *   while the run does not end before every reaper is done.
+ *
+ * So the fiber tree is the process tree: the run's result, whatever it is,
+ * surfaces only once every process it started is gone.
+ */
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberMap from "effect/FiberMap"
+import * as FiberSet from "effect/FiberSet"
+import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
+import * as Semaphore from "effect/Semaphore"
+import * as Stream from "effect/Stream"
+import * as SubscriptionRef from "effect/SubscriptionRef"
+import { ExitRecord, InvalidOptions, NotReady, type SpawnFailed, TooManyRestarts } from "../Errors.ts"
+import * as ExitStatus from "../ExitStatus.ts"
+import type { Config, Event, SlotStatus, Summary } from "../Model.ts"
+import { type ProcessHandle, ProcessSpawner, type SpawnRequest } from "../ProcessSpawner.ts"
+import * as RestartPolicy from "../RestartPolicy.ts"
+import { ENV_VAR, TaskId } from "../TaskId.ts"
+import * as Slot from "./slot.ts"
+
+/** How many of the most recent exits a supervisor keeps for `Summary` and `TooManyRestarts`. */
+export const EXIT_HISTORY = 1000
+
+type Failure = TooManyRestarts | SpawnFailed
+
+/** How one worker's life ended, as the loop classifies it. */
+interface Ended {
+  readonly pid: number
+  readonly status: ExitStatus.ExitStatus
+  readonly startedAt: number
+  readonly notReady: Option.Option<NotReady>
+  /** Stopped by `restart`: started again at once, spending no budget. */
+  readonly requested: boolean
+}
+
+/** What the loop gives `Supervisor.start` to build its handle from. @internal */
+export interface Loop {
+  /** The run: every slot done (a summary) or the first failure, once every process is gone. */
+  readonly fiber: Fiber.Fiber<Summary, Failure>
+  readonly status: Effect.Effect<ReadonlyArray<SlotStatus>>
+  readonly processes: () => number
+  readonly awaitReady: Effect.Effect<void, Failure>
+  readonly restart: (taskId: number) => Effect.Effect<void>
+  readonly reload: Effect.Effect<void>
+  readonly scale: (processes: number) => Effect.Effect<void, InvalidOptions>
+}
+
+/**
+ * Starts every slot in the current scope. Closing the scope stops them all
+ * (and waits), as interrupting `fiber` does.
+ *
+ * @internal
+ */
+export const start = Effect.fnUntraced(function* (
+  cfg: Config,
+  publish: (event: Event) => Effect.Effect<unknown>
+): Effect.fn.Return<Loop, never, Scope.Scope | ProcessSpawner> {
+  const spawner = yield* ProcessSpawner
+  const clock = yield* Clock.Clock
+  const { policy } = cfg
+  const step = yield* RestartPolicy.start(policy)
+  const budgetLock = Semaphore.makeUnsafe(1)
+  const resetAfter = Duration.toMillis(policy.resetAfter)
+  const now = () => clock.currentTimeMillisUnsafe()
+
+  const table = yield* SubscriptionRef.make(Slot.makeTable(cfg.processes))
+  const apply = (taskId: TaskId, t: Slot.Transition) =>
+    SubscriptionRef.update(table, (tb) => Slot.update(tb, taskId, t))
+  /** Waits until the table satisfies `predicate` (now or after a change); leaves nothing behind if interrupted. */
+  const waitFor = (predicate: (table: Slot.Table) => boolean): Effect.Effect<Slot.Table> =>
+    SubscriptionRef.changes(table).pipe(
+      Stream.filter(predicate),
+      Stream.runHead,
+      Effect.map(Option.getOrElse(() => SubscriptionRef.getUnsafe(table)))
+    )
+
+  const exits: Array<ExitRecord> = []
+  /** Exits caused by `restart`: never restarts of a failure, never part of `TooManyRestarts`. */
+  const requestedExits = new WeakSet<ExitRecord>()
+  let restarts = 0
+
+  /** Per slot, how to ask its live worker to be replaced (one `Deferred` per incarnation). */
+  const restartRequests = new Map<number, { readonly incarnation: number; readonly request: Deferred.Deferred<void> }>()
+
+  const slots = yield* FiberMap.make<number, void, Failure>()
+  const reapers = yield* FiberSet.make<void>()
+
+  const spawnRequest = (taskId: TaskId): SpawnRequest => ({
+    taskId,
+    mode: cfg.mode,
+    command: cfg.command,
+    args: cfg.args,
+    execArgv: cfg.execArgv,
+    env: { ...cfg.env, [ENV_VAR]: String(taskId) },
+    cwd: cfg.cwd,
+    stdio: cfg.stdio,
+    onOutput: cfg.onOutput,
+    readiness: typeof cfg.ready === "object" ? "spawn" : cfg.ready,
+    stopTimeout: cfg.stopTimeout
+  })
+
+  const readySignal = (handle: ProcessHandle): Effect.Effect<void> =>
+    typeof cfg.ready === "object" ? Effect.sleep(cfg.ready.delay) : handle.ready
+
+  /** The worker's life once spawned: until ready (or not in time), then until it exits or is asked to restart. */
+  const live = (taskId: TaskId, handle: ProcessHandle, request: Deferred.Deferred<void>) =>
+    Effect.gen(function* () {
+      const { pid } = handle
+      const startedAt = now()
+      const ended = (status: ExitStatus.ExitStatus, more: Partial<Ended> = {}): Ended => ({
+        pid,
+        status,
+        startedAt,
+        notReady: Option.none(),
+        requested: false,
+        ...more
+      })
+      const requested = Effect.as(Deferred.await(request), "requested" as const)
+      if (cfg.ready !== "spawn") {
+        const outcome = yield* Effect.raceAll([
+          Effect.as(readySignal(handle), "ready" as const),
+          Effect.as(handle.exit, "exited" as const),
+          requested
+        ]).pipe(Effect.timeoutOption(cfg.readyTimeout))
+        if (Option.isNone(outcome)) {
+          const notReady = new NotReady({ taskId, pid, timeoutMillis: Duration.toMillis(cfg.readyTimeout) })
+          return ended(yield* handle.stop, { notReady: Option.some(notReady) })
+        }
+        if (outcome.value === "requested") return ended(yield* handle.stop, { requested: true })
+      }
+      if (Option.isNone(yield* handle.exitStatus)) {
+        // Published first, so whoever `awaitReady` wakes finds the event already in the stream.
+        yield* publish({ _tag: "Ready", taskId, pid, at: now() })
+        yield* apply(taskId, { _tag: "Ready" })
+      }
+      const outcome = yield* Effect.raceFirst(Effect.as(handle.exit, "exited" as const), requested)
+      return outcome === "requested" ? ended(yield* handle.stop, { requested: true }) : ended(yield* handle.exit)
+    })
+
+  /**
+   * One incarnation in a scope of its own. The spawn, its `Spawned` state and
+   * its `Started` event are one uninterruptible step, so every process started
+   * is told. Interrupted, the scope's release stops the worker and waits for it,
+   * and the stop is told as an event. Ended by the worker's own exit, the rest
+   * of its process group is stopped by a reaper, and the slot goes on at once.
+   */
+  const incarnation = (taskId: TaskId): Effect.Effect<Ended, SpawnFailed> =>
+    Effect.acquireUseRelease(
+      Effect.gen(function* () {
+        const scope = yield* Scope.make()
+        const spawned = yield* Effect.exit(Scope.provide(spawner.spawn(spawnRequest(taskId)), scope))
+        if (Exit.isFailure(spawned)) {
+          yield* Scope.close(scope, spawned)
+          return yield* Effect.failCause(spawned.cause)
+        }
+        const handle = spawned.value
+        const tb = yield* SubscriptionRef.updateAndGet(table, (tb) =>
+          Slot.update(tb, taskId, { _tag: "Spawned", pid: handle.pid, at: now() })
+        )
+        const request = Deferred.makeUnsafe<void>()
+        Option.map(Slot.get(tb, taskId), (slot) =>
+          restartRequests.set(taskId, { incarnation: slot.incarnation, request })
+        )
+        yield* publish({ _tag: "Started", taskId, pid: handle.pid, at: now() })
+        return { scope, handle, request }
+      }),
+      ({ handle, request }) => live(taskId, handle, request),
+      ({ handle, scope }, exit) => {
+        restartRequests.delete(taskId)
+        if (Exit.isSuccess(exit)) {
+          return Effect.asVoid(FiberSet.run(reapers, Effect.uninterruptible(Scope.close(scope, Exit.void))))
+        }
+        return Scope.close(scope, exit).pipe(Effect.andThen(stopped(taskId, handle)))
+      }
+    )
+
+  /** A worker the supervisor stopped for good (it is stopping, or the slot was scaled away). */
+  const stopped = (taskId: TaskId, handle: ProcessHandle) =>
+    Effect.flatMap(handle.exitStatus, (status) =>
+      apply(taskId, { _tag: "Stopped" }).pipe(
+        Effect.andThen(
+          Option.isNone(status)
+            ? Effect.void
+            : Effect.logDebug(`child ${taskId} (pid ${handle.pid}) stopped: ${ExitStatus.describe(status.value)}`).pipe(
+                Effect.annotateLogs({ taskId, pid: handle.pid }),
+                Effect.andThen(
+                  publish({
+                    _tag: "Exited",
+                    taskId,
+                    pid: handle.pid,
+                    status: status.value,
+                    at: now(),
+                    restart: false,
+                    notReady: Option.none(),
+                    requested: false,
+                    stopped: true
+                  })
+                )
+              )
+        )
+      )
+    )
+
+  const logExit = (taskId: TaskId, ended: Ended, restart: boolean) => {
+    const { notReady, pid, requested, status } = ended
+    const what = Option.isSome(notReady)
+      ? `not ready within ${notReady.value.timeoutMillis} ms`
+      : requested
+        ? `${ExitStatus.describe(status)} (restart requested)`
+        : ExitStatus.describe(status)
+    const line = `child ${taskId} (pid ${pid}) ${what}${restart ? ", restarting" : ""}`
+    const normal = requested || (Option.isNone(notReady) && RestartPolicy.isNormal(policy, status))
+    return (normal ? Effect.logInfo(line) : Effect.logWarning(line)).pipe(
+      Effect.annotateLogs({
+        taskId,
+        pid,
+        ...(status._tag === "Exited" ? { code: status.code } : { signal: status.signal })
+      })
+    )
+  }
+
+  const remember = (record: ExitRecord) => {
+    exits.push(record)
+    // A history, not a log: bounded however long a crash loop runs.
+    if (exits.length > EXIT_HISTORY) exits.shift()
+  }
+
+  /** One slot: start, wait, classify the exit, spend the budget, restart or stop. */
+  const supervise = Effect.fnUntraced(function* (taskId: TaskId) {
+    let failures = 0
+    while (true) {
+      const ended = yield* incarnation(taskId)
+      const { notReady, pid, requested, startedAt, status } = ended
+      const at = now()
+      const record = new ExitRecord({
+        taskId,
+        pid,
+        status,
+        at,
+        ...(Option.isSome(notReady) ? { notReady: notReady.value } : {})
+      })
+      remember(record)
+      // An exit seen while the supervisor stops this slot is not a restart and spends no budget.
+      const tb = SubscriptionRef.getUnsafe(table)
+      const stopping = tb.closed || Option.exists(Slot.get(tb, taskId), (s) => s.phase === "stopping")
+      const restart =
+        !stopping &&
+        (requested ||
+          (Option.isSome(notReady) ? policy.restart !== "never" : RestartPolicy.shouldRestart(policy, status)))
+      yield* apply(taskId, { _tag: "Exited", status, restart })
+      yield* logExit(taskId, ended, restart)
+      yield* publish({ _tag: "Exited", taskId, pid, status, at, restart, notReady, requested })
+      if (!restart) return
+      if (requested) {
+        requestedExits.add(record)
+        failures = 0
+        yield* Effect.yieldNow
+        continue
+      }
+      failures = at - startedAt >= resetAfter ? 1 : failures + 1
+      const delay = yield* budgetLock.withPermits(1)(step(record))
+      if (Option.isNone(delay)) {
+        return yield* new TooManyRestarts({
+          restarts,
+          exits: exits.filter(
+            (e) => !requestedExits.has(e) && (e.notReady !== undefined || RestartPolicy.shouldRestart(policy, e.status))
+          )
+        })
+      }
+      restarts++
+      yield* apply(taskId, { _tag: "Counted" })
+      const wait = Duration.max(delay.value, RestartPolicy.backoffDelay(policy, failures))
+      // Never respawn synchronously from the exit: let the primary's timers and I/O run first.
+      yield* Duration.isZero(wait) ? Effect.yieldNow : Effect.sleep(wait)
+    }
+  })
+
+  /** The first failure of a slot (budget spent, spawn failed): it ends the run. */
+  let failure: Cause.Cause<Failure> | undefined
+
+  // Slot fibers run with the context of `start`, whichever fiber adds them (`scale`).
+  const runSlot = yield* FiberMap.runtime(slots)<never>()
+  const launch = (taskId: TaskId) =>
+    runSlot(
+      taskId,
+      supervise(taskId).pipe(
+        Effect.onExit((exit) => {
+          if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) failure ??= exit.cause
+          // A slot scaled away leaves the table once its worker is gone; one stopped for good says so.
+          return SubscriptionRef.update(table, (tb) =>
+            Option.match(Slot.get(tb, taskId), {
+              onNone: () => tb,
+              onSome: (slot) =>
+                slot.removing
+                  ? Slot.drop(tb, taskId)
+                  : slot.phase === "stopping"
+                    ? Slot.update(tb, taskId, { _tag: "Stopped" })
+                    : tb
+            })
+          )
+        })
+      )
+    )
+
+  /** The end of the run, whatever caused it: stop every slot, then wait for every reaper. */
+  const shutdown = (exit: Exit.Exit<unknown, Failure>) =>
+    Effect.gen(function* () {
+      const tb = yield* SubscriptionRef.updateAndGet(table, (tb) => ({ ...tb, closed: true }))
+      const live = Slot.list(tb).filter((slot) => slot.phase === "starting" || slot.phase === "running").length
+      if (Exit.isFailure(exit) && live > 0) {
+        const what = Cause.hasInterruptsOnly(exit.cause) ? "Stopping" : "Giving up: stopping"
+        yield* Effect.logInfo(
+          `${what} ${live} process${live === 1 ? "" : "es"} (SIGTERM, then SIGKILL after ${Duration.toMillis(cfg.stopTimeout)} ms)`
+        )
+      }
+      for (const slot of Slot.list(tb)) {
+        if (slot.phase !== "exited" && slot.phase !== "stopped") {
+          yield* apply(slot.taskId, { _tag: "Stopping", remove: false })
+        }
+      }
+      yield* FiberMap.clear(slots)
+      yield* FiberSet.awaitEmpty(reapers)
+    })
+
+  // The first failure ends the run at once; otherwise it ends when every slot is done.
+  const run = Effect.raceFirst(
+    FiberMap.join(slots) as Effect.Effect<never, Failure>,
+    FiberMap.awaitEmpty(slots).pipe(
+      Effect.andThen(Effect.suspend(() => (failure === undefined ? Effect.void : Effect.failCause(failure))))
+    )
+  ).pipe(
+    Effect.onExit(shutdown),
+    Effect.map((): Summary => ({ restarts, exits: exits.slice() }))
+  )
+
+  // Launching the slots and forking the run that stops them is one step: an interruption comes before or after.
+  const fiber = yield* Effect.uninterruptible(
+    Effect.logInfo(`Starting ${cfg.processes} process${cfg.processes === 1 ? "" : "es"}`).pipe(
+      Effect.andThen(
+        Effect.sync(() => {
+          for (const slot of Slot.list(SubscriptionRef.getUnsafe(table))) launch(slot.taskId)
+        })
+      ),
+      // Started at once, so that its shutdown runs whenever it is interrupted, however soon.
+      Effect.andThen(Effect.forkScoped(Effect.interruptible(run), { startImmediately: true }))
+    )
+  )
+
+  const awaitReady: Effect.Effect<void, Failure> = Effect.flatMap(
+    waitFor((tb) => tb.closed || Slot.allRunning(tb)),
+    (tb) => (tb.closed ? Effect.asVoid(Fiber.join(fiber)) : Effect.void)
+  )
+
+  const restart = (taskId: number): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      const tb = SubscriptionRef.getUnsafe(table)
+      const slot = Slot.get(tb, taskId)
+      if (tb.closed || Option.isNone(slot) || slot.value.removing) return Effect.void
+      const { incarnation, phase } = slot.value
+      if (phase === "exited" || phase === "stopped" || phase === "stopping") return Effect.void
+      // Asking is one synchronous step: the slot's own fiber stops the worker, whoever stops waiting.
+      const live = restartRequests.get(taskId)
+      if (live !== undefined && live.incarnation === incarnation) Deferred.doneUnsafe(live.request, Effect.void)
+      return Effect.asVoid(
+        waitFor((tb) =>
+          Option.match(Slot.get(tb, taskId), {
+            onNone: () => true,
+            onSome: (s) =>
+              tb.closed ||
+              s.removing ||
+              s.phase === "exited" ||
+              s.phase === "stopped" ||
+              (s.incarnation > incarnation && s.phase === "running")
+          })
+        )
+      )
+    })
+
+  const reload: Effect.Effect<void> = Effect.suspend(() =>
+    Effect.forEach(
+      Slot.list(SubscriptionRef.getUnsafe(table)).filter((s) => !s.removing),
+      (slot) => restart(slot.taskId),
+      { discard: true }
+    )
+  )
+
+  const scaleLock = Semaphore.makeUnsafe(1)
+  const scale = (processes: number): Effect.Effect<void, InvalidOptions> =>
+    Effect.suspend(() => {
+      if (!Number.isInteger(processes) || processes < 1) {
+        return Effect.fail(
+          new InvalidOptions({
+            field: "processes",
+            message: `scale needs a whole number of processes >= 1, got ${processes}`
+          })
+        )
+      }
+      return scaleLock.withPermits(1)(
+        Effect.gen(function* () {
+          // Slots still leaving from an earlier (interrupted) scale-down go first: their task ids come back.
+          const tb = yield* waitFor((tb) => tb.closed || tb.removing === 0)
+          const from = tb.target
+          if (tb.closed || processes === from) return
+          if (processes > from) {
+            yield* Effect.uninterruptible(
+              SubscriptionRef.update(table, (tb) => Slot.grow(tb, processes)).pipe(
+                Effect.andThen(
+                  Effect.sync(() => {
+                    for (let i = from; i < processes; i++) launch(TaskId(i))
+                  })
+                )
+              )
+            )
+            return yield* Effect.logInfo(`Scaled from ${from} to ${processes} processes`)
+          }
+          const removed = Slot.list(tb).filter((s) => s.taskId >= processes)
+          yield* Effect.logInfo(
+            `Scaling from ${from} to ${processes} processes: stopping ${removed
+              .map((s) => `child ${s.taskId}${Option.isSome(s.pid) ? ` (pid ${s.pid.value})` : ""}`)
+              .join(", ")}`
+          )
+          // Marking the slots and interrupting their fibers is one step; waiting for them may be given up.
+          yield* Effect.uninterruptible(
+            Effect.gen(function* () {
+              for (const slot of removed) yield* apply(slot.taskId, { _tag: "Stopping", remove: true })
+              for (const slot of removed) {
+                const running = FiberMap.getUnsafe(slots, slot.taskId)
+                if (Option.isSome(running)) running.value.interruptUnsafe()
+                else yield* SubscriptionRef.update(table, (tb) => Slot.drop(tb, slot.taskId))
+              }
+            })
+          )
+          yield* waitFor((tb) => tb.closed || tb.removing === 0)
+        })
+      )
+    })
+
+  return {
+    fiber,
+    status: Effect.map(SubscriptionRef.get(table), (tb) => Slot.list(tb).map(Slot.status)),
+    processes: () => SubscriptionRef.getUnsafe(table).target,
+    awaitReady,
+    restart,
+    reload,
+    scale
+  }
+})
