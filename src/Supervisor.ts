@@ -33,12 +33,23 @@ import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Stream from "effect/Stream"
 import type * as Scope from "effect/Scope"
-import { type ExitRecord, InvalidOptions, type NotReady, type SpawnFailed, type TooManyRestarts } from "./Errors.ts"
-import type { ExitStatus } from "./ExitStatus.ts"
-import { runSlots } from "./internal/slots.ts"
+import { InvalidOptions, type SpawnFailed, type TooManyRestarts } from "./Errors.ts"
+import * as Loop from "./internal/loop.ts"
+import type { Config, Event, SlotStatus, Summary } from "./Model.ts"
 import type { Mode, OutputSink, ProcessSpawner, Readiness } from "./ProcessSpawner.ts"
 import * as RestartPolicy from "./RestartPolicy.ts"
 import type { TaskId } from "./TaskId.ts"
+
+export type {
+  /** @since 0.1.0 */
+  Config,
+  /** @since 0.1.0 */
+  Event,
+  /** @since 0.1.0 */
+  SlotStatus,
+  /** @since 0.1.0 */
+  Summary
+} from "./Model.ts"
 
 /**
  * @since 0.1.0
@@ -82,80 +93,6 @@ export interface Options extends RestartPolicy.RestartOptions {
    * failure (`NotReady`). Default 30 seconds; ignored when `ready` is `"spawn"`.
    */
   readonly readyTimeout?: Duration.Input | undefined
-}
-
-/**
- * Options after validation.
- *
- * @since 0.1.0
- * @category models
- */
-export interface Config {
-  readonly processes: number
-  readonly mode: Mode
-  readonly command: string
-  readonly args: ReadonlyArray<string>
-  readonly execArgv: ReadonlyArray<string> | undefined
-  readonly env: Readonly<Record<string, string>>
-  readonly cwd: string | undefined
-  readonly stdio: "inherit" | "ignore" | "pipe"
-  readonly onOutput: OutputSink | undefined
-  readonly stopTimeout: Duration.Duration
-  readonly ready: Readiness | { readonly delay: Duration.Duration }
-  readonly readyTimeout: Duration.Duration
-  readonly policy: RestartPolicy.RestartPolicy
-}
-
-/**
- * What a supervisor tells its observers, in order.
- *
- * @since 0.1.0
- * @category models
- */
-export type Event =
-  | { readonly _tag: "Started"; readonly taskId: TaskId; readonly pid: number; readonly at: number }
-  | { readonly _tag: "Ready"; readonly taskId: TaskId; readonly pid: number; readonly at: number }
-  | {
-      readonly _tag: "Exited"
-      readonly taskId: TaskId
-      readonly pid: number
-      readonly status: ExitStatus
-      readonly at: number
-      /** Whether the slot will be started again. */
-      readonly restart: boolean
-      /** Set when the supervisor stopped the worker because it was not ready in time. */
-      readonly notReady: Option.Option<NotReady>
-      /** Set when the worker was stopped by `restart` or `reload`: it is started again, spending no budget. */
-      readonly requested?: boolean | undefined
-    }
-  | { readonly _tag: "Finished"; readonly at: number }
-
-/**
- * A snapshot of one task slot.
- *
- * @since 0.1.0
- * @category models
- */
-export interface SlotStatus {
-  readonly taskId: TaskId
-  /** `starting` until ready, then `running`; `restarting` while waiting to start again. */
-  readonly state: "starting" | "running" | "restarting" | "exited" | "stopped"
-  readonly pid: Option.Option<number>
-  readonly restarts: number
-  readonly startedAt: Option.Option<number>
-  readonly lastExit: Option.Option<ExitStatus>
-}
-
-/**
- * What a supervision that ended well saw: the restarts it made and every exit.
- *
- * @since 0.1.0
- * @category models
- */
-export interface Summary {
-  readonly restarts: number
-  /** Every exit seen, oldest first: the most recent 1,000 when there were more. */
-  readonly exits: ReadonlyArray<ExitRecord>
 }
 
 /**
@@ -303,25 +240,29 @@ export const start = Effect.fnUntraced(function* (
 ): Effect.fn.Return<SupervisorHandle, InvalidOptions, Scope.Scope | ProcessSpawner> {
   const cfg = yield* config(options)
   const events = yield* PubSub.unbounded<Event>({ replay: EVENT_REPLAY })
-  const slots = yield* runSlots(cfg, (event) => PubSub.publish(events, event))
-  const fiber = yield* slots.run.pipe(
-    Effect.ensuring(
+  yield* Effect.addFinalizer(() =>
+    Effect.clockWith((clock) => PubSub.end(events, { _tag: "Finished", at: clock.currentTimeMillisUnsafe() }))
+  )
+  const loop = yield* Loop.start(cfg, (event) => PubSub.publish(events, event))
+  // "Finished" is the last event: published once the run has ended and every process is gone.
+  yield* Fiber.await(loop.fiber).pipe(
+    Effect.andThen(
       Effect.clockWith((clock) => PubSub.end(events, { _tag: "Finished", at: clock.currentTimeMillisUnsafe() }))
     ),
     Effect.forkScoped
   )
   return {
     get processes() {
-      return slots.count()
+      return loop.processes()
     },
     events: Stream.fromPubSub(events).pipe(Stream.takeUntil((e) => e._tag === "Finished")),
-    status: slots.status,
-    await: Fiber.join(fiber),
-    awaitReady: Effect.raceFirst(slots.allReady, Effect.asVoid(Fiber.join(fiber))),
-    stop: Effect.asVoid(Fiber.interrupt(fiber)),
-    restart: slots.restart,
-    reload: slots.reload,
-    scale: slots.scale
+    status: loop.status,
+    await: Fiber.join(loop.fiber),
+    awaitReady: loop.awaitReady,
+    stop: Effect.asVoid(Fiber.interrupt(loop.fiber)),
+    restart: loop.restart,
+    reload: loop.reload,
+    scale: loop.scale
   }
 })
 

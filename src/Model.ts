@@ -1,0 +1,101 @@
+/**
+ * The data a supervisor works with and tells about: its validated
+ * configuration, the events it publishes, the status of each task slot and the
+ * summary of a supervision that ended well. Only types: the supervisor core
+ * (`internal/loop.ts`) and its public face (`Supervisor.ts`) both depend on
+ * this module, and neither on the other.
+ *
+ * @since 0.1.0
+ */
+import type * as Duration from "effect/Duration"
+import type * as Option from "effect/Option"
+import type { ExitRecord, NotReady } from "./Errors.ts"
+import type { ExitStatus } from "./ExitStatus.ts"
+import type { Mode, OutputSink, Readiness } from "./ProcessSpawner.ts"
+import type { RestartPolicy } from "./RestartPolicy.ts"
+import type { TaskId } from "./TaskId.ts"
+
+/**
+ * Options after validation.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Config {
+  readonly processes: number
+  readonly mode: Mode
+  readonly command: string
+  readonly args: ReadonlyArray<string>
+  readonly execArgv: ReadonlyArray<string> | undefined
+  readonly env: Readonly<Record<string, string>>
+  readonly cwd: string | undefined
+  readonly stdio: "inherit" | "ignore" | "pipe"
+  readonly onOutput: OutputSink | undefined
+  readonly stopTimeout: Duration.Duration
+  readonly ready: Readiness | { readonly delay: Duration.Duration }
+  readonly readyTimeout: Duration.Duration
+  readonly policy: RestartPolicy
+}
+
+/**
+ * What a supervisor tells its observers, in order.
+ *
+ * Every process it started has exactly one `Started` and, once reaped, one
+ * `Exited` event, whatever ended it: its own exit, a `restart`, a scale-down
+ * (`stopped`) or the supervisor stopping (`stopped`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Event =
+  | { readonly _tag: "Started"; readonly taskId: TaskId; readonly pid: number; readonly at: number }
+  | { readonly _tag: "Ready"; readonly taskId: TaskId; readonly pid: number; readonly at: number }
+  | {
+      readonly _tag: "Exited"
+      readonly taskId: TaskId
+      readonly pid: number
+      readonly status: ExitStatus
+      readonly at: number
+      /** Whether the slot will be started again. */
+      readonly restart: boolean
+      /** Set when the supervisor stopped the worker because it was not ready in time. */
+      readonly notReady: Option.Option<NotReady>
+      /** Set when the worker was stopped by `restart` or `reload`: it is started again, spending no budget. */
+      readonly requested?: boolean | undefined
+      /** Set when the supervisor stopped the worker for good: it was stopping, or the slot was scaled away. */
+      readonly stopped?: boolean | undefined
+    }
+  | { readonly _tag: "Finished"; readonly at: number }
+
+/**
+ * A snapshot of one task slot.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SlotStatus {
+  readonly taskId: TaskId
+  /**
+   * `starting` until ready, then `running`; `restarting` while waiting to
+   * start again; `stopping` while the supervisor stops it for good (it is
+   * stopping, or the slot is being scaled away); `exited` once its worker
+   * exited normally and is not restarted; `stopped` once stopped for good.
+   */
+  readonly state: "starting" | "running" | "restarting" | "stopping" | "exited" | "stopped"
+  readonly pid: Option.Option<number>
+  readonly restarts: number
+  readonly startedAt: Option.Option<number>
+  readonly lastExit: Option.Option<ExitStatus>
+}
+
+/**
+ * What a supervision that ended well saw: the restarts it made and every exit.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Summary {
+  readonly restarts: number
+  /** Every exit seen, oldest first: the most recent 1,000 when there were more. */
+  readonly exits: ReadonlyArray<ExitRecord>
+}
