@@ -7,19 +7,71 @@
  *   worker that died while a connection was being handed to it may never
  *   disconnect (throng 5 missed such restarts), but it always exits.
  * - A worker is ready when it starts listening or sends `Worker.ready`.
- * - A cluster worker exits by itself when its IPC channel to the primary
- *   closes, so it does not outlive a primary that was SIGKILLed.
- * - Cluster workers share the primary's process group (Node gives no way to
- *   detach them), so signals are sent to the worker's pid alone.
+ * - Every worker leads its own process group, as command and module workers
+ *   do, and dies with the primary. `node:cluster` offers neither (no
+ *   `detached`, no wrapper): a cluster worker shared the primary's group, and
+ *   one busy in a CPU loop never noticed its channel closing, so it outlived
+ *   a SIGKILLed primary. So on Linux the worker is started through `setsid`
+ *   (a new session and group; a fresh child is no group leader, so `setsid`
+ *   execs without forking: the pid stays the worker's), then the real `node`.
+ *   `cluster.fork` has no option for the program it runs (it uses
+ *   `process.execPath`), so `process.execPath` points at `setsid` for the
+ *   duration of the synchronous `cluster.fork` call, and is restored in a
+ *   `finally`. Where `setsid` is missing (macOS) workers stay in the
+ *   primary's group, and are signaled and watched by pid.
+ * - When the primary dies, a worker first sees its IPC channel close and
+ *   exits by itself (`Prefork.run` workers run their finalizers); the
+ *   watchdog SIGKILLs any still running 1.5 s later. Without a watchdog,
+ *   `setpriv --pdeathsig KILL` (where available) kills workers at once.
+ * - A worker that cannot be forked (EMFILE, EAGAIN) is a `SpawnFailed`: the
+ *   cluster `Worker`'s `'error'` has a listener, so it never crashes the
+ *   primary, and the failed worker is taken out of `cluster.workers`.
+ * - Bytes on a worker's IPC channel that are not a message cost the worker
+ *   (SIGKILL, restarted as a crash), never the primary.
  *
  * @since 0.1.0
  */
-import cluster from "node:cluster"
+import cluster, { type Worker } from "node:cluster"
 import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import type { SpawnFailed } from "../Errors.ts"
 import type { ProcessHandle, SpawnRequest } from "../ProcessSpawner.ts"
-import type * as Scope from "effect/Scope"
-import { attach, errorCode, failed, release, type Started } from "./internal/child.ts"
+import { attach, errorCode, failed, release, type Runner, runner, type Started } from "./internal/child.ts"
+import { findUtilLinux } from "./internal/preflight.ts"
+import type { Watchdog } from "./internal/watchdog.ts"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /**
+   * A `setpriv` that supports `--pdeathsig` (probed). Used only without a
+   * watchdog: the kernel's SIGKILL leaves a worker no time for finalizers.
+   */
+  readonly setpriv?: string | undefined
+  /**
+   * The primary's watchdog. It is told of every worker, to SIGKILL it 1.5 s
+   * after the primary died if it has not exited by itself by then.
+   */
+  readonly watchdog?: Watchdog | undefined
+}
+
+/**
+ * Forks a cluster worker through `wrapper` (a program and its arguments that
+ * end up exec-ing the real `node` with the rest of the command line), or
+ * directly when `wrapper` is empty.
+ */
+const forkThrough = (wrapper: ReadonlyArray<string>, env: Record<string, string>): Worker => {
+  if (wrapper.length === 0) return cluster.fork(env)
+  const node = process.execPath
+  process.execPath = wrapper[0]!
+  try {
+    return cluster.fork(env)
+  } finally {
+    process.execPath = node
+  }
+}
 
 /**
  * The cluster half of the Node spawner.
@@ -27,35 +79,57 @@ import { attach, errorCode, failed, release, type Started } from "./internal/chi
  * @since 0.1.0
  * @category constructors
  */
-export const make = () => {
-  const start = (request: SpawnRequest): Effect.Effect<Started, SpawnFailed> =>
+export const make = (options: Options = {}) => {
+  const setsid = findUtilLinux("setsid")
+  const { setpriv, watchdog } = options
+  // setsid [setpriv --pdeathsig KILL --] node <execArgv> <script> <args>: each execs the next, same pid.
+  const chain: Array<string> = [
+    ...(setsid === undefined ? [] : [setsid]),
+    ...(setpriv === undefined || watchdog !== undefined ? [] : [setpriv, "--pdeathsig", "KILL", "--"])
+  ]
+
+  const start = (request: SpawnRequest, run: Runner): Effect.Effect<Started, SpawnFailed> =>
     Effect.suspend(() => {
       if (!cluster.isPrimary) {
         return Effect.fail(failed(request, undefined, "cluster workers can only be started from the cluster primary"))
       }
       const out = request.stdio
+      const execArgv = [...(request.execArgv ?? process.execArgv)]
       cluster.setupPrimary({
         exec: request.command,
         args: [...request.args],
-        execArgv: [...(request.execArgv ?? process.execArgv)],
+        execArgv: chain.length === 0 ? execArgv : [...chain.slice(1), process.execPath, ...execArgv],
         ...(request.cwd === undefined ? {} : { cwd: request.cwd }),
         silent: out !== "inherit",
         stdio: ["ignore", out, out, "ipc"]
       })
-      let worker: ReturnType<typeof cluster.fork>
+      // A watchdog runs before the worker does (and lists it right after its fork).
+      const watch = watchdog?.retain()
+      let worker: Worker
       try {
-        worker = cluster.fork({ ...request.env })
+        worker = forkThrough(chain, { ...request.env })
       } catch (error) {
+        watch?.done()
         return Effect.fail(failed(request, errorCode(error), String(error)))
       }
+      // The cluster Worker re-emits its process's 'error'; without a listener that would throw in the primary.
+      // A failure to start is reported by `attach` (on the process); a worker that never started is forgotten.
+      worker.on("error", () => {
+        if (worker.process.pid === undefined) delete cluster.workers?.[worker.id]
+      })
       return attach(request, worker.process, {
+        pgid: setsid === undefined ? undefined : worker.process.pid,
         onListening: (notify) => worker.once("listening", notify),
-        kill: (_pid, signal) => worker.process.kill(signal)
+        watch: watch === undefined ? undefined : { watch, when: "late" },
+        run
       })
     })
 
   return {
     spawn: (request: SpawnRequest): Effect.Effect<ProcessHandle, SpawnFailed, Scope.Scope> =>
-      Effect.acquireRelease(start(request), release(request)).pipe(Effect.map(({ handle }) => handle))
+      Effect.acquireRelease(
+        Effect.flatMap(runner, (run) => start(request, run)),
+        release
+      ).pipe(Effect.map(({ handle }) => handle))
   }
 }

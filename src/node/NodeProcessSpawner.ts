@@ -12,9 +12,20 @@
  * - On Linux every worker is started through `setpriv --pdeathsig KILL`, which
  *   execs the real program (same pid, same exit status) after asking the kernel
  *   to SIGKILL it when the primary dies: no orphans even if the primary is
- *   SIGKILLed.
+ *   SIGKILLed. Whether `setpriv` supports it is probed once per layer. A
+ *   watchdog process (one per layer) does the same for the rest of each
+ *   worker's process group, and for the workers themselves where `setpriv`
+ *   is not available (macOS).
+ * - Stopping a worker stops its whole process group, also what is left of it
+ *   after the leader exited by itself (see `ProcessHandle.stop`).
  * - A command that cannot be found or executed fails with `SpawnFailed`
- *   before any process is created.
+ *   before any process is created: a file without execute permission is
+ *   `EACCES`, a missing `#!` interpreter (also `#!/usr/bin/env NAME` with NAME
+ *   not in PATH) is `ENOENT`.
+ * - Piped output is always read (and dropped without `onOutput`), with
+ *   backpressure when `onOutput` returns an effect; bytes on a module
+ *   worker's IPC channel that are not a message cost the worker (SIGKILL,
+ *   restarted as a crash), never the primary.
  *
  * Cluster mode (`mode: "cluster"`) is served by the same layer through
  * `node:cluster`: see `NodeClusterSpawner`.
@@ -22,37 +33,26 @@
  * @since 0.1.0
  */
 import { type ChildProcess, spawn as nodeSpawn, type StdioOptions } from "node:child_process"
-import { accessSync, constants as fsConstants, statSync } from "node:fs"
-import * as Path from "node:path"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
+import type * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
 import type { SpawnFailed } from "../Errors.ts"
 import { ProcessSpawner, type SpawnRequest } from "../ProcessSpawner.ts"
-import { attach, errorCode, failed, release, type Started } from "./internal/child.ts"
+import { attach, errorCode, failed, release, type Runner, runner, type Started } from "./internal/child.ts"
+import * as Preflight from "./internal/preflight.ts"
 import * as Watchdog from "./internal/watchdog.ts"
 import * as NodeClusterSpawner from "./NodeClusterSpawner.ts"
 
-const SETPRIV_PATHS = ["/usr/bin/setpriv", "/bin/setpriv"]
-
 /**
- * The `setpriv` binary that arranges for workers to die with the primary, or
- * `undefined` where there is none (not Linux, or util-linux missing).
+ * The `setpriv` binary that can arrange for workers to die with the primary,
+ * or `undefined` where there is none (not Linux, or util-linux missing).
+ * Whether it supports `--pdeathsig` is checked when the layer is built.
  *
  * @since 0.1.0
  * @category utils
  */
-export const findSetpriv = (): string | undefined =>
-  process.platform === "linux" ? SETPRIV_PATHS.find(isExecutableFile) : undefined
-
-const isExecutableFile = (file: string): boolean => {
-  try {
-    accessSync(file, fsConstants.X_OK)
-    return statSync(file).isFile()
-  } catch {
-    return false
-  }
-}
+export const findSetpriv = (): string | undefined => Preflight.findUtilLinux("setpriv")
 
 /**
  * Finds an executable the way `execvp` would: a name with a `/` is taken
@@ -61,59 +61,52 @@ const isExecutableFile = (file: string): boolean => {
  * @since 0.1.0
  * @category utils
  */
-export const resolveExecutable = (
+export const resolveExecutable: (
   command: string,
   pathVariable: string | undefined,
   cwd: string
-): Option.Option<string> => {
-  if (command.includes("/")) {
-    const file = Path.resolve(cwd, command)
-    return isExecutableFile(file) ? Option.some(file) : Option.none()
-  }
-  for (const dir of (pathVariable ?? "/usr/local/bin:/usr/bin:/bin").split(Path.delimiter)) {
-    const file = Path.resolve(cwd, dir === "" ? "." : dir, command)
-    if (isExecutableFile(file)) return Option.some(file)
-  }
-  return Option.none()
-}
+) => Option.Option<string> = Preflight.resolveExecutable
 
 /**
  * @since 0.1.0
  * @category models
  */
 export interface Options {
-  /** Wrap workers with `setpriv --pdeathsig KILL` (Linux). Default: when `setpriv` is present. */
+  /**
+   * Wrap workers with `setpriv --pdeathsig KILL` (Linux). Default: when
+   * `setpriv` is installed and supports it (probed when the layer is built).
+   */
   readonly parentDeathSignal?: boolean | undefined
   /**
-   * Start a watchdog process that SIGKILLs the workers' process groups if the
-   * primary dies (for `"command"` and `"module"` workers). Default: where
-   * `setpriv` is not used (macOS, or Linux without util-linux).
+   * Run a watchdog process (a tiny `sh`, one per layer) that SIGKILLs the
+   * workers' process groups if the primary dies: the whole group, where
+   * `setpriv` reaches only the worker itself, and cluster workers, which are
+   * first given 1.5 s to notice the lost primary and exit by themselves.
+   * Default: `true`. Without it, a cluster worker busy in a loop outlives a
+   * SIGKILLed primary unless `setpriv` kills it at once (then with no time
+   * for its finalizers), and so do the children of any worker.
    */
   readonly watchdog?: boolean | undefined
 }
 
-const killGroup = (child: ChildProcess) => (pid: number, signal: NodeJS.Signals) => {
-  try {
-    process.kill(-pid, signal)
-  } catch {
-    // The group is gone but the leader is not reaped yet: signal the leader alone.
-    child.kill(signal)
-  }
-}
-
 /**
- * Builds the spawner.
+ * Builds the spawner for the lifetime of the current scope: probes `setpriv`,
+ * and starts the watchdog if one is needed (it ends with the scope).
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Service"]> =>
+export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Service"], never, Scope.Scope> =>
   Effect.gen(function* () {
-    const setpriv = options.parentDeathSignal === false ? undefined : findSetpriv()
-    const watchdog = (options.watchdog ?? setpriv === undefined) ? Watchdog.make() : undefined
-    const cluster = NodeClusterSpawner.make()
+    const found = options.parentDeathSignal === false ? undefined : findSetpriv()
+    const setpriv = found !== undefined && (yield* Preflight.probeSetpriv(found)) ? found : undefined
+    if (found !== undefined && setpriv === undefined) {
+      yield* Effect.logDebug(`${found} cannot run a program with --pdeathsig: using a watchdog instead`)
+    }
+    const watchdog = options.watchdog === false ? undefined : yield* Watchdog.make
+    const cluster = NodeClusterSpawner.make({ setpriv, watchdog })
 
-    const start = (request: SpawnRequest): Effect.Effect<Started, SpawnFailed> =>
+    const start = (request: SpawnRequest, run: Runner): Effect.Effect<Started, SpawnFailed> =>
       Effect.suspend(() => {
         const cwd = request.cwd ?? process.cwd()
         const env = { ...process.env, ...request.env }
@@ -126,11 +119,9 @@ export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Servi
           argv = [...(request.execArgv ?? process.execArgv), request.command, ...request.args]
           stdio = ["ignore", out, out, "ipc"]
         } else {
-          const resolved = resolveExecutable(request.command, env.PATH, cwd)
-          if (Option.isNone(resolved)) {
-            return Effect.fail(failed(request, "ENOENT", "no such executable file (searched PATH)"))
-          }
-          file = resolved.value
+          const checked = Preflight.preflight(request.command, env.PATH, cwd)
+          if ("code" in checked) return Effect.fail(failed(request, checked.code, checked.message))
+          file = checked.file
           argv = [...request.args]
           stdio = ["ignore", out, out]
         }
@@ -138,28 +129,31 @@ export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Servi
           argv = ["--pdeathsig", "KILL", "--", file, ...argv]
           file = setpriv
         }
+        // A watchdog runs before the worker does (and lists it right after its spawn).
+        const watch = watchdog?.retain()
         let child: ChildProcess
         try {
           child = nodeSpawn(file, argv, { cwd, env, stdio, detached: true, windowsHide: true })
         } catch (error) {
+          watch?.done()
           return Effect.fail(failed(request, errorCode(error), String(error)))
         }
-        const started = attach(request, child, { kill: killGroup(child) })
-        if (watchdog === undefined) return started
-        return Effect.tap(started, ({ handle }) =>
-          Effect.sync(() => {
-            const pid = handle.pid
-            watchdog.watch(pid)
-            child.once("exit", () => watchdog.unwatch(pid))
-          })
-        )
+        // `detached`: the child called setsid() before its exec, so it leads a group with its own pid.
+        return attach(request, child, {
+          pgid: child.pid,
+          watch: watch === undefined ? undefined : { watch, when: "now" },
+          run
+        })
       })
 
     return ProcessSpawner.of({
       spawn: (request) =>
         request.mode === "cluster"
           ? cluster.spawn(request)
-          : Effect.acquireRelease(start(request), release(request)).pipe(Effect.map(({ handle }) => handle))
+          : Effect.acquireRelease(
+              Effect.flatMap(runner, (run) => start(request, run)),
+              release
+            ).pipe(Effect.map(({ handle }) => handle))
     })
   })
 

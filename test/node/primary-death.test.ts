@@ -94,7 +94,8 @@ describe("row 19: kill -9 the supervisor process", () => {
           const primary = yield* supervisorPrimary(mode, dir)
           yield* allReady(primary, dir)
           yield* waitStarted(primary, N)
-          yield* eventually(() => pidsWithTag(primary.tag).length === N + 1 || undefined, "2 seconds")
+          // The primary, its N workers and its watchdog.
+          yield* eventually(() => pidsWithTag(primary.tag).length === N + 2 || undefined, "2 seconds")
           const t0 = Date.now()
           process.kill(primary.pid, "SIGKILL")
           yield* assertNoneLeft(primary.tag, "3 seconds")
@@ -217,7 +218,8 @@ describe("row 21 for Tornado-style workers (Prefork.forkProcesses, Node's defaul
         const port = yield* freePort
         const primary = yield* spawnPrimary("tornado-plain.ts", [String(N), String(port)], { detached: true })
         yield* waitHttp(port, "15 seconds")
-        yield* eventually(() => pidsWithTag(primary.tag).length === N + 1 || undefined, "5 seconds")
+        // The primary, its N workers and its watchdog.
+        yield* eventually(() => pidsWithTag(primary.tag).length === N + 2 || undefined, "5 seconds")
         process.kill(-primary.pid, "SIGINT")
         const exit = yield* awaitExit(primary, "8 seconds")
         assert.deepStrictEqual(exit, { code: 0, signal: null }, primary.lines.join("\n"))

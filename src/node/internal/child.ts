@@ -1,28 +1,44 @@
 /**
- * What the Node spawners share: turning a started `ChildProcess` into a
- * `ProcessHandle` (exit as data, signals never sent after the reap, readiness,
- * decoded IPC messages, piped output line by line), and the scoped release.
+ * What the Node spawners share: turning a `ChildProcess` just started into a
+ * `ProcessHandle`, and the scoped release.
+ *
+ * - The exit is the leader's `'exit'` event, kept as data.
+ * - The worker is its whole process group when it leads one (`pgid`): the
+ *   handle's `stop` signals the group and waits until the leader is reaped
+ *   and no member is left, even after the leader exited by itself. A worker
+ *   without a group of its own (a cluster worker where `setsid` is missing)
+ *   is its one process.
+ * - `kill` never signals anything once the leader has been reaped: its pid
+ *   may have been reused.
+ * - Readiness, decoded IPC messages (the channel guarded: see `channel.ts`),
+ *   piped output line by line (see `output.ts`), and the watchdog's list
+ *   (see `watchdog.ts`) are wired here, synchronously right after the spawn,
+ *   so that no event of the child can come before its listener.
  */
 import type { ChildProcess } from "node:child_process"
-import { StringDecoder } from "node:string_decoder"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import { SpawnFailed } from "../../Errors.ts"
 import * as ExitStatus from "../../ExitStatus.ts"
 import * as Messages from "../../Messages.ts"
-import { makeStop, type ProcessHandle, type SpawnRequest } from "../../ProcessSpawner.ts"
+import { makeStop, type ProcessHandle, type Signal, type SpawnRequest } from "../../ProcessSpawner.ts"
+import * as Channel from "./channel.ts"
+import * as Group from "./group.ts"
+import * as Output from "./output.ts"
+import type { Watch, When } from "./watchdog.ts"
 
 /** @internal */
 export interface Started {
   readonly handle: ProcessHandle
-  /** Completes when the process has exited and its stdio streams have closed. */
-  readonly drained: Effect.Effect<void>
+  /** Waits (bounded) for the last piped output, then stops reading and unlists the worker from the watchdog. */
+  readonly close: Effect.Effect<void>
 }
 
+/** How long the release waits for piped output after the stop, in case something outside the group holds the pipe. */
 const DRAIN_TIMEOUT = Duration.millis(500)
-const MAX_LINE = 1 << 20
 
 /** @internal */
 export const failed = (request: SpawnRequest, code: string | undefined, message: string): SpawnFailed =>
@@ -39,163 +55,198 @@ export const errorCode = (error: unknown): string | undefined =>
     ? error.code
     : undefined
 
-/**
- * Calls `onLine` with each complete line of a byte stream as it arrives, and
- * with the unterminated rest when the stream ends. UTF-8 characters split
- * across chunks are decoded whole. A line longer than 1 MiB is passed on in
- * pieces, so a worker that never writes a newline cannot grow the primary's
- * memory.
- */
-const splitLines = (stream: NodeJS.ReadableStream, onLine: (line: string) => void): void => {
-  const decoder = new StringDecoder("utf8")
-  let pending = ""
-  stream.on("data", (chunk: Buffer) => {
-    const text = pending + decoder.write(chunk)
-    let start = 0
-    for (let nl = text.indexOf("\n"); nl !== -1; nl = text.indexOf("\n", start)) {
-      onLine(text.slice(start, nl))
-      start = nl + 1
-    }
-    pending = text.slice(start)
-    if (pending.length > MAX_LINE) {
-      onLine(pending)
-      pending = ""
-    }
-  })
-  stream.on("end", () => {
-    const rest = pending + decoder.end()
-    pending = ""
-    if (rest.length > 0) onLine(rest)
-  })
-}
-
 /** Logs the 1st, 10th, 100th … dropped message of a worker: bounded however many arrive. */
 const isPowerOfTen = (n: number): boolean => {
   while (n >= 10 && n % 10 === 0) n /= 10
   return n === 1
 }
 
+/** Runs effects in the context of the fiber that spawned the child (its loggers, log level, annotations). */
+export type Runner = <A>(effect: Effect.Effect<A>) => Fiber.Fiber<A>
+
+/** @internal */
+export interface AttachOptions {
+  /** The process group the child leads (its pid), or `undefined` when it has none of its own. */
+  readonly pgid: number | undefined
+  /** Registers a callback for cluster's `'listening'` event. */
+  readonly onListening?: ((notify: () => void) => void) | undefined
+  /**
+   * The worker's place on the watchdog's list (taken before the spawn), and
+   * when the watchdog kills the worker once the primary is gone.
+   */
+  readonly watch?: { readonly watch: Watch; readonly when: When } | undefined
+  readonly run: Runner
+}
+
 /**
- * Waits for the child to be spawned (or to fail to), then builds its handle.
- * `onListening` registers a callback for cluster's `'listening'` event.
- *
- * What the handle logs later (unrecognized IPC messages) is logged with the
- * context of the fiber that spawned the child, so it goes to the loggers,
- * log level and annotations of the supervisor that owns the worker.
+ * Wires a child that `spawn`/`fork` just returned (call it synchronously,
+ * before any I/O callback can run) and returns the effect that waits for it
+ * to be spawned, or to fail to.
  *
  * @internal
  */
 export const attach = (
   request: SpawnRequest,
   child: ChildProcess,
-  options: {
-    readonly onListening?: ((notify: () => void) => void) | undefined
-    readonly kill: (pid: number, signal: NodeJS.Signals) => void
-  }
-): Effect.Effect<Started, SpawnFailed> =>
-  Effect.flatMap(Effect.context<never>(), (context) =>
-    attachWith(request, child, options, (effect) => {
-      Effect.runForkWith(context)(effect)
-    })
-  )
+  options: AttachOptions
+): Effect.Effect<Started, SpawnFailed> => {
+  const { pgid, run } = options
+  const started = Deferred.makeUnsafe<Started, SpawnFailed>()
+  const exited = Deferred.makeUnsafe<ExitStatus.ExitStatus>()
+  const closed = Deferred.makeUnsafe<void>()
+  const ready = Deferred.makeUnsafe<void>()
+  const pid = child.pid
+  const annotate = <A>(effect: Effect.Effect<A>) =>
+    Effect.annotateLogs(effect, { taskId: request.taskId, ...(pid === undefined ? {} : { pid }) })
+  let status: ExitStatus.ExitStatus | undefined
+  let spawned = false
+  let readers: Array<Output.Reader> = []
 
-const attachWith = (
-  request: SpawnRequest,
-  child: ChildProcess,
-  options: {
-    readonly onListening?: ((notify: () => void) => void) | undefined
-    readonly kill: (pid: number, signal: NodeJS.Signals) => void
-  },
-  log: (effect: Effect.Effect<void>) => void
-): Effect.Effect<Started, SpawnFailed> =>
-  Effect.callback<Started, SpawnFailed>((resume) => {
-    const exited = Deferred.makeUnsafe<ExitStatus.ExitStatus>()
-    const closed = Deferred.makeUnsafe<void>()
-    const ready = Deferred.makeUnsafe<void>()
-    let status: ExitStatus.ExitStatus | undefined
-    let spawned = false
-    let dropped = 0
-    const markReady = () => Deferred.doneUnsafe(ready, Effect.void)
-    if (request.readiness === "spawn") markReady()
-    child.once("exit", (code, signal) => {
-      status = ExitStatus.fromNode(code, signal)
-      Deferred.doneUnsafe(exited, Effect.succeed(status))
-    })
-    child.once("close", () => Deferred.doneUnsafe(closed, Effect.void))
-    child.on("error", (error) => {
-      // Before 'spawn' this is a failure to start; afterwards (a failed kill or IPC send) the exit tells the rest.
-      if (!spawned) resume(Effect.fail(failed(request, errorCode(error), error.message)))
-    })
-    if (request.readiness === "listening") options.onListening?.(markReady)
-    child.once("spawn", () => {
-      spawned = true
-      const pid = child.pid!
-      if (request.mode !== "command") {
-        child.on("message", (message: unknown) => {
-          const decoded = Messages.decode(message)
-          if (decoded !== undefined) {
-            if (request.readiness !== "spawn") markReady()
-            return
-          }
-          dropped++
-          if (isPowerOfTen(dropped)) {
-            const sample = String(JSON.stringify(message)).slice(0, 80)
-            log(
-              Effect.logWarning(
-                `child ${request.taskId} (pid ${pid}) sent an unrecognized IPC message (${dropped} dropped so far): ${sample}`
-              ).pipe(Effect.annotateLogs({ taskId: request.taskId, pid }))
-            )
-          }
-        })
-      }
-      if (request.stdio === "pipe" && request.onOutput !== undefined) {
-        const onOutput = request.onOutput
-        const emit = (stream: "stdout" | "stderr") => (line: string) =>
-          onOutput({ taskId: request.taskId, pid, stream, line })
-        if (child.stdout) splitLines(child.stdout, emit("stdout"))
-        if (child.stderr) splitLines(child.stderr, emit("stderr"))
-      }
-      const exit = Deferred.await(exited)
-      const exitStatus = Effect.sync(() => Option.fromUndefinedOr(status))
-      const kill = (signal: NodeJS.Signals) =>
-        Effect.sync(() => {
-          if (status === undefined) options.kill(pid, signal)
-        })
-      resume(
-        Effect.succeed({
-          drained: Deferred.await(closed),
-          handle: {
-            taskId: request.taskId,
-            pid,
-            exit,
-            exitStatus,
-            ready: Deferred.await(ready),
-            kill,
-            stop: makeStop({
-              taskId: request.taskId,
-              pid,
-              exit,
-              exitStatus,
-              signalGroup: kill,
-              alive: Effect.sync(() => status === undefined),
-              timeout: request.stopTimeout
-            })
-          }
-        })
-      )
-    })
+  // The watchdog lists the worker now, before anything can delay it; and unlists it once nothing of it is left.
+  const target = pid === undefined ? undefined : pgid === undefined ? pid : -pgid
+  if (target !== undefined) options.watch?.watch.add(target, options.watch.when)
+  const unwatch = () => options.watch?.watch.done()
+
+  /** Signals the leader's group (or the leader alone) while the leader is unreaped. */
+  const signalLeader = (signal: Signal) => {
+    if (pid === undefined || status !== undefined) return
+    // No such group yet: a `setsid` wrapper that has not run. The leader is still the only process.
+    if (pgid === undefined || !Group.signal(pgid, signal)) child.kill(signal)
+  }
+  /** As `signalLeader`, and after the reap the rest of the group: its pgid cannot be reused while a member lives. */
+  const signalGroup = (signal: Signal) => {
+    if (status === undefined) signalLeader(signal)
+    else if (pgid !== undefined && groupLeft) Group.signal(pgid, signal)
+  }
+  /** Whether members of the group may be left after the leader's reap; once false it stays false. */
+  let groupLeft = pgid !== undefined
+  const alive = () => {
+    if (status === undefined) return true
+    if (groupLeft) groupLeft = Group.hasLiveMember(pgid!)
+    if (!groupLeft) unwatch()
+    return groupLeft
+  }
+
+  const markReady = () => Deferred.doneUnsafe(ready, Effect.void)
+  if (request.readiness === "spawn") markReady()
+  if (request.readiness === "listening") options.onListening?.(markReady)
+
+  child.once("exit", (code, signal) => {
+    status = ExitStatus.fromNode(code, signal)
+    // Look at the group at once: if it is empty, its pgid may be reused from now on, and must never be signaled.
+    alive()
+    Deferred.doneUnsafe(exited, Effect.succeed(status))
+  })
+  child.once("close", () => Deferred.doneUnsafe(closed, Effect.void))
+  child.on("error", (error) => {
+    // Before 'spawn' this is a failure to start; afterwards (a failed kill or IPC send) the exit tells the rest.
+    if (spawned) return
+    unwatch()
+    for (const reader of readers) reader.interrupt()
+    Deferred.doneUnsafe(started, Effect.fail(failed(request, errorCode(error), error.message)))
   })
 
+  if (request.mode !== "command") {
+    let dropped = 0
+    child.on("message", (message: unknown) => {
+      if (Messages.decode(message) !== undefined) {
+        if (request.readiness !== "spawn") markReady()
+        return
+      }
+      dropped++
+      if (isPowerOfTen(dropped)) {
+        const sample = String(JSON.stringify(message)).slice(0, 80)
+        run(
+          annotate(
+            Effect.logWarning(
+              `child ${request.taskId} (pid ${pid}) sent an unrecognized IPC message (${dropped} dropped so far): ${sample}`
+            )
+          )
+        )
+      }
+    })
+    Channel.guard(child, (reason) => {
+      run(annotate(Effect.logWarning(`child ${request.taskId} (pid ${pid}) ${reason}: stopping it with SIGKILL`)))
+      signalLeader("SIGKILL")
+      try {
+        if (child.connected) child.disconnect()
+      } catch {
+        // already disconnected
+      }
+    })
+  }
+
+  if (request.stdio === "pipe") {
+    const onOutput = request.onOutput
+    for (const stream of ["stdout", "stderr"] as const) {
+      const readable = child[stream]
+      if (!readable) continue // not set up: the spawn failed
+      readers.push(
+        Output.read(
+          readable,
+          onOutput === undefined ? undefined : (line) => onOutput({ taskId: request.taskId, pid: pid!, stream, line }),
+          run
+        )
+      )
+    }
+  }
+
+  child.once("spawn", () => {
+    spawned = true
+    const exit = Deferred.await(exited)
+    const exitStatus = Effect.sync(() => Option.fromUndefinedOr(status))
+    const handle: ProcessHandle = {
+      taskId: request.taskId,
+      pid: pid!,
+      exit,
+      exitStatus,
+      ready: Deferred.await(ready),
+      kill: (signal) => Effect.sync(() => signalLeader(signal)),
+      stop: makeStop({
+        taskId: request.taskId,
+        pid: pid!,
+        exit,
+        exitStatus,
+        signalGroup: (signal) => Effect.sync(() => signalGroup(signal)),
+        alive: Effect.sync(alive),
+        timeout: request.stopTimeout
+      })
+    }
+    const close = Effect.suspend(() =>
+      request.stdio === "pipe" ? Effect.timeoutOption(Deferred.await(closed), DRAIN_TIMEOUT) : Effect.void
+    ).pipe(
+      Effect.ensuring(
+        Effect.sync(() => {
+          for (const reader of readers) reader.interrupt()
+          readers = []
+          unwatch()
+        })
+      ),
+      Effect.asVoid
+    )
+    Deferred.doneUnsafe(started, Effect.succeed({ handle, close }))
+  })
+
+  return Deferred.await(started)
+}
+
 /**
- * The release of a spawned child: stop it, then (with piped output) let its
- * last lines through, but never wait long on a grandchild holding the pipe.
+ * The release of a spawned child: stop it (the leader and its whole group),
+ * then let its last piped lines through, but never wait long on a process
+ * outside the group holding the pipe.
  *
  * @internal
  */
-export const release =
-  (request: SpawnRequest) =>
-  ({ drained, handle }: Started): Effect.Effect<void> =>
-    handle.stop.pipe(
-      Effect.andThen(request.stdio === "pipe" ? Effect.timeoutOption(drained, DRAIN_TIMEOUT) : Effect.void),
-      Effect.asVoid
-    )
+export const release = ({ close, handle }: Started): Effect.Effect<void> => handle.stop.pipe(Effect.andThen(close))
+
+/**
+ * The `Runner` for the current fiber's context.
+ *
+ * @internal
+ */
+export const runner: Effect.Effect<Runner> = Effect.map(
+  Effect.context<never>(),
+  (context) =>
+    <A>(effect: Effect.Effect<A>) =>
+      Effect.runForkWith(context)(effect)
+)

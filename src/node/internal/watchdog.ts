@@ -1,70 +1,225 @@
 /**
  * Where the kernel cannot be asked to kill a worker when its primary dies
- * (`setpriv --pdeathsig` is Linux-only), a watchdog can: a small process that
- * holds a pipe from the primary, learns each worker's process group as it is
- * spawned (`+pgid`) and reaped (`-pgid`), and SIGKILLs every group still
- * listed when the pipe closes — which the kernel does when the primary dies,
- * even by SIGKILL. A primary that ends normally has reaped its workers first,
- * so the list is empty and the watchdog just exits.
+ * (`setpriv --pdeathsig` is Linux-only, and covers only the process it
+ * starts, not that process's children), a watchdog can: a tiny `/bin/sh`
+ * process that holds a pipe from the primary, learns each worker as it is
+ * spawned and forgets it once nothing of it is left, and SIGKILLs every
+ * target still listed when the pipe closes — which the kernel does when the
+ * primary dies, even by SIGKILL.
+ *
+ * A target is what `kill(1)` takes: `-<pgid>` for a worker that leads its
+ * process group (the whole group dies), `<pid>` for one that does not (a
+ * cluster worker where `setsid` is missing).
+ *
+ * There is one watchdog per spawner layer: it is started when the layer is
+ * built, before any worker, and at the layer's release its pipe is closed, so
+ * it kills what is still listed (normally nothing: the supervisor stopped its
+ * workers first) and exits; the release waits for that. A worker is listed
+ * synchronously right after its `spawn()` returns, so a primary SIGKILLed at
+ * any later moment takes it along. (Measured before: a watchdog started
+ * lazily, after the first worker, and told of each worker only on its
+ * `'spawn'` event a tick later, missed every worker of a primary SIGKILLed
+ * right after starting them.)
+ *
+ * Why `sh` rather than `node -e`: it starts in about a millisecond and costs
+ * about a megabyte, not ~40 MB and ~50 ms, which makes it cheap enough to run
+ * beside `setpriv` too, for what `setpriv` does not cover: the other members
+ * of a worker's group, and cluster workers (which may not be killed by the
+ * kernel at once: they are given time to notice the lost primary).
  */
 import { type ChildProcess, spawn } from "node:child_process"
-
-// The watchdog's own program: plain JavaScript for `node -e`, no dependencies.
-const PROGRAM = `
-const groups = new Set()
-let pending = ""
-process.stdin.setEncoding("utf8")
-process.stdin.on("data", (chunk) => {
-  const lines = (pending + chunk).split("\\n")
-  pending = lines.pop()
-  for (const line of lines) {
-    const pgid = Number(line.slice(1))
-    if (!Number.isInteger(pgid) || pgid <= 1) continue
-    if (line[0] === "+") groups.add(pgid)
-    else groups.delete(pgid)
-  }
-})
-const killAll = () => {
-  for (const pgid of groups) {
-    try { process.kill(-pgid, "SIGKILL") } catch {}
-  }
-  process.exit(0)
-}
-process.stdin.on("end", killAll)
-process.stdin.on("error", killAll)
-process.on("SIGINT", () => {})
-`
-
-/** @internal */
-export interface Watchdog {
-  readonly watch: (pgid: number) => void
-  readonly unwatch: (pgid: number) => void
-}
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 
 /**
- * Starts the watchdog (once, on first use). It never keeps the primary alive:
- * its process and its pipe are unreferenced.
+ * The watchdog's program, for `/bin/sh -c` (POSIX sh; `kill` is a builtin,
+ * `sleep` the only other command). Terminal and polite signals are ignored:
+ * the watchdog ends when its pipe closes, and only then is it useful. A
+ * target must be a number above 1 with an optional `-` (never `-1`, which
+ * would mean every process). At the end, `now` targets get SIGKILL at once;
+ * `late` targets get 1.5 s to exit by themselves first (see {@link When}),
+ * looked at every 100 ms: the watchdog ends as soon as none is left, and
+ * never signals one that is gone (its pgid may be reused).
+ */
+const PROGRAM = `trap '' HUP INT TERM
+now=" "
+late=" "
+while IFS=' ' read -r op target; do
+  n=\${target#-}
+  case $n in ''|*[!0-9]*|0*|1) continue ;; esac
+  case $op in
+    now) now="$now$target " ;;
+    late) late="$late$target " ;;
+    forget)
+      case $now in *" $target "*) now="\${now%%" $target "*} \${now#*" $target "}" ;; esac
+      case $late in *" $target "*) late="\${late%%" $target "*} \${late#*" $target "}" ;; esac ;;
+  esac
+done
+[ "$now" = " " ] || kill -s KILL -- $now 2>/dev/null
+i=0
+while [ $i -lt 15 ]; do
+  left=""
+  for t in $late; do kill -0 -- "$t" 2>/dev/null && left="$left $t"; done
+  late=$left
+  [ -n "$late" ] || exit 0
+  sleep 0.1 2>/dev/null || sleep 1
+  i=$((i + 1))
+done
+kill -s KILL -- $late 2>/dev/null
+exit 0
+`
+
+/**
+ * What the watchdog's `/proc/<pid>/cmdline` ends with (its `$0`), so that a
+ * person (or a test) can tell it apart.
  *
  * @internal
  */
-export const make = (): Watchdog => {
-  let child: ChildProcess | undefined
-  const send = (line: string) => {
-    if (child === undefined) {
-      child = spawn(process.execPath, ["--max-old-space-size=16", "-e", PROGRAM], {
+export const NAME = "prefork-watchdog"
+
+/** How long the layer's release waits for the watchdog to exit after its pipe closes. */
+const EXIT_TIMEOUT = "2 seconds"
+
+/**
+ * When a listed target is killed once the primary is gone: at once, or
+ * (`"late"`) after 1.5 s, so a worker that notices the lost primary by
+ * itself (a cluster worker sees its IPC channel close) can run its
+ * finalizers first, and only one stuck in a loop is killed.
+ *
+ * @internal
+ */
+export type When = "now" | "late"
+
+/**
+ * One worker's place on the watchdog's list, taken before the worker is
+ * spawned (so a watchdog runs when it starts), filled with its target right
+ * after, and given back once nothing of the worker is left (or it failed to
+ * start).
+ *
+ * @internal
+ */
+export interface Watch {
+  /** Lists the worker: `-pgid` for its whole process group, its `pid` alone otherwise. */
+  readonly add: (target: number, when: When) => void
+  /** Unlists the worker (if listed) and gives the place back. Idempotent. */
+  readonly done: () => void
+}
+
+/** @internal */
+export interface Watchdog {
+  /** Makes sure a watchdog runs (starting one if needed) and keeps it running until the watch is `done`. */
+  readonly retain: () => Watch
+}
+
+const isTarget = (target: number): boolean => Number.isSafeInteger(target) && Math.abs(target) > 1
+
+/** One watchdog process and its pipe. */
+interface Running {
+  readonly child: ChildProcess
+  readonly exited: Deferred.Deferred<void>
+  closing: boolean
+}
+
+/**
+ * The watchdog of a spawner layer, for the lifetime of the current scope.
+ *
+ * It is reference-counted: the scope holds one reference, and each worker
+ * one from before its spawn until nothing of it is left. Its pipe is closed
+ * (and it exits, its list empty) when the last reference goes: normally at
+ * the scope's release, which then waits (bounded) for its exit; later if the
+ * scope is released while workers it watches still run (a supervisor that
+ * outlives the layer it was given). A worker spawned after that starts a new
+ * watchdog. It never keeps the primary alive: its process and pipe are
+ * unreferenced. If it cannot be started, a warning is logged and workers are
+ * not watched.
+ *
+ * @internal
+ */
+export const make: Effect.Effect<Watchdog, never, Scope.Scope> = Effect.gen(function* () {
+  const context = yield* Effect.context<never>()
+  const warn = (message: string) => {
+    Effect.runForkWith(context)(Effect.logWarning(`${message}: workers may outlive this process if it is killed`))
+  }
+  let current: Running | undefined
+  let references = 0
+
+  const start = (): Running | undefined => {
+    let child: ChildProcess
+    try {
+      child = spawn("/bin/sh", ["-c", PROGRAM, NAME], {
         stdio: ["pipe", "ignore", "ignore"],
         detached: true,
         windowsHide: true
       })
-      child.on("error", () => {})
-      child.stdin!.on("error", () => {})
-      child.unref()
-      ;(child.stdin as unknown as { unref?: () => void }).unref?.()
+    } catch (error) {
+      warn(`cannot start the watchdog (${String(error)})`)
+      return undefined
     }
-    if (child.stdin!.writable) child.stdin!.write(line)
+    const running: Running = { child, exited: Deferred.makeUnsafe<void>(), closing: false }
+    const gone = (why: string | undefined) => {
+      if (current === running) current = undefined
+      if (!running.closing && why !== undefined) warn(why)
+      Deferred.doneUnsafe(running.exited, Effect.void)
+    }
+    child.once("exit", () => gone("the watchdog exited"))
+    child.on("error", (error) => gone(`the watchdog failed (${error.message})`))
+    child.stdin!.on("error", () => {
+      // EPIPE once it is gone: its 'exit' says so.
+    })
+    child.unref()
+    ;(child.stdin as unknown as { unref?: () => void }).unref?.()
+    return running
   }
-  return {
-    watch: (pgid) => send(`+${pgid}\n`),
-    unwatch: (pgid) => send(`-${pgid}\n`)
+
+  const send = (running: Running | undefined, line: string) => {
+    if (running !== undefined && !running.closing && running.child.stdin!.writable) running.child.stdin!.write(line)
   }
-}
+
+  /** Drops a reference; the last one closes the pipe. Returns the watchdog that is now exiting, if any. */
+  const unref = (): Running | undefined => {
+    if (--references > 0) return undefined
+    const running = current
+    current = undefined
+    if (running === undefined) return undefined
+    running.closing = true
+    running.child.stdin!.end()
+    return running
+  }
+
+  const retain = (): Watch => {
+    references++
+    current ??= start()
+    const running = current
+    let target: number | undefined
+    let done = false
+    return {
+      add: (t, when) => {
+        if (done || target !== undefined || !isTarget(t)) return
+        target = t
+        send(running, `${when} ${t}\n`)
+      },
+      done: () => {
+        if (done) return
+        done = true
+        if (target !== undefined) send(running, `forget ${target}\n`)
+        unref()
+      }
+    }
+  }
+
+  yield* Effect.acquireRelease(
+    Effect.sync(() => {
+      references++
+      current ??= start()
+    }),
+    () =>
+      Effect.suspend(() => {
+        const exiting = unref()
+        if (exiting === undefined) return Effect.void
+        exiting.child.ref()
+        return Effect.timeoutOption(Deferred.await(exiting.exited), EXIT_TIMEOUT)
+      }).pipe(Effect.asVoid)
+  )
+  return { retain }
+})
