@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url"
 import { Effect, Layer, Logger, Stream } from "effect"
 import type * as Scope from "effect/Scope"
 import * as NodeProcessSpawner from "../../src/node/NodeProcessSpawner.ts"
+import type { ProcessSpawner } from "../../src/ProcessSpawner.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
 import { makeTag } from "./procs.ts"
 
@@ -38,10 +39,24 @@ export const captureLogs = (): { readonly captured: Captured; readonly layer: La
 export const quiet: Layer.Layer<never> = Logger.layer([])
 
 /**
+ * The two ways workers are tied to their primary's life, for tests that must
+ * hold on both: the kernel's parent-death signal through `setpriv`, and the
+ * watchdog process (forced on, as on macOS).
+ */
+export const spawnerPaths = [
+  { path: "setpriv", layer: NodeProcessSpawner.layer },
+  { path: "watchdog", layer: NodeProcessSpawner.layerWith({ parentDeathSignal: false, watchdog: true }) }
+] as const
+
+/**
  * Starts a supervisor in the current scope, with a fresh tag in every
  * worker's environment and its events collected into an array.
  */
-export const supervise = (options: Supervisor.Options, logs: Layer.Layer<never> = quiet) =>
+export const supervise = (
+  options: Supervisor.Options,
+  logs: Layer.Layer<never> = quiet,
+  spawner: Layer.Layer<ProcessSpawner> = NodeProcessSpawner.layer
+) =>
   Effect.gen(function* () {
     const { env, tag } = makeTag()
     const events: Array<Supervisor.Event> = []
@@ -53,15 +68,16 @@ export const supervise = (options: Supervisor.Options, logs: Layer.Layer<never> 
     // Let the subscription start before any worker can exit.
     yield* Effect.yieldNow
     return { handle, events, tag }
-  }).pipe(Effect.provide(Layer.merge(NodeProcessSpawner.layer, logs)))
+  }).pipe(Effect.provide(Layer.merge(spawner, logs)))
 
 /** A supervisor over `node <fixture> ...args` commands. */
 export const superviseNode = (
   name: string,
   args: ReadonlyArray<string>,
   options: Omit<Supervisor.Options, "command" | "args"> = {},
-  logs: Layer.Layer<never> = quiet
-) => supervise({ ...options, command: process.execPath, args: [fixture(name), ...args] }, logs)
+  logs: Layer.Layer<never> = quiet,
+  spawner: Layer.Layer<ProcessSpawner> = NodeProcessSpawner.layer
+) => supervise({ ...options, command: process.execPath, args: [fixture(name), ...args] }, logs, spawner)
 
 /** Runs an effect and says how long it took, in real milliseconds. */
 export const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
