@@ -12,12 +12,13 @@
 import { readdirSync, readFileSync } from "node:fs"
 import * as Path from "node:path"
 import { assert, describe, it, vi } from "@effect/vitest"
-import { Duration, Effect, Layer } from "effect"
+import { Duration, Effect, Layer, Option } from "effect"
 import * as ExitStatus from "../../src/ExitStatus.ts"
 import * as NodeProcessSpawner from "../../src/node/NodeProcessSpawner.ts"
 import { ProcessSpawner, type SpawnRequest } from "../../src/ProcessSpawner.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
 import { TaskId } from "../../src/TaskId.ts"
+import { ask, freePort } from "../helpers/primary.ts"
 import { eventually, makeTag, pidsWithTag } from "../helpers/procs.ts"
 import { captureLogs, fixture, quiet, tempDir, timed } from "../helpers/supervise.ts"
 
@@ -53,6 +54,13 @@ const familyChildren = (dir: string) =>
   }, "10 seconds")
 
 const fdCount = () => readdirSync("/proc/self/fd").length
+
+/** Process group and session of a live process (`/proc/<pid>/stat`). */
+const groupOf = (pid: number) => {
+  const stat = readFileSync(`/proc/${pid}/stat`, "latin1")
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+  return { pgid: Number(fields[2]), sid: Number(fields[3]) }
+}
 
 for (const [path, layer] of paths) {
   describe(`row 34, ${path} path: the group outlives its leader, not the stop`, () => {
@@ -201,6 +209,60 @@ for (const [path, layer] of paths) {
         if (result._tag === "TooManyRestarts") assert.strictEqual(result.restarts, 2)
         assert.deepStrictEqual(left, [])
       }).pipe(Effect.provide(Layer.merge(layer, quiet)))
+    )
+  })
+}
+
+for (const [path, layer] of paths) {
+  describe(`row 34, ${path} path: cluster workers are process groups too`, () => {
+    it.live("a cluster worker leads its own group and session, with the pid cluster reports; listening works", () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const port = yield* freePort
+          const { env, tag } = makeTag()
+          const spawner = yield* ProcessSpawner
+          const handle = yield* spawner.spawn(
+            request(env, {
+              mode: "cluster",
+              command: fixture("http-worker.js"),
+              args: [String(port)],
+              readiness: "listening"
+            })
+          )
+          // 'listening' travels over the IPC channel: it still works through setsid.
+          yield* handle.ready
+          assert.deepStrictEqual(groupOf(handle.pid), { pgid: handle.pid, sid: handle.pid })
+          assert.notStrictEqual(groupOf(process.pid).pgid, handle.pid)
+          const answer = yield* ask(port)
+          assert.isTrue(Option.isSome(answer))
+          if (Option.isSome(answer)) assert.strictEqual(answer.value.pid, handle.pid)
+          yield* handle.stop
+          assert.deepStrictEqual(pidsWithTag(tag), [])
+        }).pipe(Effect.provide(layer))
+      )
+    )
+
+    it.live("a cluster worker that exits leaving children: its stop stops them", () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const { env, tag } = makeTag()
+          const spawner = yield* ProcessSpawner
+          const handle = yield* spawner.spawn(
+            request(env, {
+              mode: "cluster",
+              command: fixture("family.js"),
+              args: [dir, "2", "exit:1"],
+              stopTimeout: Duration.millis(300)
+            })
+          )
+          assert.deepStrictEqual(yield* handle.exit, ExitStatus.exited(1))
+          assert.strictEqual((yield* familyChildren(dir)).length, 2)
+          assert.strictEqual(pidsWithTag(tag).length, 2)
+          yield* handle.stop
+          assert.deepStrictEqual(pidsWithTag(tag), [])
+        }).pipe(Effect.provide(layer))
+      )
     )
   })
 }

@@ -60,7 +60,7 @@ done
 i=0
 while [ $i -lt 15 ]; do
   left=""
-  for t in $late; do kill -0 -- "$t" 2>/dev/null && left="$left $t"; done
+  for t in $late; do kill -s 0 -- "$t" 2>/dev/null && left="$left $t"; done
   late=$left
   [ -n "$late" ] || exit 0
   sleep 0.1 2>/dev/null || sleep 1
