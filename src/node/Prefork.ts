@@ -11,11 +11,19 @@
  *   `worker(taskId)` with the `TaskId.Current` service provided, and exits
  *   with a code that follows its `Exit`.
  * - {@link runMain} runs either as a program's entry point: SIGINT and SIGTERM
- *   stop everything gracefully, and a requested stop exits 0.
+ *   stop everything gracefully, and the primary then exits 0.
+ *
+ * A cluster worker interrupted by a signal dies of that signal after its
+ * finalizers ran (it removes its handlers and raises the signal again, as Unix
+ * programs do), so its primary sees `Signaled { SIGTERM }`: a worker someone
+ * `kill`s is restarted with its task id, as Tornado restarts a child "killed by
+ * signal 15", while one the primary stops is not (exits while stopping are
+ * never restarts).
  *
  * @since 0.1.0
  */
 import cluster from "node:cluster"
+import { constants } from "node:os"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -110,19 +118,36 @@ const LOST_PRIMARY_GRACE = 1000
 const ignoreSignal = () => {}
 
 /**
- * The exit code of a worker: 0 for success or for a stop that was asked for
- * (interruption), 1 for a failure or a defect.
+ * The exit code of a worker: 0 for success or for an interruption (by losing
+ * the primary: no signal to die of), 1 for a failure or a defect.
  */
 const workerExitCode = <A, E>(exit: Exit.Exit<A, E>): number =>
   Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1
 
+/** Whether the program was interrupted and nothing else: then the signal that interrupted it is its death. */
+const interruptedOnly = <A, E>(exit: Exit.Exit<A, E>): boolean =>
+  Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)
+
 /**
- * Runs `worker(taskId)` in this cluster worker and ends the process with a
- * code that follows the result. SIGTERM (the primary stopping it) or losing
- * the primary interrupts the worker, whose finalizers run before it exits 0.
- * SIGINT is ignored: when Ctrl-C reaches the whole process group, the primary
- * stops each worker once. After losing the primary a worker exits within a
- * second, finalizers or not.
+ * Ends this process by `signal`, as a Unix program that caught a signal to
+ * clean up does: with every listener of it removed (so its default action,
+ * death, is back), it sends the signal to itself. Its parent then sees it
+ * killed by the signal, not an exit code. Should the signal not end it, it
+ * exits with the shell's code for that death, 128 + the signal's number.
+ */
+const dieOf = (signal: NodeJS.Signals): never => {
+  process.removeAllListeners(signal)
+  process.kill(process.pid, signal)
+  return process.exit(128 + (constants.signals[signal] ?? 0))
+}
+
+/**
+ * Runs `worker(taskId)` in this cluster worker and ends the process as the
+ * result says. SIGTERM interrupts the worker: its finalizers run, then it
+ * dies of SIGTERM — restarted if someone else sent it, a stop if the primary
+ * did. Losing the primary interrupts it too, and it exits 0 within a second,
+ * finalizers or not. SIGINT is ignored: when Ctrl-C reaches the whole process
+ * group, the primary stops each worker once.
  */
 const runWorker = <A, E, R>(
   worker: (id: TaskId) => Effect.Effect<A, E, R>
@@ -131,25 +156,32 @@ const runWorker = <A, E, R>(
     Effect.gen(function* () {
       const id = workerTaskId()
       const fiber = yield* Effect.forkDetach(restore(Effect.provideService(worker(id), Current, id)))
-      const stop = () => fiber.interruptUnsafe()
+      let signaled: NodeJS.Signals | undefined
+      const onSignal = (signal: NodeJS.Signals) => {
+        signaled ??= signal
+        fiber.interruptUnsafe()
+      }
       // Losing the primary: cluster's own 'disconnect' listener would exit at once, skipping the
       // finalizers. Tell it the disconnect is expected, run them, but never take more than a second.
       const lost = () => {
         setTimeout(() => process.exit(0), LOST_PRIMARY_GRACE).unref()
-        stop()
+        fiber.interruptUnsafe()
       }
       if (cluster.worker !== undefined) cluster.worker.exitedAfterDisconnect = true
-      process.on("SIGTERM", stop)
+      process.on("SIGTERM", onSignal)
       process.on("SIGINT", ignoreSignal)
       process.prependListener("disconnect", lost)
       const exit = yield* Fiber.await(fiber)
-      process.off("SIGTERM", stop)
+      process.off("SIGTERM", onSignal)
       process.off("SIGINT", ignoreSignal)
       process.off("disconnect", lost)
       if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) {
         yield* Effect.logError(`worker ${id} (pid ${process.pid}) failed`, exit.cause)
       }
-      return yield* Effect.sync(() => process.exit(workerExitCode(exit)))
+      const signal = signaled
+      return yield* Effect.sync(() =>
+        signal !== undefined && interruptedOnly(exit) ? dieOf(signal) : process.exit(workerExitCode(exit))
+      )
     })
   ) as Effect.Effect<never, never, Exclude<R, Current>>
 
@@ -157,7 +189,16 @@ const runWorker = <A, E, R>(
  * The Effect form: in the primary, supervise cluster workers of this script
  * and succeed with a summary once all exited normally; in each worker, run
  * `worker(taskId)` (the `TaskId.Current` service is provided) and exit with 0
- * on success or a requested stop, 1 on failure (logged with its cause).
+ * on success, 1 on failure (logged with its cause).
+ *
+ * A worker interrupted by a signal (SIGTERM) dies of that signal after its
+ * finalizers ran, so the primary sees `Signaled { SIGTERM }`: a worker killed
+ * from outside is restarted with the same task id under the default policy,
+ * as in Tornado ("killed by signal 15, restarting"), and one the primary stops
+ * (the supervisor stopping, a restart, a scale-down) is not, since exits while
+ * stopping are never restarts. A worker that loses its primary runs its
+ * finalizers and exits 0 within a second. It ignores SIGINT: Ctrl-C reaches
+ * the whole process group, and the primary stops each worker once.
  *
  * @example
  * ```ts
@@ -180,7 +221,8 @@ export const run = <A, E, R>(
 
 /**
  * A teardown for `runMain` (this module's, or `NodeRuntime.runMain`) under which a program stopped by
- * SIGINT or SIGTERM (interrupted, nothing else) exits 0 rather than 130.
+ * SIGINT or SIGTERM (interrupted, nothing else) exits 0 rather than 130. It does not know which signal
+ * stopped the program: {@link runMain} is the one under which a cluster worker dies of its signal.
  *
  * @since 0.1.0
  * @category running
@@ -192,8 +234,11 @@ export const teardown: Runtime.Teardown = (exit, onExit) =>
  * Runs a program as the process's main, as `NodeRuntime.runMain` does with
  * {@link teardown}: SIGINT or SIGTERM interrupt it — the supervisor stops
  * every worker — and the process exits 0; a failure is reported and exits 1.
- * In a cluster worker only SIGTERM does: SIGINT is left to the primary.
- * (Written on `Runtime.makeRunMain` so that the primary does not load
+ * In a cluster worker only SIGTERM does (SIGINT is left to the primary), and
+ * a worker interrupted by it dies of SIGTERM once its finalizers ran, so that
+ * its primary restarts it when someone else sent the signal (Tornado's
+ * "killed by signal 15, restarting") and counts it as stopped when the primary
+ * did. (Written on `Runtime.makeRunMain` so that the primary does not load
  * `@effect/platform-node`, which would cost it tens of megabytes.)
  *
  * @since 0.1.0
@@ -201,9 +246,9 @@ export const teardown: Runtime.Teardown = (exit, onExit) =>
  */
 export const runMain: <A, E>(effect: Effect.Effect<A, E>) => void = (() => {
   const run = Runtime.makeRunMain(({ fiber, teardown }) => {
-    let signaled = false
-    const onSignal = () => {
-      signaled = true
+    let signaled: NodeJS.Signals | undefined
+    const onSignal = (signal: NodeJS.Signals) => {
+      signaled ??= signal
       fiber.interruptUnsafe(fiber.id)
     }
     // In a cluster worker, Ctrl-C (SIGINT to the whole group) is the primary's to act on: it stops each worker once.
@@ -213,8 +258,10 @@ export const runMain: <A, E>(effect: Effect.Effect<A, E>) => void = (() => {
     fiber.addObserver((exit) => {
       process.off("SIGINT", onInterrupt)
       process.off("SIGTERM", onSignal)
+      // A cluster worker stopped by a signal dies of it, for its primary to see (the primary exits 0).
+      if (cluster.isWorker && signaled !== undefined && interruptedOnly(exit)) return dieOf(signaled)
       teardown(exit, (code) => {
-        if (signaled || code !== 0) process.exit(code)
+        if (signaled !== undefined || code !== 0) process.exit(code)
       })
     })
   })

@@ -2,11 +2,15 @@
  * Cluster mode and the worker side, with real processes: cluster workers
  * sharing one port, restarted with their task id (never cluster's worker id),
  * readiness for real (listening, `Worker.ready`, the ready timeout), and the
- * exit codes of `Prefork.run` workers. Both with the vitest worker as the
+ * exits of `Prefork.run` workers: 0 on success, 1 on failure, and death by
+ * SIGTERM after their finalizers when a SIGTERM interrupts them (FAULTS row
+ * 40: restarted when someone else sent it, a stop when the primary did).
+ * Both with the vitest worker as the
  * cluster primary (`Supervisor.start` with mode "cluster") and with a primary
  * of its own running `Prefork.forkProcesses` / `Prefork.run` under
  * `Prefork.runMain`.
  */
+import { execFileSync } from "node:child_process"
 import { existsSync, readFileSync } from "node:fs"
 import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
@@ -307,7 +311,7 @@ describe("Prefork.run workers: exit codes (real processes)", () => {
     )
   )
 
-  it.live("SIGTERM from the primary runs the worker's finalizers, then it exits 0", () =>
+  it.live("SIGTERM runs the worker's finalizers, then the worker dies of SIGTERM (the signal seen once)", () =>
     Effect.scoped(
       Effect.gen(function* () {
         const dir = yield* tempDir
@@ -326,12 +330,63 @@ describe("Prefork.run workers: exit codes (real processes)", () => {
         yield* eventually(() => existsSync(Path.join(dir, "ready-0")) || undefined, "10 seconds")
         yield* handle.kill("SIGTERM")
         const status = yield* Effect.timeoutOption(handle.exit, "5 seconds")
-        assert.deepStrictEqual(status, Option.some(ExitStatus.exited(0)))
+        assert.deepStrictEqual(status, Option.some(ExitStatus.signaled("SIGTERM")))
         assert.isTrue(existsSync(Path.join(dir, `released-0-${handle.pid}`)))
+        // Raised again with every listener removed: the fixture's own listener logged it once.
         assert.strictEqual(readFileSync(Path.join(dir, "signals"), "utf8"), `SIGTERM 0 ${handle.pid}\n`)
         yield* assertNoneLeft(tag)
       }).pipe(Effect.provide(NodeProcessSpawner.layer))
     )
+  )
+
+  it.live(
+    "row 40: a worker someone kills with SIGTERM runs its finalizers, exits Signaled{SIGTERM} and is restarted with its task id; the supervisor stopping sends one SIGTERM each and restarts nothing",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const n = 2
+          const dir = yield* tempDir
+          const { events, handle, tag } = yield* superviseScript("run-worker.ts", [String(n), dir, "serve"], {
+            mode: "cluster",
+            processes: n,
+            stopTimeout: "5 seconds"
+          })
+          yield* eventually(() => (filesStartingWith(dir, "ready-").length === n ? true : undefined), "15 seconds")
+          const victim = started(events).find((s) => s.taskId === 1)!
+          // From another process, as an operator would.
+          execFileSync("kill", ["-TERM", String(victim.pid)])
+          const exit = yield* eventually(() => exitedEvents(events).find((e) => e.pid === victim.pid), "5 seconds")
+          assert.deepStrictEqual(exit.status, ExitStatus.signaled("SIGTERM"))
+          assert.isTrue(exit.restart)
+          assert.isTrue(existsSync(Path.join(dir, `released-1-${victim.pid}`)))
+          const replacement = yield* eventually(() => started(events).filter((s) => s.taskId === 1)[1], "5 seconds")
+          assert.notStrictEqual(replacement.pid, victim.pid)
+          yield* eventually(
+            () => readFileSync(Path.join(dir, "ready-1"), "utf8") === String(replacement.pid) || undefined,
+            "10 seconds"
+          )
+
+          // The supervisor stopping: each live worker gets SIGTERM once, runs its finalizers, dies of it; no restart.
+          const live = [started(events).find((s) => s.taskId === 0)!.pid, replacement.pid]
+          yield* handle.stop
+          const terms = readFileSync(Path.join(dir, "signals"), "utf8").trim().split("\n").sort()
+          assert.deepStrictEqual(
+            terms,
+            [`SIGTERM 0 ${live[0]}`, `SIGTERM 1 ${live[1]}`, `SIGTERM 1 ${victim.pid}`].sort()
+          )
+          for (const [task, pid] of live.entries()) assert.isTrue(existsSync(Path.join(dir, `released-${task}-${pid}`)))
+          assert.strictEqual(started(events).length, n + 1)
+          // Their deaths by SIGTERM are stops, told as such: not restarted, no budget spent.
+          const stops = exitedEvents(events).filter((e) => e.pid !== victim.pid)
+          assert.deepStrictEqual(stops.map((e) => e.pid).sort(), [...live].sort())
+          for (const e of stops) {
+            assert.deepStrictEqual(e.status, ExitStatus.signaled("SIGTERM"))
+            assert.isFalse(e.restart)
+            assert.isTrue(e.stopped)
+          }
+          yield* assertNoneLeft(tag)
+        })
+      )
   )
 })
 
@@ -373,6 +428,75 @@ describe("cluster mode, a primary of its own (real processes)", () => {
           assert.deepStrictEqual(exit, { code: 0, signal: null })
           assert.isTrue(primary.lines.includes("ALL EXITED NORMALLY"))
           assert.strictEqual(primary.lines.filter((l) => l.includes("exited normally") && l.startsWith("[")).length, n)
+          yield* assertNoneLeft(primary.tag)
+        })
+      )
+  )
+
+  it.live(
+    "Prefork.forkProcesses with runMain: a worker killed with SIGTERM from outside dies of it and comes back with its task id; SIGTERM to the primary then restarts nothing",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const n = 2
+          const port = yield* freePort
+          const primary = yield* spawnPrimary("tornado.ts", [String(n), String(port), "5"])
+          yield* waitHttp(port, "15 seconds")
+          const first = yield* ask(port)
+          assert.isTrue(Option.isSome(first))
+          if (Option.isNone(first)) return
+          const { pid, task } = first.value
+          execFileSync("kill", ["-TERM", String(pid)])
+          yield* waitLine(
+            primary,
+            new RegExp(`child ${task} \\(pid ${pid}\\) killed by signal 15, restarting`),
+            "5 seconds"
+          )
+          const back = yield* askUntil(port, (as) => as.some((a) => a.task === task && a.pid !== pid))
+          assert.isDefined(back.find((a) => a.task === task && a.pid !== pid))
+
+          process.kill(primary.pid, "SIGTERM")
+          const exit = yield* awaitExit(primary, "8 seconds")
+          assert.deepStrictEqual(exit, { code: 0, signal: null }, primary.lines.join("\n"))
+          assert.strictEqual(primary.lines.filter((l) => l.includes("restarting")).length, 1, primary.lines.join("\n"))
+          yield* assertNoneLeft(primary.tag)
+        })
+      )
+  )
+
+  it.live(
+    "Prefork.run with runMain: a worker killed with SIGTERM from outside runs its finalizers and is restarted; SIGTERM to the primary stops each worker once, exit 0",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const n = 2
+          const dir = yield* tempDir
+          const primary = yield* spawnPrimary("run-worker.ts", [String(n), dir, "serve"])
+          const readyPid = (task: number) => {
+            const file = Path.join(dir, `ready-${task}`)
+            return existsSync(file) ? readFileSync(file, "utf8") : ""
+          }
+          yield* eventually(() => (readyPid(0) !== "" && readyPid(1) !== "") || undefined, "15 seconds")
+          const victim = readyPid(1)
+          execFileSync("kill", ["-TERM", victim])
+          yield* waitLine(
+            primary,
+            new RegExp(`child 1 \\(pid ${victim}\\) killed by signal 15, restarting`),
+            "5 seconds"
+          )
+          assert.isTrue(existsSync(Path.join(dir, `released-1-${victim}`)))
+          const replacement = yield* eventually(() => (readyPid(1) !== victim ? readyPid(1) : undefined), "10 seconds")
+
+          process.kill(primary.pid, "SIGTERM")
+          const exit = yield* awaitExit(primary, "8 seconds")
+          assert.deepStrictEqual(exit, { code: 0, signal: null }, primary.lines.join("\n"))
+          const terms = readFileSync(Path.join(dir, "signals"), "utf8").trim().split("\n").sort()
+          assert.deepStrictEqual(
+            terms,
+            [`SIGTERM 0 ${readyPid(0)}`, `SIGTERM 1 ${replacement}`, `SIGTERM 1 ${victim}`].sort()
+          )
+          assert.strictEqual(filesStartingWith(dir, "released-").length, n + 1)
+          assert.strictEqual(primary.lines.filter((l) => l.includes("restarting")).length, 1, primary.lines.join("\n"))
           yield* assertNoneLeft(primary.tag)
         })
       )
