@@ -36,7 +36,7 @@ import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type { SpawnFailed } from "../Errors.ts"
 import type { ProcessHandle, SpawnRequest } from "../ProcessSpawner.ts"
-import { attach, errorCode, failed, release, type Runner, runner, type Started } from "./internal/child.ts"
+import { attach, errorCode, failed, release, spawnError, type Runner, runner, type Started } from "./internal/child.ts"
 import { findUtilLinux } from "./internal/preflight.ts"
 import type { Watchdog } from "./internal/watchdog.ts"
 
@@ -110,7 +110,7 @@ export const make = (options: Options = {}) => {
         worker = forkThrough(chain, { ...request.env })
       } catch (error) {
         watch?.done()
-        return Effect.fail(failed(request, errorCode(error), String(error)))
+        return Effect.fail(failed(request, errorCode(error), spawnError(error)))
       }
       // The cluster Worker re-emits its process's 'error'; without a listener that would throw in the primary.
       // A failure to start is reported by `attach` (on the process); a worker that never started is forgotten.

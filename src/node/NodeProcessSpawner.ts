@@ -39,7 +39,7 @@ import type * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type { SpawnFailed } from "../Errors.ts"
 import { ProcessSpawner, type SpawnRequest } from "../ProcessSpawner.ts"
-import { attach, errorCode, failed, release, type Runner, runner, type Started } from "./internal/child.ts"
+import { attach, errorCode, failed, release, spawnError, type Runner, runner, type Started } from "./internal/child.ts"
 import * as Preflight from "./internal/preflight.ts"
 import * as Watchdog from "./internal/watchdog.ts"
 import * as NodeClusterSpawner from "./NodeClusterSpawner.ts"
@@ -101,7 +101,13 @@ export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Servi
     const found = options.parentDeathSignal === false ? undefined : findSetpriv()
     const setpriv = found !== undefined && (yield* Preflight.probeSetpriv(found)) ? found : undefined
     if (found !== undefined && setpriv === undefined) {
-      yield* Effect.logDebug(`${found} cannot run a program with --pdeathsig: using a watchdog instead`)
+      yield* options.watchdog === false
+        ? Effect.logWarning(
+            `${found} cannot run a program with --pdeathsig, and the watchdog is off: workers may outlive this process if it is killed`
+          )
+        : Effect.logDebug(
+            `${found} cannot run a program with --pdeathsig: the watchdog alone will kill workers left by a dead primary`
+          )
     }
     const watchdog = options.watchdog === false ? undefined : yield* Watchdog.make
     const cluster = NodeClusterSpawner.make({ setpriv, watchdog })
@@ -136,7 +142,7 @@ export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Servi
           child = nodeSpawn(file, argv, { cwd, env, stdio, detached: true, windowsHide: true })
         } catch (error) {
           watch?.done()
-          return Effect.fail(failed(request, errorCode(error), String(error)))
+          return Effect.fail(failed(request, errorCode(error), spawnError(error)))
         }
         // `detached`: the child called setsid() before its exec, so it leads a group with its own pid.
         return attach(request, child, {

@@ -55,6 +55,28 @@ export const errorCode = (error: unknown): string | undefined =>
     ? error.code
     : undefined
 
+/** What a failed `spawn`'s error code means, for the codes a spawn can fail with at run time. */
+const SPAWN_ERRORS: Record<string, string> = {
+  EMFILE: "the primary has too many open files (ulimit -n)",
+  ENFILE: "the system has too many open files",
+  EAGAIN: "no more processes can be created now (ulimit -u, pids cgroup)",
+  ENOMEM: "not enough memory to create a process",
+  EACCES: "permission denied",
+  ENOENT: "no such file"
+}
+
+/**
+ * The reason a child failed to start, naming the code and what it means
+ * rather than the wrapper (`setpriv`, `setsid`) Node reports as the program.
+ *
+ * @internal
+ */
+export const spawnError = (error: unknown): string => {
+  const code = errorCode(error)
+  const meaning = code === undefined ? undefined : SPAWN_ERRORS[code]
+  return meaning === undefined ? String(error instanceof Error ? error.message : error) : `${code}: ${meaning}`
+}
+
 /** Logs the 1st, 10th, 100th … dropped message of a worker: bounded however many arrive. */
 const isPowerOfTen = (n: number): boolean => {
   while (n >= 10 && n % 10 === 0) n /= 10
@@ -143,7 +165,7 @@ export const attach = (
     if (spawned) return
     unwatch()
     for (const reader of readers) reader.interrupt()
-    Deferred.doneUnsafe(started, Effect.fail(failed(request, errorCode(error), error.message)))
+    Deferred.doneUnsafe(started, Effect.fail(failed(request, errorCode(error), spawnError(error))))
   })
 
   if (request.mode !== "command") {
