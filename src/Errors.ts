@@ -101,3 +101,38 @@ export class InvalidOptions extends Schema.TaggedError<InvalidOptions>()("Invali
   field: Schema.String,
   message: Schema.String
 }) {}
+
+/**
+ * A listening address could not be bound (`EADDRINUSE`, `EACCES` for a
+ * privileged port, `EADDRNOTAVAIL` or `ENOTFOUND` for an address this machine
+ * does not have, a Unix socket path that exists and is not a stale socket).
+ * Nothing was started: the supervisor binds every address before any worker.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class BindFailed extends Schema.TaggedError<BindFailed>()("BindFailed", {
+  /** The address as given, such as `127.0.0.1:8080` or `unix:/run/app.sock`. */
+  address: Schema.String,
+  code: Schema.optional(Schema.String),
+  message: Schema.String
+}) {}
+
+/**
+ * A rolling reload stopped: the replacement for `taskId` did not become ready
+ * (it exited, or was not ready within the ready timeout). The old worker of
+ * that slot was kept serving, and the slots after it were not reloaded. The
+ * failed replacement spends no restart budget: the supervised service never
+ * lost a worker, and an operator's reload is not a crash loop.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ReloadFailed extends Schema.TaggedError<ReloadFailed>()("ReloadFailed", {
+  taskId: Schema.Int,
+  /** The replacement that failed, when it was started. */
+  pid: Schema.optional(Schema.Int),
+  /** The slots reloaded before this one. */
+  reloaded: Schema.Array(Schema.Int),
+  message: Schema.String
+}) {}

@@ -17,8 +17,9 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
-import type { SpawnFailed } from "./Errors.ts"
+import type { BindFailed, SpawnFailed } from "./Errors.ts"
 import type { ExitStatus } from "./ExitStatus.ts"
+import type * as Listen from "./Listen.ts"
 import type { TaskId } from "./TaskId.ts"
 
 /**
@@ -79,6 +80,12 @@ export interface SpawnRequest {
   readonly readiness: Readiness
   /** How long a worker may take to exit after SIGTERM before it gets SIGKILL. */
   readonly stopTimeout: Duration.Duration
+  /**
+   * The supervisor's listening sockets, handed to the worker as descriptors
+   * 3, 4, … in this order, with `LISTEN_FDS`, `LISTEN_FDNAMES` and
+   * `LISTEN_PID` (the worker's own pid) in its environment.
+   */
+  readonly sockets?: ReadonlyArray<Listen.Socket> | undefined
 }
 
 /**
@@ -158,6 +165,15 @@ export class ProcessSpawner extends Context.Service<
      * release waits for it: the leader and every member of its group are gone.
      */
     readonly spawn: (request: SpawnRequest) => Effect.Effect<ProcessHandle, SpawnFailed, Scope.Scope>
+    /**
+     * Binds and listens on every address, or takes over an inherited socket,
+     * before any worker starts; fails with `BindFailed` naming the address,
+     * having closed what it bound. When the scope closes the sockets are
+     * closed (a Unix socket's file removed).
+     */
+    readonly listen: (
+      specs: ReadonlyArray<Listen.Spec>
+    ) => Effect.Effect<ReadonlyArray<Listen.Socket>, BindFailed, Scope.Scope>
   }
 >()("effect-prefork/ProcessSpawner") {}
 

@@ -41,6 +41,7 @@ import type { SpawnFailed } from "../Errors.ts"
 import { ProcessSpawner, type SpawnRequest } from "../ProcessSpawner.ts"
 import { attach, errorCode, failed, release, spawnError, type Runner, runner, type Started } from "./internal/child.ts"
 import * as Preflight from "./internal/preflight.ts"
+import * as Sockets from "./internal/sockets.ts"
 import * as Watchdog from "./internal/watchdog.ts"
 import * as NodeClusterSpawner from "./NodeClusterSpawner.ts"
 
@@ -153,6 +154,7 @@ export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Servi
       })
 
     return ProcessSpawner.of({
+      listen: Sockets.listen,
       spawn: (request) =>
         request.mode === "cluster"
           ? cluster.spawn(request)

@@ -46,8 +46,9 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
-import { SpawnFailed } from "../Errors.ts"
+import { BindFailed, SpawnFailed } from "../Errors.ts"
 import * as ExitStatus from "../ExitStatus.ts"
+import * as Listen from "../Listen.ts"
 import {
   type OutputLine,
   type ProcessHandle,
@@ -170,6 +171,10 @@ export class TestSpawner extends Context.Service<
   {
     /** Every process ever spawned, in spawn order. */
     readonly processes: Effect.Effect<ReadonlyArray<TestProcess>>
+    /** Every socket the supervisor listened on, and whether it is still open. */
+    readonly sockets: Effect.Effect<ReadonlyArray<Listen.Socket & { readonly open: boolean }>>
+    /** Makes the next `listen` fail with `BindFailed` and this code (default `EADDRINUSE`). */
+    readonly failNextListen: (code?: string) => Effect.Effect<void>
     /** The processes that have not exited, in spawn order. */
     readonly live: Effect.Effect<ReadonlyArray<TestProcess>>
     /** One process by pid; dies if no process ever had that pid. */
@@ -254,6 +259,7 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
       const kills: Array<KillRecord> = []
       const failures: Array<SpawnFailed> = []
       const failQueue: Array<{ readonly code: string; readonly message: string | undefined }> = []
+      const bindFailures: Array<string> = []
       const defaults = new Map<Signal, SignalBehavior>()
       for (const [signal, behavior] of Object.entries(options.signals ?? {})) {
         if (behavior !== undefined) defaults.set(signal as Signal, behavior)
@@ -405,12 +411,56 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
           })
         )
 
+      // Listening sockets: descriptors from 100 on, port 0 becomes 40000 + n, recorded open until their scope closes.
+      const sockets: Array<{ socket: Listen.Socket; open: boolean }> = []
+      const listen = (specs: ReadonlyArray<Listen.Spec>) =>
+        Effect.suspend(() => {
+          const failure = bindFailures.shift()
+          if (failure !== undefined && specs.length > 0) {
+            return Effect.fail(
+              new BindFailed({
+                address: Listen.formatSpec(specs[0]!),
+                code: failure,
+                message: `cannot listen on ${Listen.formatSpec(specs[0]!)}: ${failure}`
+              })
+            )
+          }
+          const entries = specs.map((spec) => {
+            const fd = 100 + sockets.length
+            const address: Listen.Address =
+              spec._tag === "Unix"
+                ? { _tag: "Unix", path: spec.path }
+                : spec._tag === "Inherited"
+                  ? { _tag: "Unix", path: `fd:${spec.fd}` }
+                  : {
+                      _tag: "Tcp",
+                      host: spec.host ?? "::",
+                      port: spec.port === 0 ? 40000 + sockets.length : spec.port,
+                      family: spec.host !== undefined && !spec.host.includes(":") ? "IPv4" : "IPv6"
+                    }
+            const entry = { socket: { fd, name: spec.name ?? Listen.format(address), address }, open: true }
+            sockets.push(entry)
+            return entry
+          })
+          return Effect.acquireRelease(Effect.succeed(entries), (entries) =>
+            Effect.sync(() => {
+              for (const entry of entries) entry.open = false
+            })
+          ).pipe(Effect.map((entries) => entries.map((e) => e.socket)))
+        })
+
       const spawner = ProcessSpawner.of({
+        listen,
         spawn: (request) => Effect.acquireRelease(acquire(request), (handle) => handle.stop)
       })
 
       const control = TestSpawner.of({
         processes: Effect.sync(() => table.map(snapshot)),
+        sockets: Effect.sync(() => sockets.map((e) => ({ ...e.socket, open: e.open }))),
+        failNextListen: (code = "EADDRINUSE") =>
+          Effect.sync(() => {
+            bindFailures.push(code)
+          }),
         live: Effect.sync(() => table.filter((p) => Option.isNone(p.exit)).map(snapshot)),
         process: (pid) => Effect.map(lookup(pid), snapshot),
         kills: Effect.sync(() => kills.slice()),

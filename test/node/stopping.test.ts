@@ -267,6 +267,7 @@ describe("the primary's event loop under a crash storm (row 32)", () => {
           Effect.gen(function* () {
             const inner = yield* ProcessSpawner
             return ProcessSpawner.of({
+              listen: inner.listen,
               spawn: (request) =>
                 Effect.andThen(
                   Effect.sync(() => seen.push(ticks)),

@@ -1,0 +1,285 @@
+/**
+ * Listening sockets the supervisor owns, on Node: bound in the supervisor's
+ * process, never polled by it, handed to every worker as a descriptor.
+ *
+ * Node has no public way to hold a listening socket without accepting on it:
+ * a `net.Server` that listens also accepts, and would take connections meant
+ * for the workers. So the supervisor does what node:cluster's `SCHED_NONE`
+ * mode does: it creates the socket and binds it (`net._createServerHandle`,
+ * which binds and does not listen), and a short-lived helper process, given
+ * the descriptor, calls `listen(2)` on it and exits before its event loop
+ * ever polls. From then on the kernel queues connections in the backlog,
+ * whether or not any worker is alive, until the supervisor closes its copy
+ * after the last worker is reaped.
+ *
+ * A socket inherited by this process (`fd:3`, systemd socket activation) is
+ * taken as it is: it is already listening.
+ */
+import { spawn } from "node:child_process"
+import * as Dns from "node:dns"
+import * as Fs from "node:fs"
+import * as Net from "node:net"
+import { getSystemErrorName } from "node:util"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import { BindFailed } from "../../Errors.ts"
+import * as Listen from "../../Listen.ts"
+
+/** What `net._createServerHandle` returns: a libuv TCP or Pipe handle, or a negative errno. */
+interface ServerHandle {
+  readonly fd: number
+  getsockname?: (out: Record<string, unknown>) => number
+  setPendingInstances?: (n: number) => void
+  close: (callback?: () => void) => void
+}
+
+type CreateServerHandle = (
+  address: string | null,
+  port: number,
+  addressType: number,
+  fd: number | undefined,
+  flags: number
+) => ServerHandle | number
+
+/** Node's `net` keeps this for cluster; it is the one way to bind without listening. */
+const createServerHandle = (Net as unknown as { _createServerHandle: CreateServerHandle })._createServerHandle
+
+/** libuv's UV_TCP_IPV6ONLY. */
+const TCP_IPV6ONLY = 1
+
+const errnoName = (errno: number): string => {
+  try {
+    return getSystemErrorName(errno)
+  } catch {
+    return `errno ${errno}`
+  }
+}
+
+const bindFailed = (spec: Listen.Spec, code: string | undefined, what: string) =>
+  new BindFailed({
+    address: Listen.formatSpec(spec),
+    ...(code === undefined ? {} : { code }),
+    message: `cannot listen on ${Listen.formatSpec(spec)}: ${what}`
+  })
+
+const errorCode = (error: unknown): string | undefined =>
+  typeof error === "object" && error !== null && "code" in error && typeof error.code === "string"
+    ? error.code
+    : undefined
+
+/** A host name becomes the first address the resolver gives; an IP address stays as it is. */
+const resolveHost = (spec: Extract<Listen.Spec, { _tag: "Tcp" }>) =>
+  Effect.callback<{ readonly address: string; readonly family: 4 | 6 }, BindFailed>((resume) => {
+    const host = spec.host
+    if (host === undefined) return resume(Effect.succeed({ address: "::", family: 6 }))
+    const family = Net.isIP(host)
+    if (family !== 0) return resume(Effect.succeed({ address: host, family: family as 4 | 6 }))
+    Dns.lookup(host, (error, address, family) => {
+      if (error !== null) resume(Effect.fail(bindFailed(spec, errorCode(error), `cannot resolve ${host}`)))
+      else resume(Effect.succeed({ address, family: family as 4 | 6 }))
+    })
+  })
+
+/** A stale Unix socket (its file exists, nothing accepts on it) is removed; anything else there is an error. */
+const clearUnixPath = (spec: Extract<Listen.Spec, { _tag: "Unix" }>) =>
+  Effect.callback<void, BindFailed>((resume) => {
+    let stat: Fs.Stats
+    try {
+      stat = Fs.lstatSync(spec.path)
+    } catch {
+      return resume(Effect.void)
+    }
+    if (!stat.isSocket()) {
+      return resume(Effect.fail(bindFailed(spec, "EEXIST", `${spec.path} exists and is not a socket`)))
+    }
+    const probe = Net.connect(spec.path)
+    probe.once("connect", () => {
+      probe.destroy()
+      resume(Effect.fail(bindFailed(spec, "EADDRINUSE", `another process listens on ${spec.path}`)))
+    })
+    probe.once("error", (error) => {
+      if (errorCode(error) !== "ECONNREFUSED") {
+        return resume(Effect.fail(bindFailed(spec, errorCode(error), error.message)))
+      }
+      try {
+        Fs.unlinkSync(spec.path)
+        resume(Effect.void)
+      } catch (unlinkError) {
+        resume(Effect.fail(bindFailed(spec, errorCode(unlinkError), String(unlinkError))))
+      }
+    })
+  })
+
+interface Bound {
+  readonly socket: Listen.Socket
+  readonly backlog: number
+  /** Holds the descriptor; closed with the scope. */
+  readonly handle: ServerHandle
+  /** Bound here (to be made to listen, and a Unix socket's file removed at the end), or inherited. */
+  readonly owned: boolean
+}
+
+const tcpAddress = (handle: ServerHandle, fallback: { host: string; port: number }): Listen.Address => {
+  const out: Record<string, unknown> = {}
+  handle.getsockname?.(out)
+  return {
+    _tag: "Tcp",
+    host: typeof out["address"] === "string" ? out["address"] : fallback.host,
+    port: typeof out["port"] === "number" ? out["port"] : fallback.port,
+    family: out["family"] === "IPv4" ? "IPv4" : "IPv6"
+  }
+}
+
+/** Binds one address without listening, or takes an inherited socket over. */
+const bindOne = (spec: Listen.Spec): Effect.Effect<Bound, BindFailed> =>
+  Effect.gen(function* () {
+    if (spec._tag === "Inherited") {
+      const isSocket = yield* Effect.try({
+        try: () => Fs.fstatSync(spec.fd).isSocket(),
+        catch: (error) => bindFailed(spec, errorCode(error), error instanceof Error ? error.message : String(error))
+      })
+      if (!isSocket) return yield* bindFailed(spec, "ENOTSOCK", `fd ${spec.fd} is not a socket`)
+      const handle = createServerHandle(null, -1, -1, spec.fd, 0)
+      if (typeof handle === "number") return yield* bindFailed(spec, errnoName(handle), errnoName(handle))
+      const address: Listen.Address =
+        handle.getsockname === undefined
+          ? { _tag: "Unix", path: `fd:${spec.fd}` }
+          : tcpAddress(handle, { host: "", port: 0 })
+      return {
+        socket: { fd: spec.fd, name: spec.name ?? Listen.format(address), address },
+        backlog: 0,
+        handle,
+        owned: false
+      }
+    }
+    if (spec._tag === "Unix") {
+      yield* clearUnixPath(spec)
+      const handle = createServerHandle(spec.path, -1, -1, undefined, 0)
+      if (typeof handle === "number") return yield* bindFailed(spec, errnoName(handle), errnoName(handle))
+      const address: Listen.Address = { _tag: "Unix", path: spec.path }
+      const socket = { fd: handle.fd, name: spec.name ?? Listen.format(address), address }
+      return { socket, backlog: spec.backlog, handle, owned: true }
+    }
+    const { address: host, family } = yield* resolveHost(spec)
+    let handle = createServerHandle(host, spec.port, family, undefined, spec.ipv6Only ? TCP_IPV6ONLY : 0)
+    // Every interface: IPv6 and IPv4 where the system allows; IPv4 alone where IPv6 is off.
+    if (typeof handle === "number" && spec.host === undefined)
+      handle = createServerHandle("0.0.0.0", spec.port, 4, undefined, 0)
+    if (typeof handle === "number") return yield* bindFailed(spec, errnoName(handle), errnoName(handle))
+    const address = tcpAddress(handle, { host, port: spec.port })
+    return {
+      socket: { fd: handle.fd, name: spec.name ?? Listen.format(address), address },
+      backlog: spec.backlog,
+      handle,
+      owned: true
+    }
+  })
+
+/**
+ * The helper's program: `listen(2)` on each descriptor (3, 4, …) with its
+ * backlog, then exit at once, before the event loop polls: every
+ * `'listening'` or `'error'` of a descriptor given by number comes on
+ * `process.nextTick`. It reports each result as one JSON line.
+ */
+const LISTEN_PROGRAM = `
+const net = require("node:net")
+const backlogs = JSON.parse(process.argv[1])
+const results = []
+let pending = backlogs.length
+const done = (i, error) => {
+  results[i] = error === undefined ? null : (error.code || error.message)
+  if (--pending === 0) {
+    require("node:fs").writeSync(1, JSON.stringify(results) + "\\n")
+    process.exit(0)
+  }
+}
+backlogs.forEach((backlog, i) => {
+  const server = net.createServer()
+  server.once("listening", () => done(i))
+  server.once("error", (error) => done(i, error))
+  server.listen({ fd: 3 + i, backlog })
+})
+`
+
+/** Runs the helper over the bound sockets; says which failed to listen, and why. */
+const listenAll = (bound: ReadonlyArray<Bound>): Effect.Effect<ReadonlyArray<string | null>, BindFailed> =>
+  Effect.callback<ReadonlyArray<string | null>, BindFailed>((resume) => {
+    const fail = (message: string) =>
+      resume(
+        Effect.fail(new BindFailed({ address: bound.map((b) => Listen.format(b.socket.address)).join(", "), message }))
+      )
+    let output = ""
+    const child = spawn(process.execPath, ["-e", LISTEN_PROGRAM, JSON.stringify(bound.map((b) => b.backlog))], {
+      stdio: ["ignore", "pipe", "inherit", ...bound.map((b) => b.socket.fd)],
+      windowsHide: true
+    })
+    child.once("error", (error) => fail(`cannot start the listen helper: ${error.message}`))
+    child.stdout!.setEncoding("utf8")
+    child.stdout!.on("data", (chunk: string) => {
+      output += chunk
+    })
+    child.once("close", (code) => {
+      try {
+        const results = JSON.parse(output) as Array<string | null>
+        if (code === 0 && Array.isArray(results) && results.length === bound.length)
+          return resume(Effect.succeed(results))
+      } catch {
+        // reported below
+      }
+      fail(`the listen helper failed (exit ${code}): ${output.trim()}`)
+    })
+  })
+
+const closeOne = (bound: Bound): Effect.Effect<void> =>
+  Effect.sync(() => {
+    bound.handle.close()
+    if (bound.owned && bound.socket.address._tag === "Unix") {
+      try {
+        Fs.unlinkSync(bound.socket.address.path)
+      } catch {
+        // already gone
+      }
+    }
+  })
+
+/**
+ * Binds every address and makes each listen, or fails with the first
+ * `BindFailed`, having closed everything it bound. When the scope closes, the
+ * sockets are closed and Unix socket files removed.
+ *
+ * @internal
+ */
+export const listen = (
+  specs: ReadonlyArray<Listen.Spec>
+): Effect.Effect<ReadonlyArray<Listen.Socket>, BindFailed, Scope.Scope> =>
+  Effect.gen(function* () {
+    if (specs.length === 0) return []
+    const bound: Array<Bound> = []
+    yield* Effect.addFinalizer(() => Effect.forEach(bound, closeOne, { discard: true }))
+    for (const spec of specs) bound.push(yield* bindOne(spec))
+    const own = bound.filter((b) => b.owned)
+    if (own.length > 0) {
+      const results = yield* listenAll(own)
+      for (const [i, result] of results.entries()) {
+        if (result === null) continue
+        const b = own[i]!
+        return yield* new BindFailed({
+          address: Listen.format(b.socket.address),
+          code: result,
+          message: `cannot listen on ${Listen.format(b.socket.address)}: ${result}`
+        })
+      }
+      for (const b of own) {
+        if (b.socket.address._tag === "Unix") {
+          const spec = specs.find((s) => s._tag === "Unix" && s.path === (b.socket.address as { path: string }).path)
+          if (spec?._tag === "Unix" && spec.mode !== undefined) {
+            yield* Effect.try({
+              try: () => Fs.chmodSync(spec.path, spec.mode!),
+              catch: (error) => bindFailed(spec, errorCode(error), `cannot set mode: ${String(error)}`)
+            })
+          }
+        }
+      }
+    }
+    return bound.map((b) => b.socket)
+  })
