@@ -266,3 +266,22 @@ export const environment = (sockets: ReadonlyArray<Socket>): Readonly<Record<str
  * @category constants
  */
 export const FIRST_FD = 3
+
+/**
+ * The sockets this process was handed by socket activation (systemd, or
+ * `systemd-socket-activate`): descriptors 3 … 3+n-1 when `LISTEN_FDS=n` and
+ * `LISTEN_PID` is this process's pid, named by `LISTEN_FDNAMES`. Empty
+ * otherwise (the variables were meant for another process).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const inherited = (env: Readonly<Record<string, string | undefined>>, pid: number): ReadonlyArray<Spec> => {
+  const count = env["LISTEN_FDS"]
+  if (count === undefined || !/^\d+$/.test(count) || env["LISTEN_PID"] !== String(pid)) return []
+  const names = (env["LISTEN_FDNAMES"] ?? "").split(":")
+  return Array.from({ length: Number(count) }, (_, i) => {
+    const name = names[i]
+    return { _tag: "Inherited", fd: FIRST_FD + i, name: name !== undefined && validName(name) ? name : undefined }
+  })
+}

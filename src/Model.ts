@@ -11,6 +11,7 @@ import type * as Duration from "effect/Duration"
 import type * as Option from "effect/Option"
 import type { ExitRecord, NotReady } from "./Errors.ts"
 import type { ExitStatus } from "./ExitStatus.ts"
+import type * as Listen from "./Listen.ts"
 import type { Mode, OutputSink, Readiness } from "./ProcessSpawner.ts"
 import type { RestartPolicy } from "./RestartPolicy.ts"
 import type { TaskId } from "./TaskId.ts"
@@ -35,6 +36,8 @@ export interface Config {
   readonly ready: Readiness | { readonly delay: Duration.Duration }
   readonly readyTimeout: Duration.Duration
   readonly policy: RestartPolicy
+  /** The sockets to own: bound (or taken over) before any worker starts. */
+  readonly listen: ReadonlyArray<Listen.Spec>
 }
 
 /**
@@ -48,6 +51,8 @@ export interface Config {
  * @category models
  */
 export type Event =
+  /** The supervisor listens: the first event when it owns sockets. */
+  | { readonly _tag: "Listening"; readonly sockets: ReadonlyArray<Listen.Socket>; readonly at: number }
   | { readonly _tag: "Started"; readonly taskId: TaskId; readonly pid: number; readonly at: number }
   | { readonly _tag: "Ready"; readonly taskId: TaskId; readonly pid: number; readonly at: number }
   | {

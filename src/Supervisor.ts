@@ -33,8 +33,9 @@ import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Stream from "effect/Stream"
 import type * as Scope from "effect/Scope"
-import { InvalidOptions, type SpawnFailed, type TooManyRestarts } from "./Errors.ts"
+import { type BindFailed, InvalidOptions, type SpawnFailed, type TooManyRestarts } from "./Errors.ts"
 import * as Loop from "./internal/loop.ts"
+import * as Listen from "./Listen.ts"
 import type { Config, Event, SlotStatus, Summary } from "./Model.ts"
 import type { Mode, OutputSink, ProcessSpawner, Readiness } from "./ProcessSpawner.ts"
 import * as RestartPolicy from "./RestartPolicy.ts"
@@ -93,6 +94,23 @@ export interface Options extends RestartPolicy.RestartOptions {
    * failure (`NotReady`). Default 30 seconds; ignored when `ready` is `"spawn"`.
    */
   readonly readyTimeout?: Duration.Input | undefined
+  /**
+   * Addresses the supervisor binds before any worker starts and holds until
+   * its last worker is reaped, so the port never refuses a connection while
+   * workers restart. Every worker gets them as descriptors 3, 4, … with
+   * `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID` (systemd's socket
+   * activation): `server.listen({ fd: 3 })` in Node, `gunicorn --bind fd://3`,
+   * `uvicorn --fd 3`. See `Listen` for the address forms (`"8080"`,
+   * `"127.0.0.1:0"`, `"[::1]:8080"`, `"unix:/run/app.sock"`, `"fd:3"`, or
+   * objects with `backlog`, `mode`, `name`).
+   */
+  readonly listen?: ReadonlyArray<Listen.Input> | undefined
+  /**
+   * Whether a supervisor started by socket activation (`LISTEN_FDS` and
+   * `LISTEN_PID` naming this process) serves the sockets it was given instead
+   * of binding `listen`. Default `true`.
+   */
+  readonly inheritSockets?: boolean | undefined
 }
 
 /**
@@ -104,6 +122,8 @@ export interface Options extends RestartPolicy.RestartOptions {
 export interface SupervisorHandle {
   /** How many task slots there are now (it changes with `scale`). */
   readonly processes: number
+  /** The sockets the supervisor listens on (see `Options.listen`), with the real port of each. */
+  readonly sockets: ReadonlyArray<Listen.Socket>
   /**
    * The supervisor's events. A new subscriber first gets the most recent ones
    * (up to 1,024, so nothing is missed by subscribing just after `start`),
@@ -211,6 +231,15 @@ export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.
   }
   const readyTimeout = yield* RestartPolicy.decodeDuration("readyTimeout", options.readyTimeout, "30 seconds")
   const policy = yield* RestartPolicy.make(options)
+  const given = yield* Listen.parseAll(options.listen)
+  // Started by socket activation: the sockets handed to this process are the ones to serve.
+  const activated = options.inheritSockets === false ? [] : Listen.inherited(process.env, process.pid)
+  if (mode === "cluster" && given.length > 0) {
+    return yield* invalid(
+      "listen",
+      `listen needs workers started with fork or spawn: use mode "module" or "command" (a node:cluster worker cannot serve an inherited socket)`
+    )
+  }
   return {
     processes,
     mode,
@@ -224,7 +253,8 @@ export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.
     stopTimeout,
     ready,
     readyTimeout,
-    policy
+    policy,
+    listen: mode === "cluster" ? [] : activated.length > 0 ? activated : given
   }
 })
 
@@ -237,7 +267,7 @@ export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.
  */
 export const start = Effect.fnUntraced(function* (
   options: Options
-): Effect.fn.Return<SupervisorHandle, InvalidOptions, Scope.Scope | ProcessSpawner> {
+): Effect.fn.Return<SupervisorHandle, InvalidOptions | BindFailed, Scope.Scope | ProcessSpawner> {
   const cfg = yield* config(options)
   const events = yield* PubSub.unbounded<Event>({ replay: EVENT_REPLAY })
   yield* Effect.addFinalizer(() =>
@@ -255,6 +285,7 @@ export const start = Effect.fnUntraced(function* (
     get processes() {
       return loop.processes()
     },
+    sockets: loop.sockets,
     events: Stream.fromPubSub(events).pipe(Stream.takeUntil((e) => e._tag === "Finished")),
     status: loop.status,
     await: Fiber.join(loop.fiber),
@@ -276,5 +307,5 @@ export const start = Effect.fnUntraced(function* (
  */
 export const run = (
   options: Options
-): Effect.Effect<Summary, TooManyRestarts | SpawnFailed | InvalidOptions, ProcessSpawner> =>
+): Effect.Effect<Summary, TooManyRestarts | SpawnFailed | InvalidOptions | BindFailed, ProcessSpawner> =>
   Effect.scoped(Effect.flatMap(start(options), (handle) => handle.await))

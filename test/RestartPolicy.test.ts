@@ -7,7 +7,13 @@ import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Fiber, Layer, Logger, Option, Schedule } from "effect"
 import type * as Scope from "effect/Scope"
 import { TestClock } from "effect/testing"
-import { ExitRecord, type InvalidOptions, type SpawnFailed, type TooManyRestarts } from "../src/Errors.ts"
+import {
+  type BindFailed,
+  ExitRecord,
+  type InvalidOptions,
+  type SpawnFailed,
+  type TooManyRestarts
+} from "../src/Errors.ts"
 import * as ExitStatus from "../src/ExitStatus.ts"
 import type { ProcessSpawner } from "../src/ProcessSpawner.ts"
 import * as RestartPolicy from "../src/RestartPolicy.ts"
@@ -39,7 +45,7 @@ const base = { command: "worker", stopTimeout: "5 seconds" } as const
 
 const fork = (options: Supervisor.Options) => Effect.forkChild(Supervisor.run(options))
 
-const failure = <A>(fiber: Fiber.Fiber<A, TooManyRestarts | SpawnFailed | InvalidOptions>) =>
+const failure = <A>(fiber: Fiber.Fiber<A, TooManyRestarts | SpawnFailed | InvalidOptions | BindFailed>) =>
   Effect.map(Effect.flip(Fiber.join(fiber)), (error) => {
     if (error._tag !== "TooManyRestarts") throw new Error(`expected TooManyRestarts, got ${error._tag}`)
     return error

@@ -7,7 +7,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Layer, Logger, Option, References, Stream } from "effect"
 import * as Scope from "effect/Scope"
 import { TestClock } from "effect/testing"
-import type { InvalidOptions, SpawnFailed, TooManyRestarts } from "../src/Errors.ts"
+import type { BindFailed, InvalidOptions, SpawnFailed, TooManyRestarts } from "../src/Errors.ts"
 import * as ExitStatus from "../src/ExitStatus.ts"
 import type { ProcessSpawner } from "../src/ProcessSpawner.ts"
 import * as Supervisor from "../src/Supervisor.ts"
@@ -62,12 +62,12 @@ const fork = (options: Supervisor.Options) => Effect.forkChild(Supervisor.run(op
 const exitNth = (spawner: Control, n: number, status: ExitStatus.ExitStatus) =>
   Effect.flatMap(spawner.awaitSpawns(n), (spawned) => spawner.exit(spawned[n - 1]!.pid, status))
 
-const tooMany = (error: TooManyRestarts | SpawnFailed | InvalidOptions): TooManyRestarts => {
+const tooMany = (error: TooManyRestarts | SpawnFailed | InvalidOptions | BindFailed): TooManyRestarts => {
   if (error._tag !== "TooManyRestarts") throw new Error(`expected TooManyRestarts, got ${error._tag}`)
   return error
 }
 
-const failure = <A>(fiber: Fiber.Fiber<A, TooManyRestarts | SpawnFailed | InvalidOptions>) =>
+const failure = <A>(fiber: Fiber.Fiber<A, TooManyRestarts | SpawnFailed | InvalidOptions | BindFailed>) =>
   Effect.map(Effect.flip(Fiber.join(fiber)), tooMany)
 
 const code = (status: ExitStatus.ExitStatus) => (status._tag === "Exited" ? status.code : status.signal)

@@ -33,8 +33,9 @@ import * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
-import { ExitRecord, InvalidOptions, NotReady, type SpawnFailed, TooManyRestarts } from "../Errors.ts"
+import { type BindFailed, ExitRecord, InvalidOptions, NotReady, type SpawnFailed, TooManyRestarts } from "../Errors.ts"
 import * as ExitStatus from "../ExitStatus.ts"
+import * as Listen from "../Listen.ts"
 import type { Config, Event, SlotStatus, Summary } from "../Model.ts"
 import { type ProcessHandle, ProcessSpawner, type SpawnRequest } from "../ProcessSpawner.ts"
 import * as RestartPolicy from "../RestartPolicy.ts"
@@ -58,6 +59,7 @@ interface Ended {
 
 /** What the loop gives `Supervisor.start` to build its handle from. @internal */
 export interface Loop {
+  readonly sockets: ReadonlyArray<Listen.Socket>
   /** The run: every slot done (a summary) or the first failure, once every process is gone. */
   readonly fiber: Fiber.Fiber<Summary, Failure>
   readonly status: Effect.Effect<ReadonlyArray<SlotStatus>>
@@ -77,9 +79,15 @@ export interface Loop {
 export const start = Effect.fnUntraced(function* (
   cfg: Config,
   publish: (event: Event) => Effect.Effect<unknown>
-): Effect.fn.Return<Loop, never, Scope.Scope | ProcessSpawner> {
+): Effect.fn.Return<Loop, BindFailed, Scope.Scope | ProcessSpawner> {
   const spawner = yield* ProcessSpawner
   const clock = yield* Clock.Clock
+  // Bound before any worker starts and released after the last one is reaped (scope finalizers run in reverse).
+  const sockets = yield* spawner.listen(cfg.listen)
+  if (sockets.length > 0) {
+    yield* Effect.logInfo(`Listening on ${sockets.map((s) => Listen.format(s.address)).join(", ")}`)
+    yield* publish({ _tag: "Listening", sockets, at: clock.currentTimeMillisUnsafe() })
+  }
   const { policy } = cfg
   const step = yield* RestartPolicy.start(policy)
   const budgetLock = Semaphore.makeUnsafe(1)
@@ -119,7 +127,8 @@ export const start = Effect.fnUntraced(function* (
     stdio: cfg.stdio,
     onOutput: cfg.onOutput,
     readiness: typeof cfg.ready === "object" ? "spawn" : cfg.ready,
-    stopTimeout: cfg.stopTimeout
+    stopTimeout: cfg.stopTimeout,
+    sockets
   })
 
   const readySignal = (handle: ProcessHandle): Effect.Effect<void> =>
@@ -459,6 +468,7 @@ export const start = Effect.fnUntraced(function* (
     })
 
   return {
+    sockets,
     fiber,
     status: Effect.map(SubscriptionRef.get(table), (tb) => Slot.list(tb).map(Slot.status)),
     processes: () => SubscriptionRef.getUnsafe(table).target,

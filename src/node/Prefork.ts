@@ -30,7 +30,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
-import type { InvalidOptions, SpawnFailed, TooManyRestarts } from "../Errors.ts"
+import type { BindFailed, InvalidOptions, SpawnFailed, TooManyRestarts } from "../Errors.ts"
 import * as Supervisor from "../Supervisor.ts"
 import { Current, type TaskId } from "../TaskId.ts"
 import { taskIdFromEnv } from "../Worker.ts"
@@ -102,7 +102,7 @@ const workerTaskId = (): TaskId =>
 export const forkProcesses = (
   processes?: number | undefined,
   options: Options = {}
-): Effect.Effect<Option.Option<TaskId>, TooManyRestarts | SpawnFailed | InvalidOptions> =>
+): Effect.Effect<Option.Option<TaskId>, TooManyRestarts | SpawnFailed | InvalidOptions | BindFailed> =>
   Effect.suspend(() =>
     cluster.isWorker
       ? Effect.sync(() => {
@@ -216,8 +216,11 @@ const runWorker = <A, E, R>(
 export const run = <A, E, R>(
   options: Options,
   worker: (id: TaskId) => Effect.Effect<A, E, R>
-): Effect.Effect<Supervisor.Summary, TooManyRestarts | SpawnFailed | InvalidOptions, Exclude<R, Current>> =>
-  Effect.suspend(() => (cluster.isWorker ? runWorker(worker) : supervise(options)))
+): Effect.Effect<
+  Supervisor.Summary,
+  TooManyRestarts | SpawnFailed | InvalidOptions | BindFailed,
+  Exclude<R, Current>
+> => Effect.suspend(() => (cluster.isWorker ? runWorker(worker) : supervise(options)))
 
 /**
  * A teardown for `runMain` (this module's, or `NodeRuntime.runMain`) under which a program stopped by
