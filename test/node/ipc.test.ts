@@ -1,0 +1,133 @@
+/**
+ * FAULTS.md rows 27 and 37 with real processes: whatever bytes a worker
+ * writes to its IPC channel fd, they cost the worker, never the primary (the
+ * vitest worker here: had the primary crashed, so would the test run).
+ *
+ * - A line that is not JSON made Node's channel parser throw in the primary
+ *   (exit 1); now the worker is logged, SIGKILLed and restarted as a crash.
+ * - A message that never ends was buffered whole; now the worker is stopped
+ *   the same way once 1 MiB of it is pending.
+ * - A flood of well-formed messages is dropped, logged a bounded number of
+ *   times, and the primary stays responsive and bounded in memory.
+ */
+import { existsSync } from "node:fs"
+import * as Path from "node:path"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Layer } from "effect"
+import * as ExitStatus from "../../src/ExitStatus.ts"
+import * as NodeProcessSpawner from "../../src/node/NodeProcessSpawner.ts"
+import type { Mode, ProcessSpawner } from "../../src/ProcessSpawner.ts"
+import { filesStartingWith } from "../helpers/primary.ts"
+import { assertNoneLeft, eventually } from "../helpers/procs.ts"
+import { captureLogs, exitedEvents, fixture, started, supervise, tempDir, timed } from "../helpers/supervise.ts"
+
+const paths = [
+  ["setpriv", NodeProcessSpawner.layerWith({ watchdog: false })],
+  ["watchdog", NodeProcessSpawner.layerWith({ parentDeathSignal: false, watchdog: true })]
+] as const
+
+const modes: ReadonlyArray<Mode> = ["module", "cluster"]
+
+/** Supervises 2 workers of `ipc-bytes.js <dir> <what>`: task 0 and task 1 both misbehave once. */
+const superviseBytes = (
+  mode: Mode,
+  dir: string,
+  what: string,
+  spawner: Layer.Layer<ProcessSpawner> = NodeProcessSpawner.layer
+) =>
+  Effect.gen(function* () {
+    const logs = captureLogs()
+    const supervised = yield* supervise(
+      {
+        mode,
+        processes: 2,
+        command: fixture("ipc-bytes.js"),
+        args: [dir, what],
+        maxRestarts: 5,
+        ready: "spawn",
+        stopTimeout: "1 second"
+      },
+      logs.layer,
+      spawner
+    )
+    return { ...supervised, logs: logs.captured }
+  })
+
+for (const [path, spawner] of paths) {
+  for (const mode of modes) {
+    describe(`row 37, ${mode} mode, ${path} path: bytes on the IPC channel cost the worker`, () => {
+      for (const [what, reason] of [
+        ["garbage", /wrote bytes to its IPC channel that are not a message \(.*JSON.*\): stopping it with SIGKILL/],
+        ["huge", /wrote more than 1048576 bytes to its IPC channel without ending a message: stopping it with SIGKILL/]
+      ] as const) {
+        it.live(`${what}: the worker is logged, SIGKILLed and restarted with its task id; the primary lives`, () =>
+          Effect.scoped(
+            Effect.gen(function* () {
+              const dir = yield* tempDir
+              const rss0 = process.memoryUsage().rss
+              const { events, handle, logs, tag } = yield* superviseBytes(mode, dir, what, spawner)
+              // Each task's second incarnation behaves: both are replaced and running.
+              yield* eventually(() => filesStartingWith(dir, "ready-").length === 2 || undefined, "15 seconds")
+              const exits = exitedEvents(events)
+              assert.deepStrictEqual(exits.map((e) => [e.taskId as number, e.status, e.restart]).sort(), [
+                [0, ExitStatus.signaled("SIGKILL"), true],
+                [1, ExitStatus.signaled("SIGKILL"), true]
+              ])
+              assert.deepStrictEqual(
+                started(events)
+                  .map((s) => s.taskId as number)
+                  .sort(),
+                [0, 0, 1, 1]
+              )
+              const offenders = logs.lines.filter((l) => reason.test(l))
+              assert.strictEqual(offenders.length, 2, logs.lines.join("\n"))
+              for (const exit of exits) {
+                assert.isTrue(offenders.some((l) => l.startsWith(`child ${exit.taskId} (pid ${exit.pid}) `)))
+              }
+              assert.isBelow(process.memoryUsage().rss - rss0, 64 * 1024 * 1024)
+              const [, ms] = yield* timed(handle.stop)
+              assert.isBelow(ms, 3000)
+              yield* assertNoneLeft(tag)
+            })
+          )
+        )
+      }
+    })
+  }
+}
+
+for (const mode of modes) {
+  describe(`row 27, ${mode} mode: a flood of well-formed, unrecognized messages`, () => {
+    it.live(
+      "is dropped and logged a bounded number of times; the primary's timers fire and its memory stays bounded",
+      () =>
+        Effect.scoped(
+          Effect.gen(function* () {
+            const dir = yield* tempDir
+            const rss0 = process.memoryUsage().rss
+            let ticks = 0
+            const timer = setInterval(() => ticks++, 10)
+            yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(timer)))
+            const { events, handle, logs, tag } = yield* superviseBytes(mode, dir, "flood")
+            const dropped = () => logs.lines.filter((l) => l.includes("sent an unrecognized IPC message"))
+            yield* eventually(
+              () => dropped().some((l) => l.includes("(1000000 dropped so far)")) || undefined,
+              "20 seconds"
+            )
+            const ticksAtMillion = ticks
+            // Still flooding, and still a responsive primary: its timers keep firing.
+            yield* eventually(() => ticks >= ticksAtMillion + 10 || undefined, "5 seconds")
+            // 1st, 10th, … 1,000,000th of each of the two floods at least; never one line per message.
+            assert.isAtLeast(dropped().length, 14)
+            assert.isAtMost(dropped().length, 20)
+            assert.isBelow(process.memoryUsage().rss - rss0, 128 * 1024 * 1024)
+            assert.strictEqual(exitedEvents(events).length, 0)
+            assert.isFalse(existsSync(Path.join(dir, "ready-0")))
+            const [, ms] = yield* timed(handle.stop)
+            assert.isBelow(ms, 3000)
+            yield* assertNoneLeft(tag)
+          })
+        )
+    )
+  })
+}
