@@ -67,3 +67,59 @@ export const ready: Effect.Effect<void> = Effect.callback<void>((resume) => {
   const message: Messages.Ready = { type: "effect-prefork/ready" }
   process.send(message, undefined, {}, () => resume(Effect.void))
 })
+
+/**
+ * A listening socket this worker was handed by its supervisor (or by
+ * systemd): its descriptor and its name.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface InheritedSocket {
+  readonly fd: number
+  readonly name: string
+}
+
+/**
+ * Reads the sockets of systemd's socket-activation protocol from an
+ * environment: `LISTEN_FDS` descriptors from 3 on, named by `LISTEN_FDNAMES`,
+ * when `LISTEN_PID` is `pid`. Empty otherwise.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const socketsFromEnv = (
+  env: Readonly<Record<string, string | undefined>>,
+  pid: number
+): ReadonlyArray<InheritedSocket> => {
+  const count = env["LISTEN_FDS"]
+  if (count === undefined || !/^\d+$/.test(count) || env["LISTEN_PID"] !== String(pid)) return []
+  const names = (env["LISTEN_FDNAMES"] ?? "").split(":")
+  return Array.from({ length: Number(count) }, (_, i) => ({ fd: 3 + i, name: names[i] || `fd:${3 + i}` }))
+}
+
+/**
+ * The listening sockets the supervisor hands this worker (its `listen`
+ * option), in order: serve them with `server.listen({ fd })`. Empty outside
+ * a worker, or for a supervisor without `listen`.
+ *
+ * @example
+ * ```ts
+ * import { createServer } from "node:http"
+ * import { Effect } from "effect"
+ * import { Worker } from "effect-prefork"
+ *
+ * const serve = Effect.gen(function*() {
+ *   const [socket] = yield* Worker.sockets
+ *   if (socket === undefined) return yield* Effect.die("started without --listen")
+ *   createServer((_, res) => res.end("hello\n")).listen({ fd: socket.fd })
+ *   yield* Worker.ready
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const sockets: Effect.Effect<ReadonlyArray<InheritedSocket>> = Effect.sync(() =>
+  socketsFromEnv(process.env, process.pid)
+)

@@ -43,6 +43,7 @@ const Scenario = Schema.Struct({
   processes: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 4 })),
   maxRestarts: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 6 })),
   readyMessage: Schema.Boolean,
+  listen: Schema.Boolean,
   ops: Schema.Array(Op).check(Schema.isMaxLength(24)),
   ending: Schema.Literals(["stop", "interrupt", "finish"])
 })
@@ -98,7 +99,8 @@ const runScenario = (scenario: Scenario) =>
       stopTimeout: STOP_TIMEOUT,
       ready: scenario.readyMessage ? "message" : "spawn",
       readyTimeout: "10 seconds",
-      mode: scenario.readyMessage ? "module" : "command"
+      mode: scenario.readyMessage ? "module" : "command",
+      ...(scenario.listen ? { listen: ["127.0.0.1:0", "unix:/run/app.sock"] } : {})
     }).pipe(Scope.provide(scope))
     const collector = yield* Effect.forkChild(Stream.runCollect(handle.events))
     const result = yield* Effect.forkChild(handle.await)
@@ -189,6 +191,14 @@ const runScenario = (scenario: Scenario) =>
     for (const [i, op] of scenario.ops.entries()) {
       yield* step(op)
       yield* settle
+      // Every worker ever started got the sockets, and they stay open while the supervisor runs.
+      if (scenario.listen && result.pollUnsafe() === undefined) {
+        assert.isTrue(
+          (yield* spawner.sockets).every((s) => s.open),
+          "a socket closed while workers run"
+        )
+        for (const p of yield* spawner.live) assert.strictEqual(p.request.sockets?.length, 2)
+      }
       if (result.pollUnsafe() === undefined) yield* checkConsistent(spawner, handle, `after op ${i} (${op._tag})`)
     }
 
@@ -220,11 +230,17 @@ const runScenario = (scenario: Scenario) =>
     }
     const outcome = yield* Fiber.await(result)
 
-    // The moment the supervisor returns: nothing of it is alive.
+    // The moment the supervisor returns: nothing of it is alive, and its sockets are closed.
     assert.deepStrictEqual(
       (yield* spawner.live).map((p) => p.pid),
       [],
       "a process outlived the supervisor"
+    )
+    const sockets = yield* spawner.sockets
+    assert.strictEqual(sockets.length, scenario.listen ? 2 : 0)
+    assert.isTrue(
+      sockets.every((s) => !s.open),
+      "a socket outlived the supervisor"
     )
 
     yield* Scope.close(scope, Exit.void)

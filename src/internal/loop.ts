@@ -82,8 +82,12 @@ export const start = Effect.fnUntraced(function* (
 ): Effect.fn.Return<Loop, BindFailed, Scope.Scope | ProcessSpawner> {
   const spawner = yield* ProcessSpawner
   const clock = yield* Clock.Clock
-  // Bound before any worker starts and released after the last one is reaped (scope finalizers run in reverse).
-  const sockets = yield* spawner.listen(cfg.listen)
+  // Bound before any worker starts; closed by the shutdown once the last worker is reaped (or with the scope).
+  const socketScope = yield* Scope.fork(yield* Scope.Scope)
+  const sockets = yield* spawner.listen(cfg.listen).pipe(
+    Scope.provide(socketScope),
+    Effect.onError((cause) => Scope.close(socketScope, Exit.failCause(cause)))
+  )
   if (sockets.length > 0) {
     yield* Effect.logInfo(`Listening on ${sockets.map((s) => Listen.format(s.address)).join(", ")}`)
     yield* publish({ _tag: "Listening", sockets, at: clock.currentTimeMillisUnsafe() })
@@ -352,6 +356,7 @@ export const start = Effect.fnUntraced(function* (
       }
       yield* FiberMap.clear(slots)
       yield* FiberSet.awaitEmpty(reapers)
+      yield* Scope.close(socketScope, Exit.void)
     })
 
   // The first failure ends the run at once; otherwise it ends when every slot is done.

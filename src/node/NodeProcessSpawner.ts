@@ -41,6 +41,7 @@ import type { SpawnFailed } from "../Errors.ts"
 import { ProcessSpawner, type SpawnRequest } from "../ProcessSpawner.ts"
 import { attach, errorCode, failed, release, spawnError, type Runner, runner, type Started } from "./internal/child.ts"
 import * as Preflight from "./internal/preflight.ts"
+import * as Listen from "../Listen.ts"
 import * as Sockets from "./internal/sockets.ts"
 import * as Watchdog from "./internal/watchdog.ts"
 import * as NodeClusterSpawner from "./NodeClusterSpawner.ts"
@@ -90,6 +91,15 @@ export interface Options {
   readonly watchdog?: boolean | undefined
 }
 
+/** Exports `LISTEN_PID=$$` (the shell's pid, which `exec` hands on to the worker) and runs the worker. */
+const SET_LISTEN_PID = 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
+
+/** The supervisor's own socket-activation variables are not its workers': each worker gets its own or none. */
+const withoutActivation = (env: NodeJS.ProcessEnv): NodeJS.ProcessEnv => {
+  const { LISTEN_FDNAMES: _names, LISTEN_FDS: _fds, LISTEN_PID: _pid, ...rest } = env
+  return rest
+}
+
 /**
  * Builds the spawner for the lifetime of the current scope: probes `setpriv`,
  * and starts the watchdog if one is needed (it ends with the scope).
@@ -116,21 +126,30 @@ export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Servi
     const start = (request: SpawnRequest, run: Runner): Effect.Effect<Started, SpawnFailed> =>
       Effect.suspend(() => {
         const cwd = request.cwd ?? process.cwd()
-        const env = { ...process.env, ...request.env }
+        const sockets = request.sockets ?? []
+        const env = { ...withoutActivation(process.env), ...request.env, ...Listen.environment(sockets) }
         const out = request.stdio
+        // The supervisor's sockets become the worker's descriptors 3, 4, …, before its IPC channel.
+        const fds = sockets.map((s) => s.fd)
         let file: string
         let argv: Array<string>
         let stdio: StdioOptions
         if (request.mode === "module") {
           file = process.execPath
           argv = [...(request.execArgv ?? process.execArgv), request.command, ...request.args]
-          stdio = ["ignore", out, out, "ipc"]
+          stdio = ["ignore", out, out, ...fds, "ipc"]
         } else {
           const checked = Preflight.preflight(request.command, env.PATH, cwd)
           if ("code" in checked) return Effect.fail(failed(request, checked.code, checked.message))
           file = checked.file
           argv = [...request.args]
-          stdio = ["ignore", out, out]
+          stdio = ["ignore", out, out, ...fds]
+        }
+        if (sockets.length > 0) {
+          // LISTEN_PID is the worker's own pid: set by a shell that then execs the worker (same pid).
+          // The worker's command and arguments reach it as "$@", never as shell text.
+          argv = ["-c", SET_LISTEN_PID, "prefork-listen", file, ...argv]
+          file = "/bin/sh"
         }
         if (setpriv !== undefined) {
           argv = ["--pdeathsig", "KILL", "--", file, ...argv]

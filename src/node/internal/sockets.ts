@@ -166,6 +166,13 @@ const bindOne = (spec: Listen.Spec): Effect.Effect<Bound, BindFailed> =>
     if (typeof handle === "number" && spec.host === undefined)
       handle = createServerHandle("0.0.0.0", spec.port, 4, undefined, 0)
     if (typeof handle === "number") return yield* bindFailed(spec, errnoName(handle), errnoName(handle))
+    // libuv defers a bind's EADDRINUSE to the listen (its `delayed_error`): an unbound socket has no port yet.
+    const out: Record<string, unknown> = {}
+    const err = handle.getsockname?.(out) ?? 0
+    if (err !== 0 || typeof out["port"] !== "number" || out["port"] === 0) {
+      handle.close()
+      return yield* bindFailed(spec, "EADDRINUSE", "address already in use")
+    }
     const address = tcpAddress(handle, { host, port: spec.port })
     return {
       socket: { fd: handle.fd, name: spec.name ?? Listen.format(address), address },

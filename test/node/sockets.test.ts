@@ -1,0 +1,205 @@
+/**
+ * Supervisor-owned listening sockets with real processes (FAULTS row 39):
+ * bound before any worker starts, handed to every worker as fd 3 with
+ * systemd's variables, held while every worker is down, closed after the last
+ * one is reaped. Workers in Node and in Python.
+ */
+import { execFileSync } from "node:child_process"
+import { existsSync, lstatSync, writeFileSync } from "node:fs"
+import { request } from "node:http"
+import * as Net from "node:net"
+import * as Path from "node:path"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Exit } from "effect"
+import * as Listen from "../../src/Listen.ts"
+import { assertNoneLeft, eventually, pidsWithTag } from "../helpers/procs.ts"
+import { fixture, started, supervise, tempDir } from "../helpers/supervise.ts"
+
+interface Answer {
+  readonly task: string
+  readonly pid: number
+  readonly listenPid: string
+  readonly names?: string
+  readonly lang?: string
+}
+
+/** One GET on a fresh connection, bounded in time; the answer's JSON, or the connection error's code. */
+const get = (target: { port: number } | { socketPath: string }, path = "/") =>
+  Effect.callback<Answer | { readonly error: string }>((resume) => {
+    const req = request({ ...target, host: "127.0.0.1", path, agent: false, timeout: 10_000 }, (res) => {
+      let body = ""
+      res.setEncoding("utf8")
+      res.on("data", (chunk: string) => (body += chunk))
+      res.on("end", () => resume(Effect.succeed(JSON.parse(body) as Answer)))
+    })
+    req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "ETIMEDOUT" })))
+    req.on("error", (error: NodeJS.ErrnoException) => resume(Effect.succeed({ error: error.code ?? error.message })))
+    req.end()
+  })
+
+const answer = (a: Answer | { readonly error: string }): Answer => {
+  if ("error" in a) throw new Error(`request failed: ${a.error}`)
+  return a
+}
+
+const tcpPort = (sockets: ReadonlyArray<Listen.Socket>, i = 0): number => {
+  const address = sockets[i]!.address
+  if (address._tag !== "Tcp") throw new Error("expected a TCP socket")
+  return address.port
+}
+
+describe("supervisor-owned sockets (real processes)", () => {
+  it.live(
+    "Node workers share 127.0.0.1:0; fd 3, LISTEN_PID = the worker's pid; every worker killed at once, the next GET is served",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const { events, handle, tag } = yield* supervise({
+            mode: "module",
+            command: fixture("fd-server.js"),
+            processes: 2,
+            listen: ["127.0.0.1:0"],
+            ready: "message",
+            stopTimeout: "1 second"
+          })
+          assert.strictEqual(handle.sockets.length, 1)
+          const port = tcpPort(handle.sockets)
+          assert.isAbove(port, 0)
+          assert.strictEqual(events[0]?._tag, "Listening")
+          yield* handle.awaitReady
+          const first = answer(yield* get({ port }))
+          assert.strictEqual(first.listenPid, String(first.pid))
+          assert.strictEqual(first.names, `127.0.0.1:${port}`)
+          const before = started(events).map((e) => e.pid)
+          // Both workers die at once; the GET sent right after waits in the backlog and the replacements serve it.
+          for (const pid of before) process.kill(pid, "SIGKILL")
+          const after = answer(yield* get({ port }))
+          assert.notInclude(before, after.pid)
+          assert.strictEqual(after.listenPid, String(after.pid))
+          yield* handle.stop
+          assert.deepStrictEqual(pidsWithTag(tag), [])
+          // Held until the last worker was reaped, then closed: the port refuses now.
+          const refused = yield* get({ port })
+          assert.deepStrictEqual(refused, { error: "ECONNREFUSED" })
+        })
+      )
+  )
+
+  it.live("a Python server built on socket.socket(fileno=3) serves the supervisor's socket (command mode)", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const { handle, tag } = yield* supervise({
+          command: "python3",
+          args: [fixture("fd-server.py")],
+          processes: 2,
+          listen: ["127.0.0.1:0"],
+          stopTimeout: "2 seconds"
+        })
+        const port = tcpPort(handle.sockets)
+        // Served as soon as a worker accepts; until then the connection waits in the backlog.
+        const first = answer(yield* get({ port }))
+        assert.strictEqual(first.lang, "python")
+        assert.strictEqual(first.listenPid, String(first.pid))
+        assert.include(pidsWithTag(tag), first.pid)
+        yield* handle.stop
+        assert.deepStrictEqual(pidsWithTag(tag), [])
+      })
+    )
+  )
+
+  it.live("a connection made before any worker exists waits and is served", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const { handle, tag } = yield* supervise({
+          command: process.execPath,
+          args: [fixture("fd-server.js")],
+          processes: 1,
+          listen: ["127.0.0.1:0"],
+          ready: { delay: "0 millis" },
+          stopTimeout: "1 second"
+        })
+        const port = tcpPort(handle.sockets)
+        // Stop the only worker and ask at once: nothing accepts until the replacement listens.
+        yield* handle.restart(0 as never)
+        const served = answer(yield* get({ port }))
+        assert.strictEqual(served.listenPid, String(served.pid))
+        yield* handle.stop
+        yield* assertNoneLeft(tag)
+      })
+    )
+  )
+
+  it.live("a port already in use is BindFailed naming the address, and nothing is started", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const server = Net.createServer()
+        yield* Effect.acquireRelease(
+          Effect.callback<void>((resume) => {
+            server.listen(0, "127.0.0.1", () => resume(Effect.void))
+          }),
+          () => Effect.callback<void>((resume) => void server.close(() => resume(Effect.void)))
+        )
+        const port = (server.address() as Net.AddressInfo).port
+        const exit = yield* Effect.exit(
+          supervise({ command: process.execPath, args: [fixture("fd-server.js")], listen: [`127.0.0.1:${port}`] })
+        )
+        assert.isTrue(Exit.isFailure(exit))
+        if (Exit.isFailure(exit)) {
+          const error = exit.cause.reasons.find((r) => r._tag === "Fail")?.error
+          assert.strictEqual(error?._tag, "BindFailed")
+          if (error?._tag === "BindFailed") {
+            assert.strictEqual(error.address, `127.0.0.1:${port}`)
+            assert.strictEqual(error.code, "EADDRINUSE")
+          }
+        }
+        const bad = yield* Effect.exit(
+          supervise({ command: process.execPath, args: [fixture("fd-server.js")], listen: ["192.0.2.1:0"] })
+        )
+        assert.isTrue(Exit.isFailure(bad))
+      })
+    )
+  )
+
+  it.live(
+    "a Unix socket: its mode is set, a stale socket file is replaced, another file is never touched, and it is removed at the end",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const path = Path.join(dir, "app.sock")
+          // A stale socket: bound by a process that is gone (no one listens).
+          execFileSync(process.execPath, [
+            "-e",
+            `const s = require("net").createServer().listen(${JSON.stringify(path)}, () => process.exit(0))`
+          ])
+          assert.isTrue(lstatSync(path).isSocket())
+          const { handle, tag } = yield* supervise({
+            mode: "module",
+            command: fixture("fd-server.js"),
+            processes: 1,
+            listen: [{ path, mode: 0o600 }],
+            ready: "message"
+          })
+          yield* handle.awaitReady
+          assert.strictEqual(lstatSync(path).mode & 0o777, 0o600)
+          const served = answer(yield* get({ socketPath: path }))
+          assert.strictEqual(served.names, `unix:${path}`)
+          // While it listens, a second supervisor on the same path fails: the socket is live.
+          const second = yield* Effect.exit(
+            supervise({ mode: "module", command: fixture("fd-server.js"), listen: [path] })
+          )
+          assert.isTrue(Exit.isFailure(second))
+          yield* handle.stop
+          assert.deepStrictEqual(pidsWithTag(tag), [])
+          yield* eventually(() => (existsSync(path) ? undefined : true))
+          // A regular file where the socket would go is an error, and is left alone.
+          writeFileSync(path, "not a socket")
+          const clash = yield* Effect.exit(
+            supervise({ mode: "module", command: fixture("fd-server.js"), listen: [path] })
+          )
+          assert.isTrue(Exit.isFailure(clash))
+          assert.isTrue(lstatSync(path).isFile())
+        })
+      )
+  )
+})
