@@ -10,6 +10,8 @@ const jsonReport = process.env["PREFORK_TEST_REPORT"] ?? "node_modules/.vitest/r
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
+    // Bundles the `prefork` command first: the CLI tests run it as users get it.
+    globalSetup: ["test/helpers/build-cli.ts"],
     // Tests spawn, stop and reap real processes: give them time.
     testTimeout: 30_000,
     hookTimeout: 30_000,

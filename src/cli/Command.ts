@@ -14,7 +14,7 @@
  *
  * @since 0.1.0
  */
-import { readFileSync, statSync } from "node:fs"
+import { statSync } from "node:fs"
 import { availableParallelism } from "node:os"
 import * as Path from "node:path"
 import { NodeServices } from "@effect/platform-node"
@@ -35,17 +35,15 @@ import * as Logging from "./Logging.ts"
 import * as Output from "./Output.ts"
 import * as Signals from "./Signals.ts"
 import * as Status from "./Status.ts"
+import * as Version from "./Version.ts"
 
 /**
- * The package version, read from `package.json` (two folders up, from `src/cli`
- * as from `dist/cli`).
+ * The package version (see `Version`).
  *
  * @since 0.1.0
  * @category constants
  */
-export const VERSION: string = (
-  JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { readonly version: string }
-).version
+export const VERSION: string = Version.VERSION
 
 const describe = (text: string, fallback: string) => `${text} (default: ${fallback})`
 
