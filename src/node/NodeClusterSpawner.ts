@@ -58,18 +58,27 @@ export interface Options {
 }
 
 /**
- * Forks a cluster worker through `wrapper` (a program and its arguments that
- * end up exec-ing the real `node` with the rest of the command line), or
- * directly when `wrapper` is empty.
+ * Forks a cluster worker with `execArgv` for `node`, through `wrapper` (a
+ * program and its arguments that end up exec-ing the real `node` with the
+ * rest of the command line) unless it is empty. Only this one fork sees the
+ * wrapper: `process.execPath` and `cluster.settings.execArgv` are put back
+ * before it returns, so another `cluster.fork()` in the program is unaffected.
  */
-const forkThrough = (wrapper: ReadonlyArray<string>, env: Record<string, string>): Worker => {
+const forkThrough = (
+  wrapper: ReadonlyArray<string>,
+  execArgv: ReadonlyArray<string>,
+  env: Record<string, string>
+): Worker => {
   if (wrapper.length === 0) return cluster.fork(env)
   const node = process.execPath
+  // `fork` runs `options.execPath || process.execPath` with `[...execArgv, script, ...args]`.
+  cluster.settings.execArgv = [...wrapper.slice(1), node, ...execArgv]
   process.execPath = wrapper[0]!
   try {
     return cluster.fork(env)
   } finally {
     process.execPath = node
+    cluster.settings.execArgv = [...execArgv]
   }
 }
 
@@ -98,7 +107,7 @@ export const make = (options: Options = {}) => {
       cluster.setupPrimary({
         exec: request.command,
         args: [...request.args],
-        execArgv: chain.length === 0 ? execArgv : [...chain.slice(1), process.execPath, ...execArgv],
+        execArgv,
         ...(request.cwd === undefined ? {} : { cwd: request.cwd }),
         silent: out !== "inherit",
         stdio: ["ignore", out, out, "ipc"]
@@ -107,7 +116,7 @@ export const make = (options: Options = {}) => {
       const watch = watchdog?.retain()
       let worker: Worker
       try {
-        worker = forkThrough(chain, { ...request.env })
+        worker = forkThrough(chain, execArgv, { ...request.env })
       } catch (error) {
         watch?.done()
         return Effect.fail(failed(request, errorCode(error), spawnError(error)))
