@@ -179,13 +179,11 @@ describe("row 21: Ctrl-C to the primary's process group", () => {
           const exit = yield* awaitExit(primary, "8 seconds")
           assert.deepStrictEqual(exit, { code: 0, signal: null }, primary.lines.join("\n"))
           assertOneTermEach(primary, dir)
-          // Command and module workers lead their own process groups: Ctrl-C reaches only the primary.
-          // Cluster workers share the primary's group, so they see it too (and ignore it).
-          if (mode !== "cluster")
-            assert.deepStrictEqual(
-              signalLines(dir).filter((l) => l.startsWith("SIGINT")),
-              []
-            )
+          // Every worker leads its own process group (cluster workers through setsid): Ctrl-C reaches only the primary.
+          assert.deepStrictEqual(
+            signalLines(dir).filter((l) => l.startsWith("SIGINT")),
+            []
+          )
           assert.isFalse(primary.events().some((e) => e._tag === "Exited"))
           yield* assertNoneLeft(primary.tag)
         })
