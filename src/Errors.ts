@@ -1,5 +1,5 @@
 /**
- * The typed failures of a supervisor. Each is a `Schema.TaggedError`, so
+ * The typed failures of a supervisor. Each is a `Data.TaggedError`, so
  * callers recover by tag:
  *
  * ```ts
@@ -10,8 +10,11 @@
  *
  * @since 0.1.0
  */
-import * as Schema from "effect/Schema"
-import { describe, ExitStatus } from "./ExitStatus.ts"
+import * as Data from "effect/Data"
+import { describe, type ExitStatus } from "./ExitStatus.ts"
+
+// `Data`, not `Schema`: these classes are on the import path of every primary, and loading
+// `effect/Schema` costs a process ~13 MiB and ~100 ms (docs/production.md). Nothing decodes them.
 
 /**
  * A worker did not become ready within the readiness timeout. The supervisor
@@ -21,11 +24,11 @@ import { describe, ExitStatus } from "./ExitStatus.ts"
  * @since 0.1.0
  * @category errors
  */
-export class NotReady extends Schema.TaggedError<NotReady>()("NotReady", {
-  taskId: Schema.Int,
-  pid: Schema.Int,
-  timeoutMillis: Schema.Number
-}) {
+export class NotReady extends Data.TaggedError("NotReady")<{
+  readonly taskId: number
+  readonly pid: number
+  readonly timeoutMillis: number
+}> {
   override get message(): string {
     return `child ${this.taskId} (pid ${this.pid}) not ready within ${this.timeoutMillis} ms`
   }
@@ -39,13 +42,13 @@ export class NotReady extends Schema.TaggedError<NotReady>()("NotReady", {
  * @since 0.1.0
  * @category models
  */
-export class ExitRecord extends Schema.Class<ExitRecord>("effect-prefork/ExitRecord")({
-  taskId: Schema.Int,
-  pid: Schema.Int,
-  status: ExitStatus,
-  at: Schema.Number,
-  notReady: Schema.optional(NotReady)
-}) {}
+export class ExitRecord extends Data.Class<{
+  readonly taskId: number
+  readonly pid: number
+  readonly status: ExitStatus
+  readonly at: number
+  readonly notReady?: NotReady
+}> {}
 
 /**
  * The restart budget is spent: Tornado's `RuntimeError("Too many child
@@ -59,10 +62,10 @@ export class ExitRecord extends Schema.Class<ExitRecord>("effect-prefork/ExitRec
  * @since 0.1.0
  * @category errors
  */
-export class TooManyRestarts extends Schema.TaggedError<TooManyRestarts>()("TooManyRestarts", {
-  restarts: Schema.Int,
-  exits: Schema.Array(ExitRecord)
-}) {
+export class TooManyRestarts extends Data.TaggedError("TooManyRestarts")<{
+  readonly restarts: number
+  readonly exits: ReadonlyArray<ExitRecord>
+}> {
   override get message(): string {
     const last = this.exits.at(-1)
     const what =
@@ -83,12 +86,12 @@ export class TooManyRestarts extends Schema.TaggedError<TooManyRestarts>()("TooM
  * @since 0.1.0
  * @category errors
  */
-export class SpawnFailed extends Schema.TaggedError<SpawnFailed>()("SpawnFailed", {
-  taskId: Schema.Int,
-  command: Schema.String,
-  code: Schema.optional(Schema.String),
-  message: Schema.String
-}) {}
+export class SpawnFailed extends Data.TaggedError("SpawnFailed")<{
+  readonly taskId: number
+  readonly command: string
+  readonly code?: string
+  readonly message: string
+}> {}
 
 /**
  * The options given to a supervisor are not valid. `field` names the option
@@ -97,10 +100,10 @@ export class SpawnFailed extends Schema.TaggedError<SpawnFailed>()("SpawnFailed"
  * @since 0.1.0
  * @category errors
  */
-export class InvalidOptions extends Schema.TaggedError<InvalidOptions>()("InvalidOptions", {
-  field: Schema.String,
-  message: Schema.String
-}) {}
+export class InvalidOptions extends Data.TaggedError("InvalidOptions")<{
+  readonly field: string
+  readonly message: string
+}> {}
 
 /**
  * A listening address could not be bound (`EADDRINUSE`, `EACCES` for a
@@ -111,12 +114,12 @@ export class InvalidOptions extends Schema.TaggedError<InvalidOptions>()("Invali
  * @since 0.1.0
  * @category errors
  */
-export class BindFailed extends Schema.TaggedError<BindFailed>()("BindFailed", {
+export class BindFailed extends Data.TaggedError("BindFailed")<{
   /** The address as given, such as `127.0.0.1:8080` or `unix:/run/app.sock`. */
-  address: Schema.String,
-  code: Schema.optional(Schema.String),
-  message: Schema.String
-}) {}
+  readonly address: string
+  readonly code?: string
+  readonly message: string
+}> {}
 
 /**
  * A rolling reload stopped: the replacement for `taskId` did not become ready
@@ -128,11 +131,11 @@ export class BindFailed extends Schema.TaggedError<BindFailed>()("BindFailed", {
  * @since 0.1.0
  * @category errors
  */
-export class ReloadFailed extends Schema.TaggedError<ReloadFailed>()("ReloadFailed", {
-  taskId: Schema.Int,
+export class ReloadFailed extends Data.TaggedError("ReloadFailed")<{
+  readonly taskId: number
   /** The replacement that failed, when it was started. */
-  pid: Schema.optional(Schema.Int),
+  readonly pid?: number
   /** The slots reloaded before this one. */
-  reloaded: Schema.Array(Schema.Int),
-  message: Schema.String
-}) {}
+  readonly reloaded: ReadonlyArray<number>
+  readonly message: string
+}> {}

@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import { constants } from "node:os"
-import * as Schema from "effect/Schema"
+import * as Data from "effect/Data"
 
 /**
  * The process called `exit(code)` (or returned from `main`).
@@ -15,9 +15,9 @@ import * as Schema from "effect/Schema"
  * @since 0.1.0
  * @category models
  */
-export class Exited extends Schema.TaggedClass<Exited>()("Exited", {
-  code: Schema.Int
-}) {}
+export class Exited extends Data.TaggedClass("Exited")<{
+  readonly code: number
+}> {}
 
 /**
  * The process was killed by a signal, such as `"SIGKILL"` or `"SIGABRT"`.
@@ -25,21 +25,15 @@ export class Exited extends Schema.TaggedClass<Exited>()("Exited", {
  * @since 0.1.0
  * @category models
  */
-export class Signaled extends Schema.TaggedClass<Signaled>()("Signaled", {
-  signal: Schema.String
-}) {}
+export class Signaled extends Data.TaggedClass("Signaled")<{
+  readonly signal: string
+}> {}
 
 /**
  * @since 0.1.0
  * @category models
  */
 export type ExitStatus = Exited | Signaled
-
-/**
- * @since 0.1.0
- * @category schemas
- */
-export const ExitStatus: Schema.Union<readonly [typeof Exited, typeof Signaled]> = Schema.Union([Exited, Signaled])
 
 /**
  * @since 0.1.0

@@ -1,13 +1,16 @@
 /**
  * The messages a worker may send its primary over the IPC channel (`fork`
- * and cluster modes). The primary decodes each one with `Schema`; anything
- * else (garbage, unknown shapes, floods) is counted, logged and dropped,
- * never queued, so a misbehaving worker cannot crash the primary or grow its
- * memory.
+ * and cluster modes). The primary decodes each one with {@link decode};
+ * anything else (garbage, unknown shapes, floods) is counted, logged and
+ * dropped, never queued, so a misbehaving worker cannot crash the primary or
+ * grow its memory.
+ *
+ * The one message is checked by hand rather than with `effect/Schema`: this
+ * module is on the import path of every primary, and loading `Schema` costs a
+ * process ~13 MiB and ~100 ms (docs/production.md).
  *
  * @since 0.1.0
  */
-import * as Schema from "effect/Schema"
 
 /**
  * "I am ready to serve": sent by `Worker.ready`.
@@ -15,13 +18,9 @@ import * as Schema from "effect/Schema"
  * @since 0.1.0
  * @category models
  */
-export const Ready = Schema.Struct({ type: Schema.Literal("effect-prefork/ready") })
-
-/**
- * @since 0.1.0
- * @category models
- */
-export type Ready = typeof Ready.Type
+export interface Ready {
+  readonly type: "effect-prefork/ready"
+}
 
 /**
  * Every message a worker may send.
@@ -29,13 +28,17 @@ export type Ready = typeof Ready.Type
  * @since 0.1.0
  * @category models
  */
-export const WorkerMessage = Ready
+export type WorkerMessage = Ready
 
 /**
+ * Is this a `Ready` message? Extra fields are allowed (and dropped by
+ * {@link decode}), as a `Schema.Struct` would.
+ *
  * @since 0.1.0
- * @category models
+ * @category guards
  */
-export type WorkerMessage = typeof WorkerMessage.Type
+export const isReady = (u: unknown): u is Ready =>
+  typeof u === "object" && u !== null && (u as { readonly type?: unknown }).type === "effect-prefork/ready"
 
 /**
  * Decodes an IPC message: `undefined` when it is not a worker message.
@@ -43,10 +46,5 @@ export type WorkerMessage = typeof WorkerMessage.Type
  * @since 0.1.0
  * @category decoding
  */
-export const decode: (u: unknown) => WorkerMessage | undefined = (() => {
-  const option = Schema.decodeUnknownOption(WorkerMessage)
-  return (u: unknown) => {
-    const decoded = option(u)
-    return decoded._tag === "Some" ? decoded.value : undefined
-  }
-})()
+export const decode = (u: unknown): WorkerMessage | undefined =>
+  isReady(u) ? { type: "effect-prefork/ready" } : undefined

@@ -1,0 +1,53 @@
+/**
+ * The library's import path stays lean: no entry point loads `effect/Schema`
+ * (or its AST, through `effect/Brand`), which costs a process ~13 MiB and
+ * ~100 ms (docs/production.md). Each entry is imported in a fresh process
+ * whose module loads are recorded by a hook.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { spawnSync } from "node:child_process"
+import { fileURLToPath } from "node:url"
+
+const ROOT = fileURLToPath(new URL("../", import.meta.url))
+
+/** Every module URL loaded by importing `entry` (a path under the repository). */
+const loadedBy = (entry: string): Array<string> => {
+  const script = `
+import { registerHooks } from "node:module"
+const seen = []
+registerHooks({ load(url, context, next) { seen.push(url); return next(url, context) } })
+await import(${JSON.stringify(new URL(entry, `file://${ROOT}`).href)})
+process.stdout.write(JSON.stringify(seen))
+`
+  const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], {
+    cwd: ROOT,
+    encoding: "utf8",
+    timeout: 30_000,
+    env: { ...process.env, NODE_OPTIONS: "" }
+  })
+  assert.strictEqual(r.status, 0, r.stderr)
+  return JSON.parse(r.stdout)
+}
+
+const schemaModules = (urls: ReadonlyArray<string>) =>
+  urls.filter((u) => /\/effect\/(?:src|dist)\/(?:Schema|SchemaAST|Brand)\.[jt]s$/.test(u))
+
+describe("the import path", () => {
+  for (const entry of ["src/index.ts", "src/node.ts", "src/testing.ts"]) {
+    it(`${entry} loads no Schema`, () => {
+      const loaded = loadedBy(entry)
+      assert.isAbove(loaded.length, 10)
+      assert.deepStrictEqual(schemaModules(loaded), [])
+    })
+  }
+
+  it("a worker's modules (Worker, TaskId, Messages, Errors, ExitStatus) load neither the supervisor nor Stream", () => {
+    const loaded = loadedBy("src/Worker.ts")
+    assert.deepStrictEqual(schemaModules(loaded), [])
+    for (const url of loaded)
+      assert.notMatch(url, /\/src\/(?:Supervisor|internal\/loop)\.ts$|\/effect\/dist\/(?:Stream|PubSub)\.js$/)
+    for (const entry of ["src/Errors.ts", "src/Messages.ts", "src/ExitStatus.ts", "src/TaskId.ts"]) {
+      assert.deepStrictEqual(schemaModules(loadedBy(entry)), [], entry)
+    }
+  })
+})
