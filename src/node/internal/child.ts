@@ -129,6 +129,10 @@ export const attach = (
   if (target !== undefined) options.watch?.watch.add(target, options.watch.when)
   const unwatch = () => options.watch?.watch.done()
 
+  /** Whether members of the group may be left after the leader's reap; once false it stays false. */
+  let groupLeft = pgid !== undefined
+  const groupAlive = pgid === undefined ? () => false : Group.liveness(pgid)
+
   /** Signals the leader's group (or the leader alone) while the leader is unreaped. */
   const signalLeader = (signal: Signal) => {
     if (pid === undefined || status !== undefined) return
@@ -140,11 +144,10 @@ export const attach = (
     if (status === undefined) signalLeader(signal)
     else if (pgid !== undefined && groupLeft) Group.signal(pgid, signal)
   }
-  /** Whether members of the group may be left after the leader's reap; once false it stays false. */
-  let groupLeft = pgid !== undefined
+  /** Whether the leader is unreaped or a live member of its group is left (then it unlists the worker). */
   const alive = () => {
     if (status === undefined) return true
-    if (groupLeft) groupLeft = Group.hasLiveMember(pgid!)
+    if (groupLeft) groupLeft = groupAlive()
     if (!groupLeft) unwatch()
     return groupLeft
   }

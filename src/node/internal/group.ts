@@ -19,11 +19,13 @@ import { readdirSync, readFileSync } from "node:fs"
 /**
  * Sends `signal` to every member of the group `pgid`. Returns `false` when
  * the group has no member (`ESRCH`); a member the primary may not signal
- * (`EPERM`) counts as sent.
+ * (`EPERM`) counts as sent. A pgid below 2 is refused: `kill(-1)` would
+ * signal every process the primary may signal.
  *
  * @internal
  */
 export const signal = (pgid: number, signal: NodeJS.Signals | 0): boolean => {
+  if (!Number.isSafeInteger(pgid) || pgid < 2) return false
   try {
     process.kill(-pgid, signal)
     return true
@@ -33,46 +35,66 @@ export const signal = (pgid: number, signal: NodeJS.Signals | 0): boolean => {
 }
 
 /**
- * Whether any process of the group `pgid` still runs.
+ * Tells whether any process of a group still runs.
  *
  * `kill(-pgid, 0)` succeeds while any member exists, zombies included, and
  * orphaned members that were killed stay zombies until init reaps them, which
  * can take seconds (measured here: ~1.5 s) or forever (a container whose pid 1
  * never reaps). So where `/proc` exists a positive answer is confirmed there:
- * only a member that is not a zombie counts.
+ * only a member that is not a zombie counts. A full scan of `/proc` costs
+ * about 3 ms with 100 processes, so the members it found are remembered and
+ * looked at first; the scan is repeated only when none of them is left
+ * (a member may have forked others meanwhile).
  *
  * @internal
  */
-export const hasLiveMember = (pgid: number): boolean => {
-  if (!signal(pgid, 0)) return false
-  const members = liveMembersFromProc(pgid)
-  return members === undefined || members > 0
+export const liveness = (pgid: number): (() => boolean) => {
+  let known: Array<number> = []
+  return () => {
+    if (!signal(pgid, 0)) {
+      known = []
+      return false
+    }
+    known = known.filter((pid) => isLiveMember(pid, pgid))
+    if (known.length > 0) return true
+    const scanned = liveMembersFromProc(pgid)
+    if (scanned === undefined) return true
+    known = scanned
+    return known.length > 0
+  }
+}
+
+/** "pid (comm) state ppid pgrp …": comm may hold spaces and parentheses, so the fields are read after the last ")". */
+const statFields = (pid: number | string): Array<string> | undefined => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "latin1")
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ", 3)
+  } catch {
+    return undefined // gone meanwhile
+  }
+}
+
+const isLiveMember = (pid: number | string, pgid: number): boolean => {
+  const fields = statFields(pid)
+  return fields !== undefined && Number(fields[2]) === pgid && fields[0] !== "Z" && fields[0] !== "X"
 }
 
 /**
- * The number of non-zombie processes of group `pgid` according to `/proc`,
- * or `undefined` where `/proc` cannot be read (macOS).
+ * The non-zombie processes of group `pgid` according to `/proc`, or
+ * `undefined` where `/proc` cannot be read (macOS).
  */
-const liveMembersFromProc = (pgid: number): number | undefined => {
+const liveMembersFromProc = (pgid: number): Array<number> | undefined => {
   let entries: Array<string>
   try {
     entries = readdirSync("/proc")
   } catch {
     return undefined
   }
-  let live = 0
+  const live: Array<number> = []
   for (const entry of entries) {
     const first = entry.charCodeAt(0)
     if (first < 48 || first > 57) continue
-    let stat: string
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, "latin1")
-    } catch {
-      continue // gone meanwhile
-    }
-    // "pid (comm) state ppid pgrp …": comm may contain spaces and parentheses, so parse after the last ")".
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ", 3)
-    if (Number(fields[2]) === pgid && fields[0] !== "Z" && fields[0] !== "X") live++
+    if (isLiveMember(entry, pgid)) live.push(Number(entry))
   }
   return live
 }
