@@ -91,6 +91,11 @@ export interface SlotStatus {
   readonly restarts: number
   readonly startedAt: Option.Option<number>
   readonly lastExit: Option.Option<ExitStatus>
+  /**
+   * During a surge reload, the replacement started beside the live worker
+   * (`pid`), not serving yet: it takes the slot over once it is ready.
+   */
+  readonly replacement: Option.Option<number>
 }
 
 /**

@@ -33,8 +33,16 @@ import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Stream from "effect/Stream"
 import type * as Scope from "effect/Scope"
-import { type BindFailed, InvalidOptions, type SpawnFailed, type TooManyRestarts } from "./Errors.ts"
+import { type BindFailed, InvalidOptions, type ReloadFailed, type SpawnFailed, type TooManyRestarts } from "./Errors.ts"
 import * as Loop from "./internal/loop.ts"
+
+/**
+ * How a rolling reload goes (see `SupervisorHandle.reload`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ReloadOptions = Loop.ReloadOptions
 import * as Listen from "./Listen.ts"
 import type { Config, Event, SlotStatus, Summary } from "./Model.ts"
 import type { Mode, OutputSink, ProcessSpawner, Readiness } from "./ProcessSpawner.ts"
@@ -149,11 +157,16 @@ export interface SupervisorHandle {
    */
   readonly restart: (taskId: TaskId) => Effect.Effect<void>
   /**
-   * A rolling restart: `restart` of each slot in turn, waiting until the new
-   * worker is ready before stopping the next, so at most one slot is down at a
-   * time.
+   * A rolling reload that loses nothing. By default a surge: for each slot in
+   * turn (`concurrency` at a time, default 1), a replacement is started beside
+   * the live worker (the task id is shared for that moment), and once it is
+   * ready the old worker is stopped gracefully; so no slot is ever down. If a
+   * replacement exits or is not ready within the ready timeout, it is stopped,
+   * the old worker keeps serving, the slots after it are not reloaded, and the
+   * reload fails with `ReloadFailed` (no restart budget is spent).
+   * `surge: false` replaces each worker as `restart` does (stop, then start).
    */
-  readonly reload: Effect.Effect<void>
+  readonly reload: (options?: ReloadOptions) => Effect.Effect<void, ReloadFailed | InvalidOptions>
   /**
    * Changes the number of slots. New slots take the next task ids and start at
    * once; removing slots stops the workers with the highest task ids (as the

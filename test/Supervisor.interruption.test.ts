@@ -186,7 +186,7 @@ describe("interruption (in-memory spawner, TestClock)", () => {
           yield* spawner.ready(1001)
           yield* settle
           yield* handle.awaitReady
-          const reloading = yield* Effect.forkChild(handle.reload)
+          const reloading = yield* Effect.forkChild(handle.reload({ surge: false }))
           yield* settle
           yield* Fiber.interrupt(reloading)
           // The first slot's replacement was started; the reload went no further.

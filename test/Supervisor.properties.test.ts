@@ -26,15 +26,24 @@ const Step = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 3 }))
 
 /** One thing that happens to the supervisor. `cut` says after how many settles a handle call is interrupted (0: never). */
 const Op = Schema.Union([
-  Schema.TaggedStruct("Crash", { slot: Slot, code: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 3 })) }),
-  Schema.TaggedStruct("Kill", { slot: Slot }),
+  // `newest`: during a surge reload, the replacement rather than the worker it would replace.
+  Schema.TaggedStruct("Crash", {
+    slot: Slot,
+    newest: Schema.Boolean,
+    code: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 3 }))
+  }),
+  Schema.TaggedStruct("Kill", { slot: Slot, newest: Schema.Boolean }),
   Schema.TaggedStruct("ExitZero", { slot: Slot }),
   Schema.TaggedStruct("IgnoreTerm", { slot: Slot }),
   Schema.TaggedStruct("Ready", { slot: Slot }),
   Schema.TaggedStruct("Advance", { millis: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 3000 })) }),
   Schema.TaggedStruct("Restart", { slot: Slot, cut: Step }),
   Schema.TaggedStruct("Scale", { to: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 5 })), cut: Step }),
-  Schema.TaggedStruct("Reload", { cut: Step }),
+  Schema.TaggedStruct("Reload", {
+    cut: Step,
+    surge: Schema.Boolean,
+    concurrency: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 3 }))
+  }),
   Schema.TaggedStruct("AwaitReady", { cut: Step })
 ])
 type Op = typeof Op.Type
@@ -61,19 +70,31 @@ type Control = TestSpawner.TestSpawner["Service"]
 const liveOf = (spawner: Control, slot: number) =>
   Effect.map(spawner.live, (live) => live.find((p) => p.taskId === slot))
 
-/** At most one live worker per slot; `status` names exactly the live workers, each under its own task id. */
+/**
+ * At most one live worker per slot, two during a surge reload (the second its
+ * `replacement`); `status` names exactly the live workers, each under its own task id.
+ */
 const checkConsistent = (spawner: Control, handle: Supervisor.SupervisorHandle, where: string) =>
   Effect.gen(function* () {
     const live = yield* spawner.live
-    const ids = live.map((p) => p.taskId as number)
-    assert.strictEqual(new Set(ids).size, ids.length, `${where}: two live workers share a task id: ${ids}`)
     const status = yield* handle.status
-    const named = status.flatMap((s) => (Option.isSome(s.pid) ? [[s.taskId as number, s.pid.value] as const] : []))
+    const named = status.flatMap((s) => [
+      ...(Option.isSome(s.pid) ? [[s.taskId as number, s.pid.value] as const] : []),
+      ...(Option.isSome(s.replacement) ? [[s.taskId as number, s.replacement.value] as const] : [])
+    ])
     assert.deepStrictEqual(
       named.map(([, pid]) => pid).sort(),
       live.map((p) => p.pid).sort(),
       `${where}: status and the live processes differ`
     )
+    for (const s of status) {
+      const mine = live.filter((p) => p.taskId === s.taskId).length
+      assert.isAtMost(
+        mine,
+        Option.isSome(s.replacement) ? 2 : 1,
+        `${where}: too many live workers for task ${s.taskId}`
+      )
+    }
     // Task ids stay 0 … n-1; any slot past `processes` is one being scaled away, still stopping.
     assert.deepStrictEqual(
       status.filter((s) => s.taskId < handle.processes).map((s) => s.taskId as number),
@@ -98,7 +119,7 @@ const runScenario = (scenario: Scenario) =>
       maxRestarts: scenario.maxRestarts,
       stopTimeout: STOP_TIMEOUT,
       ready: scenario.readyMessage ? "message" : "spawn",
-      readyTimeout: "10 seconds",
+      readyTimeout: "4 seconds",
       mode: scenario.readyMessage ? "module" : "command",
       ...(scenario.listen ? { listen: ["127.0.0.1:0", "unix:/run/app.sock"] } : {})
     }).pipe(Scope.provide(scope))
@@ -126,7 +147,8 @@ const runScenario = (scenario: Scenario) =>
           case "Crash":
           case "Kill":
           case "ExitZero": {
-            const p = yield* liveOf(spawner, op.slot)
+            const mine = (yield* spawner.live).filter((p) => p.taskId === op.slot)
+            const p = op._tag !== "ExitZero" && op.newest ? mine.at(-1) : mine[0]
             if (p === undefined) return
             if (op._tag !== "ExitZero") faults++
             const status =
@@ -143,8 +165,8 @@ const runScenario = (scenario: Scenario) =>
             return
           }
           case "Ready": {
-            const p = yield* liveOf(spawner, op.slot)
-            if (p !== undefined) yield* spawner.ready(p.pid)
+            // Every live worker of the slot: the old one and, during a surge, its replacement.
+            for (const p of yield* spawner.live) if (p.taskId === op.slot) yield* spawner.ready(p.pid)
             return
           }
           case "Advance":
@@ -181,8 +203,27 @@ const runScenario = (scenario: Scenario) =>
             }
             return
           }
-          case "Reload":
-            return yield* call(handle.reload, op.cut)
+          case "Reload": {
+            const reload = handle.reload({ surge: op.surge, concurrency: op.concurrency })
+            if (op.cut !== 0) return yield* call(reload, op.cut)
+            const fiber = yield* Effect.forkChild(reload)
+            calls.push(fiber)
+            yield* settle
+            // A reload that failed has stopped the replacement it gave up on.
+            const done = fiber.pollUnsafe()
+            if (done !== undefined && Exit.isFailure(done) && result.pollUnsafe() === undefined) {
+              const failed = done.cause.reasons.find((r) => r._tag === "Fail")?.error
+              if (failed?._tag === "ReloadFailed") {
+                yield* settle
+                const slot = (yield* handle.status).find((s) => s.taskId === failed.taskId)
+                assert.isTrue(
+                  slot === undefined || Option.isNone(slot.replacement),
+                  "a failed surge left its replacement"
+                )
+              }
+            }
+            return
+          }
           case "AwaitReady":
             return yield* call(handle.awaitReady, op.cut)
         }

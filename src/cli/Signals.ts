@@ -101,9 +101,13 @@ export const control = (
     )
     const reload = Effect.gen(function* () {
       reloading = true
-      yield* Effect.logInfo(`SIGHUP received: restarting ${handle.processes} processes one at a time`)
-      yield* handle.reload
-      yield* Effect.logInfo("Reload finished")
+      yield* Effect.logInfo(
+        `SIGHUP received: reloading ${handle.processes} process${handle.processes === 1 ? "" : "es"} one at a time`
+      )
+      yield* handle.reload().pipe(
+        Effect.andThen(Effect.logInfo("Reload finished")),
+        Effect.catch((error) => Effect.logWarning(`Reload stopped: ${error.message}`))
+      )
     }).pipe(Effect.ensuring(Effect.sync(() => (reloading = false))))
 
     const act = (signal: Control): Effect.Effect<void, never, Scope.Scope> => {

@@ -33,7 +33,15 @@ import * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
-import { type BindFailed, ExitRecord, InvalidOptions, NotReady, type SpawnFailed, TooManyRestarts } from "../Errors.ts"
+import {
+  type BindFailed,
+  ExitRecord,
+  InvalidOptions,
+  NotReady,
+  ReloadFailed,
+  type SpawnFailed,
+  TooManyRestarts
+} from "../Errors.ts"
 import * as ExitStatus from "../ExitStatus.ts"
 import * as Listen from "../Listen.ts"
 import type { Config, Event, SlotStatus, Summary } from "../Model.ts"
@@ -55,6 +63,43 @@ interface Ended {
   readonly notReady: Option.Option<NotReady>
   /** Stopped by `restart`: started again at once, spending no budget. */
   readonly requested: boolean
+  /** Replaced by a surge reload: this worker, already ready, is the slot's next one. */
+  readonly next?: Acquired | undefined
+}
+
+/**
+ * How a live worker is asked to be replaced, once per incarnation: `asked`
+ * is completed by the first caller, with how; for a surge, `answer` says
+ * whether the replacement took over.
+ */
+interface Request {
+  readonly incarnation: number
+  readonly asked: Deferred.Deferred<"replace" | "surge">
+  readonly answer: Deferred.Deferred<void, ReloadFailed>
+}
+
+const makeRequest = (incarnation: number): Request => ({
+  incarnation,
+  asked: Deferred.makeUnsafe(),
+  answer: Deferred.makeUnsafe()
+})
+
+/** A worker spawned into a scope of its own. */
+interface Acquired {
+  readonly scope: Scope.Closeable
+  readonly handle: ProcessHandle
+}
+
+/**
+ * How a rolling reload goes: `surge` (the default) starts each replacement
+ * beside the live worker and stops the old one once the new one is ready;
+ * `concurrency` slots at a time (default 1).
+ *
+ * @internal
+ */
+export interface ReloadOptions {
+  readonly concurrency?: number | undefined
+  readonly surge?: boolean | undefined
 }
 
 /** What the loop gives `Supervisor.start` to build its handle from. @internal */
@@ -66,7 +111,7 @@ export interface Loop {
   readonly processes: () => number
   readonly awaitReady: Effect.Effect<void, Failure>
   readonly restart: (taskId: number) => Effect.Effect<void>
-  readonly reload: Effect.Effect<void>
+  readonly reload: (options?: ReloadOptions) => Effect.Effect<void, ReloadFailed | InvalidOptions>
   readonly scale: (processes: number) => Effect.Effect<void, InvalidOptions>
 }
 
@@ -114,8 +159,11 @@ export const start = Effect.fnUntraced(function* (
   const requestedExits = new WeakSet<ExitRecord>()
   let restarts = 0
 
-  /** Per slot, how to ask its live worker to be replaced (one `Deferred` per incarnation). */
-  const restartRequests = new Map<number, { readonly incarnation: number; readonly request: Deferred.Deferred<void> }>()
+  /** Per slot, how to ask its live worker to be replaced: once per incarnation (see `Request`). */
+  const restartRequests = new Map<number, Request>()
+
+  /** Replacements of a surge, from their spawn until they take over or are abandoned. */
+  const pendings = new Map<number, Acquired>()
 
   const slots = yield* FiberMap.make<number, void, Failure>()
   const reapers = yield* FiberSet.make<void>()
@@ -138,8 +186,143 @@ export const start = Effect.fnUntraced(function* (
   const readySignal = (handle: ProcessHandle): Effect.Effect<void> =>
     typeof cfg.ready === "object" ? Effect.sleep(cfg.ready.delay) : handle.ready
 
-  /** The worker's life once spawned: until ready (or not in time), then until it exits or is asked to restart. */
-  const live = (taskId: TaskId, handle: ProcessHandle, request: Deferred.Deferred<void>) =>
+  /** Spawns a worker for the slot into a scope of its own, and tells it: one uninterruptible step. */
+  const spawnInto = (taskId: TaskId, transition: (pid: number) => Slot.Transition) =>
+    Effect.uninterruptible(
+      Effect.gen(function* () {
+        const scope = yield* Scope.make()
+        const spawned = yield* Effect.exit(Scope.provide(spawner.spawn(spawnRequest(taskId)), scope))
+        if (Exit.isFailure(spawned)) {
+          yield* Scope.close(scope, spawned)
+          return yield* Effect.failCause(spawned.cause)
+        }
+        const handle = spawned.value
+        yield* apply(taskId, transition(handle.pid))
+        yield* publish({ _tag: "Started", taskId, pid: handle.pid, at: now() })
+        return { scope, handle } satisfies Acquired
+      })
+    )
+
+  /** The next request of the slot's current incarnation, registered where `restart` finds it. */
+  const newRequest = (taskId: TaskId) =>
+    Effect.map(SubscriptionRef.get(table), (tb) => {
+      const request = makeRequest(Option.match(Slot.get(tb, taskId), { onNone: () => 0, onSome: (s) => s.incarnation }))
+      restartRequests.set(taskId, request)
+      return request
+    })
+
+  /**
+   * A surge: start a replacement beside the live worker, and once it is ready
+   * stop the old one; the replacement is then the slot's next incarnation. If
+   * the replacement exits or is not ready in time, it is stopped, the old
+   * worker keeps serving and the caller gets `ReloadFailed`; no budget is spent.
+   */
+  const surge = (taskId: TaskId, old: ProcessHandle, request: Request) =>
+    Effect.gen(function* () {
+      const spawned = yield* Effect.exit(
+        spawnInto(taskId, (pid) => ({ _tag: "Surging", pid })).pipe(
+          Effect.tap((next) => Effect.sync(() => pendings.set(taskId, next))),
+          Effect.uninterruptible
+        )
+      )
+      if (Exit.isFailure(spawned)) {
+        const reason = Cause.squash(spawned.cause)
+        yield* Deferred.fail(
+          request.answer,
+          new ReloadFailed({
+            taskId,
+            reloaded: [],
+            message: `reload: cannot start a replacement for child ${taskId}: ${reason instanceof Error ? reason.message : String(reason)}`
+          })
+        )
+        return Option.none<Ended>()
+      }
+      const next = spawned.value
+      // Interrupted from here on, the replacement is stopped beside the old worker, not after it.
+      const outcome = yield* Effect.raceAll([
+        Effect.as(readySignal(next.handle), "ready" as const),
+        Effect.as(next.handle.exit, "exited" as const),
+        Effect.as(old.exit, "old-exited" as const)
+      ]).pipe(
+        Effect.timeoutOption(cfg.readyTimeout),
+        Effect.onInterrupt(() => abandon(taskId, next))
+      )
+      if (Option.isSome(outcome) && outcome.value === "ready") {
+        yield* publish({ _tag: "Ready", taskId, pid: next.handle.pid, at: now() })
+        const status = yield* old.stop.pipe(Effect.onInterrupt(() => abandon(taskId, next)))
+        return Option.some<Ended>({
+          pid: old.pid,
+          status,
+          startedAt: 0,
+          notReady: Option.none(),
+          requested: true,
+          next
+        })
+      }
+      const why = Option.isNone(outcome)
+        ? `not ready within ${Duration.toMillis(cfg.readyTimeout)} ms`
+        : outcome.value === "exited"
+          ? "exited before it was ready"
+          : `was not ready when child ${taskId} (pid ${old.pid}) exited`
+      yield* Effect.logWarning(
+        `reload: the replacement for child ${taskId} (pid ${next.handle.pid}) ${why}; child ${taskId} (pid ${old.pid}) keeps serving`
+      ).pipe(Effect.annotateLogs({ taskId, pid: next.handle.pid }))
+      yield* Effect.uninterruptible(abandonNow(taskId, next))
+      yield* Deferred.fail(
+        request.answer,
+        new ReloadFailed({
+          taskId,
+          pid: next.handle.pid,
+          reloaded: [],
+          message: `reload: the replacement for child ${taskId} (pid ${next.handle.pid}) ${why}`
+        })
+      )
+      return Option.none<Ended>()
+    })
+
+  /** A replacement that will not take over: stopped (and told) in the background, as a reaper. */
+  const abandon = (taskId: TaskId, next: Acquired) =>
+    Effect.suspend(() =>
+      pendings.get(taskId) === next ? Effect.asVoid(FiberSet.run(reapers, abandonNow(taskId, next))) : Effect.void
+    )
+  const abandonNow = (taskId: TaskId, next: Acquired) =>
+    Effect.uninterruptible(
+      Effect.sync(() => {
+        if (pendings.get(taskId) === next) pendings.delete(taskId)
+      })
+    ).pipe(Effect.andThen(abandoned(taskId, next)))
+  const abandoned = (taskId: TaskId, next: Acquired) =>
+    Effect.uninterruptible(
+      Scope.close(next.scope, Exit.void).pipe(
+        Effect.andThen(next.handle.exitStatus),
+        Effect.flatMap((status) =>
+          apply(taskId, { _tag: "SurgeFailed" }).pipe(
+            Effect.andThen(
+              Option.isNone(status)
+                ? Effect.void
+                : publish({
+                    _tag: "Exited",
+                    taskId,
+                    pid: next.handle.pid,
+                    status: status.value,
+                    at: now(),
+                    restart: false,
+                    notReady: Option.none(),
+                    requested: true,
+                    stopped: true
+                  })
+            )
+          )
+        )
+      )
+    )
+
+  /**
+   * The worker's life once spawned: until ready (or not in time), then until
+   * it exits or is asked to be replaced (stopped then started again, or a
+   * surge). `ready` is set for a worker that took over from a surge.
+   */
+  const live = (taskId: TaskId, handle: ProcessHandle, ready: boolean) =>
     Effect.gen(function* () {
       const { pid } = handle
       const startedAt = now()
@@ -151,26 +334,40 @@ export const start = Effect.fnUntraced(function* (
         requested: false,
         ...more
       })
-      const requested = Effect.as(Deferred.await(request), "requested" as const)
-      if (cfg.ready !== "spawn") {
+      let request = yield* newRequest(taskId)
+      if (!ready && cfg.ready !== "spawn") {
         const outcome = yield* Effect.raceAll([
           Effect.as(readySignal(handle), "ready" as const),
           Effect.as(handle.exit, "exited" as const),
-          requested
+          // Before it is ready, any ask replaces it: there is nothing to keep serving.
+          Effect.as(Deferred.await(request.asked), "requested" as const)
         ]).pipe(Effect.timeoutOption(cfg.readyTimeout))
         if (Option.isNone(outcome)) {
           const notReady = new NotReady({ taskId, pid, timeoutMillis: Duration.toMillis(cfg.readyTimeout) })
           return ended(yield* handle.stop, { notReady: Option.some(notReady) })
         }
-        if (outcome.value === "requested") return ended(yield* handle.stop, { requested: true })
+        if (outcome.value === "requested") {
+          yield* Deferred.succeed(request.answer, void 0)
+          return ended(yield* handle.stop, { requested: true })
+        }
       }
-      if (Option.isNone(yield* handle.exitStatus)) {
+      if (!ready && Option.isNone(yield* handle.exitStatus)) {
         // Published first, so whoever `awaitReady` wakes finds the event already in the stream.
         yield* publish({ _tag: "Ready", taskId, pid, at: now() })
         yield* apply(taskId, { _tag: "Ready" })
       }
-      const outcome = yield* Effect.raceFirst(Effect.as(handle.exit, "exited" as const), requested)
-      return outcome === "requested" ? ended(yield* handle.stop, { requested: true }) : ended(yield* handle.exit)
+      while (true) {
+        const outcome = yield* Effect.raceFirst(
+          Effect.as(handle.exit, "exited" as const),
+          Deferred.await(request.asked)
+        )
+        if (outcome === "exited") return ended(yield* handle.exit)
+        if (outcome === "replace") return ended(yield* handle.stop, { requested: true })
+        const replaced = yield* surge(taskId, handle, request)
+        if (Option.isSome(replaced)) return { ...replaced.value, startedAt }
+        // The surge failed: this worker keeps serving; a later reload asks again.
+        request = yield* newRequest(taskId)
+      }
     })
 
   /**
@@ -180,27 +377,20 @@ export const start = Effect.fnUntraced(function* (
    * and the stop is told as an event. Ended by the worker's own exit, the rest
    * of its process group is stopped by a reaper, and the slot goes on at once.
    */
-  const incarnation = (taskId: TaskId): Effect.Effect<Ended, SpawnFailed> =>
+  const incarnation = (taskId: TaskId, adopted: Acquired | undefined) =>
     Effect.acquireUseRelease(
-      Effect.gen(function* () {
-        const scope = yield* Scope.make()
-        const spawned = yield* Effect.exit(Scope.provide(spawner.spawn(spawnRequest(taskId)), scope))
-        if (Exit.isFailure(spawned)) {
-          yield* Scope.close(scope, spawned)
-          return yield* Effect.failCause(spawned.cause)
-        }
-        const handle = spawned.value
-        const tb = yield* SubscriptionRef.updateAndGet(table, (tb) =>
-          Slot.update(tb, taskId, { _tag: "Spawned", pid: handle.pid, at: now() })
-        )
-        const request = Deferred.makeUnsafe<void>()
-        Option.map(Slot.get(tb, taskId), (slot) =>
-          restartRequests.set(taskId, { incarnation: slot.incarnation, request })
-        )
-        yield* publish({ _tag: "Started", taskId, pid: handle.pid, at: now() })
-        return { scope, handle, request }
-      }),
-      ({ handle, request }) => live(taskId, handle, request),
+      adopted === undefined
+        ? spawnInto(taskId, (pid) => ({ _tag: "Spawned", pid, at: now() }))
+        : Effect.as(
+            apply(taskId, { _tag: "TookOver", pid: adopted.handle.pid, at: now() }).pipe(
+              Effect.tap(() => Effect.sync(() => pendings.delete(taskId)))
+            ),
+            adopted
+          ),
+      ({ handle }) =>
+        Effect.uninterruptibleMask((restore) =>
+          Effect.flatMap(restore(live(taskId, handle, adopted !== undefined)), (ended) => tell(taskId, ended))
+        ),
       ({ handle, scope }, exit) => {
         restartRequests.delete(taskId)
         if (Exit.isSuccess(exit)) {
@@ -262,11 +452,14 @@ export const start = Effect.fnUntraced(function* (
   }
 
   /** One slot: start, wait, classify the exit, spend the budget, restart or stop. */
-  const supervise = Effect.fnUntraced(function* (taskId: TaskId) {
-    let failures = 0
-    while (true) {
-      const ended = yield* incarnation(taskId)
-      const { notReady, pid, requested, startedAt, status } = ended
+  /**
+   * Tells an exit the slot's fiber has seen: its record, the slot's state, the
+   * Tornado log line and the `Exited` event. Run uninterruptibly right after
+   * the exit is seen, so no exit goes untold, whenever the slot is stopped.
+   */
+  const tell = (taskId: TaskId, ended: Ended) =>
+    Effect.gen(function* () {
+      const { notReady, pid, requested, status } = ended
       const at = now()
       const record = new ExitRecord({
         taskId,
@@ -283,12 +476,22 @@ export const start = Effect.fnUntraced(function* (
         !stopping &&
         (requested ||
           (Option.isSome(notReady) ? policy.restart !== "never" : RestartPolicy.shouldRestart(policy, status)))
+      if (requested) requestedExits.add(record)
       yield* apply(taskId, { _tag: "Exited", status, restart })
       yield* logExit(taskId, ended, restart)
       yield* publish({ _tag: "Exited", taskId, pid, status, at, restart, notReady, requested })
+      return { ...ended, at, record, restart }
+    })
+
+  /** One slot: start, wait, classify the exit, spend the budget, restart or stop. */
+  const supervise = Effect.fnUntraced(function* (taskId: TaskId) {
+    let failures = 0
+    let next: Acquired | undefined
+    while (true) {
+      const { at, next: replacement, record, requested, restart, startedAt } = yield* incarnation(taskId, next)
+      next = replacement
       if (!restart) return
       if (requested) {
-        requestedExits.add(record)
         failures = 0
         yield* Effect.yieldNow
         continue
@@ -320,6 +523,13 @@ export const start = Effect.fnUntraced(function* (
     runSlot(
       taskId,
       supervise(taskId).pipe(
+        // A replacement between its surge and its takeover when the slot ends is stopped too.
+        Effect.onExit(() =>
+          Effect.suspend(() => {
+            const next = pendings.get(taskId)
+            return next === undefined ? Effect.void : abandonNow(taskId, next)
+          })
+        ),
         Effect.onExit((exit) => {
           if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) failure ??= exit.cause
           // A slot scaled away leaves the table once its worker is gone; one stopped for good says so.
@@ -388,38 +598,73 @@ export const start = Effect.fnUntraced(function* (
     (tb) => (tb.closed ? Effect.asVoid(Fiber.join(fiber)) : Effect.void)
   )
 
-  const restart = (taskId: number): Effect.Effect<void> =>
+  /**
+   * Asks a slot's live worker to be replaced, then waits until its
+   * replacement is running (or the slot or the supervision ended). Asking is
+   * one synchronous step: the slot's own fiber does the work, and a caller
+   * that stops waiting leaves it to finish.
+   */
+  const replace = (taskId: number, how: "replace" | "surge"): Effect.Effect<void, ReloadFailed> =>
     Effect.suspend(() => {
       const tb = SubscriptionRef.getUnsafe(table)
       const slot = Slot.get(tb, taskId)
       if (tb.closed || Option.isNone(slot) || slot.value.removing) return Effect.void
       const { incarnation, phase } = slot.value
       if (phase === "exited" || phase === "stopped" || phase === "stopping") return Effect.void
-      // Asking is one synchronous step: the slot's own fiber stops the worker, whoever stops waiting.
-      const live = restartRequests.get(taskId)
-      if (live !== undefined && live.incarnation === incarnation) Deferred.doneUnsafe(live.request, Effect.void)
-      return Effect.asVoid(
-        waitFor((tb) =>
-          Option.match(Slot.get(tb, taskId), {
-            onNone: () => true,
-            onSome: (s) =>
-              tb.closed ||
-              s.removing ||
-              s.phase === "exited" ||
-              s.phase === "stopped" ||
-              (s.incarnation > incarnation && s.phase === "running")
-          })
+      const ended = (tb: Slot.Table) =>
+        Option.match(Slot.get(tb, taskId), {
+          onNone: () => true,
+          onSome: (s) => tb.closed || s.removing || s.phase === "exited" || s.phase === "stopped"
+        })
+      const replaced = Effect.asVoid(
+        waitFor(
+          (tb) =>
+            ended(tb) ||
+            Option.exists(Slot.get(tb, taskId), (s) => s.incarnation > incarnation && s.phase === "running")
         )
+      )
+      const request = restartRequests.get(taskId)
+      if (request === undefined || request.incarnation !== incarnation) return replaced
+      Deferred.doneUnsafe(request.asked, Effect.succeed(how))
+      if (how === "replace") return replaced
+      // A surge answers whether the replacement took over; the supervision ending answers too.
+      return Effect.raceFirst(
+        Deferred.await(request.answer).pipe(Effect.andThen(replaced)),
+        Effect.asVoid(waitFor(ended))
       )
     })
 
-  const reload: Effect.Effect<void> = Effect.suspend(() =>
-    Effect.forEach(
-      Slot.list(SubscriptionRef.getUnsafe(table)).filter((s) => !s.removing),
-      (slot) => restart(slot.taskId),
-      { discard: true }
-    )
-  )
+  const restart = (taskId: number): Effect.Effect<void> => Effect.catch(replace(taskId, "replace"), () => Effect.void)
+
+  const reload = (options: ReloadOptions = {}): Effect.Effect<void, ReloadFailed | InvalidOptions> =>
+    Effect.suspend((): Effect.Effect<void, ReloadFailed | InvalidOptions> => {
+      const concurrency = options.concurrency ?? 1
+      if (!Number.isInteger(concurrency) || concurrency < 1) {
+        return Effect.fail(
+          new InvalidOptions({
+            field: "concurrency",
+            message: `reload concurrency must be a whole number >= 1, got ${String(concurrency)}`
+          })
+        )
+      }
+      const how = options.surge === false ? "replace" : "surge"
+      const reloaded: Array<number> = []
+      return Effect.forEach(
+        Slot.list(SubscriptionRef.getUnsafe(table)).filter((s) => !s.removing),
+        (slot) => Effect.tap(replace(slot.taskId, how), () => Effect.sync(() => reloaded.push(slot.taskId))),
+        { concurrency, discard: true }
+      ).pipe(
+        Effect.mapError(
+          (error) =>
+            new ReloadFailed({
+              taskId: error.taskId,
+              ...(error.pid === undefined ? {} : { pid: error.pid }),
+              reloaded: reloaded.slice(),
+              message: error.message
+            })
+        )
+      )
+    })
 
   const scaleLock = Semaphore.makeUnsafe(1)
   const scale = (processes: number): Effect.Effect<void, InvalidOptions> =>

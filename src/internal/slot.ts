@@ -33,11 +33,19 @@ export interface Slot {
   readonly lastExit: Option.Option<ExitStatus>
   /** Scaled away: the slot leaves the table once its worker is gone. */
   readonly removing: boolean
+  /** A replacement started by a surge reload, not serving yet: the slot's worker until it is ready. */
+  readonly replacement: Option.Option<number>
 }
 
 /** @internal */
 export type Transition =
   | { readonly _tag: "Spawned"; readonly pid: number; readonly at: number }
+  /** A surge reload started a replacement beside the live worker. */
+  | { readonly _tag: "Surging"; readonly pid: number }
+  /** The replacement is ready and takes the slot over: it is the slot's next incarnation. */
+  | { readonly _tag: "TookOver"; readonly pid: number; readonly at: number }
+  /** The replacement failed (not ready, exited, stopped): the live worker stays. */
+  | { readonly _tag: "SurgeFailed" }
   | { readonly _tag: "Ready" }
   /** The worker exited; `restart` says whether the slot starts again. */
   | { readonly _tag: "Exited"; readonly status: ExitStatus; readonly restart: boolean }
@@ -62,6 +70,19 @@ export const transition = (slot: Slot, t: Transition): Slot => {
             pid: Option.some(t.pid),
             startedAt: Option.some(t.at)
           }
+    case "Surging":
+      return { ...slot, replacement: Option.some(t.pid) }
+    case "TookOver":
+      return {
+        ...slot,
+        phase: slot.phase === "stopping" ? "stopping" : "running",
+        incarnation: slot.incarnation + 1,
+        pid: Option.some(t.pid),
+        startedAt: Option.some(t.at),
+        replacement: Option.none()
+      }
+    case "SurgeFailed":
+      return { ...slot, replacement: Option.none() }
     case "Ready":
       return slot.phase === "starting" && Option.isSome(slot.pid) ? { ...slot, phase: "running" } : slot
     case "Exited":
@@ -92,7 +113,8 @@ export const newSlot = (taskId: number): Slot => ({
   restarts: 0,
   startedAt: Option.none(),
   lastExit: Option.none(),
-  removing: false
+  removing: false,
+  replacement: Option.none()
 })
 
 /** @internal */
@@ -102,7 +124,8 @@ export const status = (slot: Slot): SlotStatus => ({
   pid: slot.pid,
   restarts: slot.restarts,
   startedAt: slot.startedAt,
-  lastExit: slot.lastExit
+  lastExit: slot.lastExit,
+  replacement: slot.replacement
 })
 
 /**

@@ -72,7 +72,7 @@ describe("SupervisorHandle controls (real processes)", () => {
         const readies = (n: number) => () => events.filter((e) => e._tag === "Ready").length >= n || undefined
         yield* eventually(readies(3))
         const mark = events.length
-        yield* handle.reload
+        yield* handle.reload({ surge: false })
         yield* eventually(readies(6))
         const after = events.slice(mark).map((e) => `${e._tag} ${"taskId" in e ? e.taskId : ""}`)
         assert.deepStrictEqual(after, [

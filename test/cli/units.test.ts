@@ -89,6 +89,7 @@ describe("Status", () => {
     taskId: TaskId(taskId),
     state: "running",
     pid: Option.none(),
+    replacement: Option.none(),
     restarts: 0,
     startedAt: Option.none(),
     lastExit: Option.none(),

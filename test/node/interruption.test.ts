@@ -130,7 +130,8 @@ for (const { layer, path } of spawnerPaths) {
                 [1, "running"]
               ]
             )
-            assert.strictEqual(pidsWithTag(tag).length, 2)
+            // A worker just spawned may be mid-exec, its environment unreadable for a moment.
+          yield* eventually(() => (pidsWithTag(tag).length === 2 ? true : undefined))
             yield* handle.stop
             assert.deepStrictEqual(pidsWithTag(tag), [])
           })
