@@ -6,6 +6,7 @@
 // that bundle, or that has none, it runs the TypeScript sources instead (Node >= 22.18 strips
 // types outside node_modules); `npm run build:cli` brings the bundle up to date.
 import { existsSync, readdirSync, statSync } from "node:fs"
+import module from "node:module"
 import { sep } from "node:path"
 import { fileURLToPath } from "node:url"
 
@@ -24,6 +25,11 @@ const newestSource = () => {
   }
   return newest
 }
+
+// V8's compiled code for the bundle, cached on disk (in the system's temporary directory) from
+// the first run on: later runs skip most of the parsing, and their RSS is ~4 MiB lower.
+// NODE_DISABLE_COMPILE_CACHE=1 turns it off. Node >= 22.1.
+module.enableCompileCache?.()
 
 const bundled = existsSync(bundle) && (!checkout || statSync(bundle).mtimeMs >= newestSource())
 if (bundled || !checkout) {

@@ -17,13 +17,15 @@
 import { statSync } from "node:fs"
 import { availableParallelism } from "node:os"
 import * as Path from "node:path"
-import { NodeServices } from "@effect/platform-node"
+import { NodePath, NodeStdio, NodeTerminal } from "@effect/platform-node"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as FileSystem from "effect/FileSystem"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { Argument, CliConfig, CliOutput, Command, Flag, GlobalFlag } from "effect/cli"
+import * as ChildProcessSpawner from "effect/process/ChildProcessSpawner"
 import type { ExitRecord } from "../Errors.ts"
 import { InvalidOptions } from "../Errors.ts"
 import * as ExitStatus from "../ExitStatus.ts"
@@ -386,6 +388,23 @@ const presenter: CliOutput.Presenter = {
 }
 
 /**
+ * What `effect/cli` requires of its environment. The command reads no file
+ * and runs no subprocess through `effect/cli` (workers are started by the
+ * supervisor's own spawner), so the file system and the process spawner are
+ * placeholders that fail if ever used: Node's file system and crypto modules
+ * stay unloaded, and the supervising process stays lighter.
+ */
+const services = Layer.mergeAll(
+  NodePath.layer,
+  NodeStdio.layer,
+  NodeTerminal.layer,
+  FileSystem.layerNoop({}),
+  Layer.succeed(ChildProcessSpawner.ChildProcessSpawner)(
+    ChildProcessSpawner.make(() => Effect.die(new Error("prefork: effect/cli's process spawner is not provided")))
+  )
+)
+
+/**
  * `prefork` with these arguments (`process.argv.slice(2)`).
  *
  * @since 0.1.0
@@ -395,7 +414,7 @@ export const run = (argv: ReadonlyArray<string>) =>
   Command.runWith(command, { version: VERSION })(Argv.splitCommand(argv, VALUE_FLAGS, BOOLEAN_FLAGS)).pipe(
     Effect.provide(
       Layer.mergeAll(
-        NodeServices.layer,
+        services,
         CliConfig.layer({ builtIns: [GlobalFlag.Help, GlobalFlag.Version, GlobalFlag.LogLevel] }),
         CliOutput.layerPresenter(presenter)
       )
