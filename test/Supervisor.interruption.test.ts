@@ -237,4 +237,74 @@ describe("interruption (in-memory spawner, TestClock)", () => {
       })
     )
   )
+
+  it.effect(
+    "a surge reload: each replacement starts beside the live worker and takes over once ready; reload returns then",
+    () =>
+      withSpawner((spawner) =>
+        Effect.gen(function* () {
+          const { events, handle } = yield* start({ processes: 2, mode: "module", ready: "message" })
+          yield* spawner.ready(1000)
+          yield* spawner.ready(1001)
+          yield* handle.awaitReady
+          const reloading = yield* Effect.forkChild(handle.reload())
+          yield* settle
+          // The replacement of slot 0 runs beside the old worker, which still serves.
+          assert.deepStrictEqual(
+            (yield* spawner.live).map((p) => [p.pid, p.taskId as number]),
+            [
+              [1000, 0],
+              [1001, 1],
+              [1002, 0]
+            ]
+          )
+          const slot0 = (yield* handle.status)[0]!
+          assert.deepStrictEqual([slot0.pid, slot0.replacement], [Option.some(1000), Option.some(1002)])
+          yield* spawner.ready(1002)
+          yield* settle
+          yield* spawner.ready(1003)
+          yield* Fiber.join(reloading)
+          assert.deepStrictEqual(
+            (yield* spawner.live).map((p) => [p.pid, p.taskId as number]),
+            [
+              [1002, 0],
+              [1003, 1]
+            ]
+          )
+          yield* settle
+          assert.deepStrictEqual(
+            events
+              .filter((e) => e._tag !== "Listening" && e._tag !== "Finished")
+              .slice(4)
+              .map((e) => `${e._tag} ${"pid" in e ? e.pid : ""}`),
+            ["Started 1002", "Ready 1002", "Exited 1000", "Started 1003", "Ready 1003", "Exited 1001"]
+          )
+          assert.strictEqual((yield* handle.status).filter((s) => s.restarts > 0).length, 0)
+        })
+      )
+  )
+
+  it.effect(
+    "a surge whose replacement is not ready in time: ReloadFailed, the replacement stopped, the old worker kept",
+    () =>
+      withSpawner((spawner) =>
+        Effect.gen(function* () {
+          const { handle } = yield* start({ processes: 2, mode: "module", ready: "message", readyTimeout: "3 seconds" })
+          yield* spawner.ready(1000)
+          yield* spawner.ready(1001)
+          yield* handle.awaitReady
+          const reloading = yield* Effect.forkChild(handle.reload())
+          yield* settle
+          yield* TestClock.adjust("3 seconds")
+          const error = yield* Effect.flip(Fiber.join(reloading))
+          assert.strictEqual(error._tag, "ReloadFailed")
+          if (error._tag === "ReloadFailed") assert.deepStrictEqual([error.taskId, error.pid], [0, 1002])
+          assert.deepStrictEqual(
+            (yield* spawner.live).map((p) => p.pid),
+            [1000, 1001]
+          )
+          assert.isTrue(Option.isNone((yield* handle.status)[0]!.replacement))
+        })
+      )
+  )
 })

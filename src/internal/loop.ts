@@ -250,6 +250,7 @@ export const start = Effect.fnUntraced(function* (
       if (Option.isSome(outcome) && outcome.value === "ready") {
         yield* publish({ _tag: "Ready", taskId, pid: next.handle.pid, at: now() })
         const status = yield* old.stop.pipe(Effect.onInterrupt(() => abandon(taskId, next)))
+        yield* Deferred.succeed(request.answer, void 0)
         return Option.some<Ended>({
           pid: old.pid,
           status,

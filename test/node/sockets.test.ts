@@ -10,7 +10,7 @@ import { request } from "node:http"
 import * as Net from "node:net"
 import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit } from "effect"
+import { Effect, Exit, Fiber } from "effect"
 import * as Listen from "../../src/Listen.ts"
 import { assertNoneLeft, eventually, pidsWithTag } from "../helpers/procs.ts"
 import { fixture, started, supervise, tempDir } from "../helpers/supervise.ts"
@@ -201,5 +201,75 @@ describe("supervisor-owned sockets (real processes)", () => {
           assert.isTrue(lstatSync(path).isFile())
         })
       )
+  )
+
+  it.live("reload under a stream of requests: every pid replaced, no request fails (surge, 1 and 3 workers)", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        for (const processes of [1, 3]) {
+          const { events, handle, tag } = yield* supervise({
+            mode: "module",
+            command: fixture("fd-server.js"),
+            processes,
+            listen: ["127.0.0.1:0"],
+            ready: "message",
+            stopTimeout: "2 seconds"
+          })
+          const port = tcpPort(handle.sockets)
+          yield* handle.awaitReady
+          const before = new Set(started(events).map((e) => e.pid))
+          // Requests one after another on fresh connections, for as long as the reload runs (bounded).
+          const answers: Array<Answer | { readonly error: string }> = []
+          const load = yield* Effect.forkChild(
+            Effect.gen(function* () {
+              for (let i = 0; i < 2000; i++) answers.push(yield* get({ port }))
+            })
+          )
+          yield* handle.reload()
+          yield* Fiber.interrupt(load)
+          const failures = answers.filter((a) => "error" in a)
+          assert.deepStrictEqual(failures, [], `failed requests during the reload of ${processes}`)
+          assert.isAbove(answers.length, 0)
+          const live = pidsWithTag(tag)
+          assert.strictEqual(live.length, processes)
+          for (const pid of live) assert.isFalse(before.has(pid), `pid ${pid} was not replaced`)
+          yield* handle.stop
+          assert.deepStrictEqual(pidsWithTag(tag), [])
+        }
+      })
+    )
+  )
+
+  it.live("a replacement that cannot start fails the reload with ReloadFailed; the old worker keeps serving", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const broken = Path.join(dir, "broken")
+        const { handle, tag } = yield* supervise({
+          mode: "module",
+          command: fixture("fd-server.js"),
+          args: [broken],
+          processes: 2,
+          listen: ["127.0.0.1:0"],
+          ready: "message",
+          maxRestarts: 0
+        })
+        const port = tcpPort(handle.sockets)
+        yield* handle.awaitReady
+        const before = pidsWithTag(tag).sort()
+        writeFileSync(broken, "")
+        const error = yield* Effect.flip(handle.reload())
+        assert.strictEqual(error._tag, "ReloadFailed")
+        if (error._tag === "ReloadFailed") {
+          assert.strictEqual(error.taskId, 0)
+          assert.deepStrictEqual(error.reloaded, [])
+        }
+        // Nothing was lost: the same workers serve, no budget was spent (maxRestarts 0 and still running).
+        assert.deepStrictEqual(pidsWithTag(tag).sort(), before)
+        assert.include(before, answer(yield* get({ port })).pid)
+        yield* handle.stop
+        assert.deepStrictEqual(pidsWithTag(tag), [])
+      })
+    )
   )
 })
