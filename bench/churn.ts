@@ -14,7 +14,7 @@
  * GC), open fds (/proc/<pid>/fd), listeners on `process` and `cluster`, and
  * active handles (`process.getActiveResourcesInfo()`), before and after.
  *
- *   node bench/churn.ts [--restarts=5000] [--workers=2] [--rounds=1] [--systems=ours,raw] [--quick]
+ *   node bench/churn.ts [--restarts=5000] [--workers=2] [--rounds=1] [--systems=ours,ours-bundled,raw] [--quick]
  */
 import { rmSync, writeFileSync } from "node:fs"
 import * as Path from "node:path"
@@ -49,21 +49,53 @@ requireNode()
 const restarts = num("restarts", 5000, 50)
 const workers = num("workers", 2, 2)
 const rounds = num("rounds", 1, 1)
-const systems = parseSystems(list("systems", ["ours", "raw"]))
+const systems = parseSystems(list("systems", ["ours", "ours-bundled", "raw"]))
 if (systems.includes("pm2")) throw new Error("churn reads the primary through its control channel: not for pm2")
 watchdog(num("timeout", 3600, 300))
 
 const started = machine()
-buildOurs()
+await buildOurs()
 if (needsPeers(systems)) ensurePeers()
 
 interface Reading {
   readonly rssMiB: number
   readonly heapMiB: number
+  /** Where the RSS is (MiB): V8's resident spaces, V8's malloc, and the kernel's anonymous / file-backed split and PSS. */
+  readonly detail: Readonly<Record<DetailKey, number>>
   readonly fds: number
   readonly listeners: number
   readonly resources: number
   readonly resourceKinds: Record<string, number>
+}
+
+const DETAIL = {
+  "V8 heap committed": "heapTotal",
+  "new space": "new_space",
+  "old space": "old_space",
+  "code + trusted": "code",
+  "large objects": "lo",
+  "V8 malloc": "malloced",
+  anonymous: "Anonymous",
+  "file-backed": "file",
+  PSS: "Pss"
+} as const
+type DetailKey = (typeof DETAIL)[keyof typeof DETAIL]
+
+const detailOf = (r: Record<string, any>): Record<DetailKey, number> => {
+  const spaces: Record<string, number> = r.memory?.spaces ?? {}
+  const kernel: Record<string, number> = r.memory?.kernel ?? {}
+  const m = (bytes: number | undefined) => (bytes ?? Number.NaN) / 2 ** 20
+  return {
+    heapTotal: m(r.heapTotal),
+    new_space: m(spaces["new_space"]),
+    old_space: m(spaces["old_space"]),
+    code: m((spaces["code_space"] ?? 0) + (spaces["trusted_space"] ?? 0) + (spaces["code_large_object_space"] ?? 0)),
+    lo: m((spaces["large_object_space"] ?? 0) + (spaces["new_large_object_space"] ?? 0)),
+    malloced: m(r.memory?.mallocedMemory),
+    Anonymous: m(kernel["Anonymous"]),
+    file: m((kernel["Rss"] ?? Number.NaN) - (kernel["Anonymous"] ?? Number.NaN)),
+    Pss: m(kernel["Pss"])
+  }
 }
 
 const read = async (running: Running): Promise<Reading> => {
@@ -72,6 +104,7 @@ const read = async (running: Running): Promise<Reading> => {
   return {
     rssMiB: r.rss / 2 ** 20,
     heapMiB: r.heapUsed / 2 ** 20,
+    detail: detailOf(r),
     fds: proc?.fds ?? Number.NaN,
     listeners: r.listeners,
     resources: r.resources,
@@ -147,7 +180,7 @@ const table: Table = {
   headers: [
     "system",
     "restarts/s",
-    "ours/raw",
+    "vs raw",
     "primary CPU ms/restart",
     "RSS MiB before → after",
     "heap MiB before → after",
@@ -163,7 +196,7 @@ const table: Table = {
     return [
       s,
       fmt(rate),
-      s === "ours" && systems.includes("raw") ? `${(rate / rawRate).toFixed(2)}x` : "",
+      s !== "raw" && systems.includes("raw") ? `${(rate / rawRate).toFixed(2)}x` : "",
       fmt(med(xs.map((x) => x.cpuMs / restarts)), 2),
       pair((r) => r.rssMiB, 1),
       pair((r) => r.heapMiB, 2),
@@ -177,6 +210,25 @@ const table: Table = {
     `${rounds} round(s), systems alternating. Primary CPU: user+system time of the primary during the crash loop, per restart.`
   ]
 }
+const detailTable: Table = {
+  title: "Churn: where the primary's RSS went (MiB, before → after, after a full GC)",
+  headers: ["system", "RSS", ...Object.keys(DETAIL)],
+  rows: systems.map((s) => {
+    const xs = of(s)
+    const pair = (f: (r: Reading) => number) =>
+      `${fmt(med(xs.map((x) => f(x.before))))} → ${fmt(med(xs.map((x) => f(x.after))))}`
+    return [s, pair((r) => r.rssMiB), ...Object.values(DETAIL).map((k) => pair((r) => r.detail[k]))]
+  }),
+  notes: [
+    "V8 heap committed: heapTotal; new/old space, code + trusted, large objects: V8's resident (physical) size of those spaces.",
+    "V8 malloc: what V8 itself holds from malloc. anonymous / file-backed: resident pages by kind (/proc/<pid>/smaps_rollup); PSS shares shared pages among their sharers.",
+    ...(list("primary-node-args", []).length > 0
+      ? [`Primary Node flags: ${list("primary-node-args", []).join(" ")}`]
+      : []),
+    ...(list("primary-env", []).length > 0 ? [`Primary environment: ${list("primary-env", []).join(" ")}`] : [])
+  ]
+}
 printTable(table)
-writeResults("churn", started, [table], { restarts, workers, rounds, systems, samples })
+printTable(detailTable)
+writeResults("churn", started, [table, detailTable], { restarts, workers, rounds, systems, samples })
 finish()

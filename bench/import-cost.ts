@@ -43,7 +43,7 @@ const rounds = num("rounds", 9, 2)
 watchdog(num("timeout", 900, 120))
 
 const started = machine()
-buildOurs()
+await buildOurs()
 
 const dists: Array<readonly [string, string]> = [
   ["ours", OURS_DIST],
@@ -73,6 +73,7 @@ const targets: Array<Target> = [
   { name: "nothing (node:path)", spec: "node:path" },
   { name: "node:http", spec: "node:http" },
   { name: "effect/Effect", spec: "effect/Effect" },
+  { name: "effect (the barrel)", spec: "effect" },
   { name: "effect/Data", spec: "effect/Data" },
   { name: "effect/Schema", spec: "effect/Schema" }
 ]
@@ -82,6 +83,7 @@ for (const [label, dir] of dists) {
     { name: `${label}: effect-prefork`, spec: Path.join(dir, "index.js") },
     { name: `${label}: Errors`, spec: Path.join(dir, "Errors.js") },
     { name: `${label}: Worker`, spec: Path.join(dir, "Worker.js") },
+    { name: `${label}: node/Prefork`, spec: Path.join(dir, "node", "Prefork.js") },
     { name: `${label}: effect-prefork/node, bundled`, spec: await bundleOf(label, Path.join(dir, "node.js")) }
   )
 }

@@ -53,7 +53,7 @@ for (const s of systems) {
 watchdog(num("timeout", 1800, 300))
 
 const started = machine()
-buildOurs()
+await buildOurs()
 
 type Sample = {
   system: string

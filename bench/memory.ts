@@ -6,10 +6,11 @@
  * answer, lets it idle `--idle-ms`, then reads VmRSS from /proc/<pid>/status
  * `--samples` times, 200 ms apart (the median of those is the round's value).
  * Also reported: open fds and threads of the same process.
- * `ours-deep` is ours importing only the modules it needs (no
+ * `ours-bundled` is the same primary bundled into one file; `ours-deep` (not
+ * run by default) is ours importing only the modules it needs (no
  * `effect-prefork/node`, hence no `@effect/platform-node`).
  *
- *   node bench/memory.ts [--rounds=5] [--workers=2] [--idle-ms=5000] [--systems=ours,ours-deep,raw,throng,pm2] [--quick]
+ *   node bench/memory.ts [--rounds=5] [--workers=2] [--idle-ms=5000] [--systems=ours,ours-bundled,raw,throng,pm2] [--quick]
  */
 import {
   buildOurs,
@@ -41,11 +42,11 @@ const rounds = num("rounds", 5, 1)
 const workers = num("workers", 2, 2)
 const idleMs = num("idle-ms", 5000, 500)
 const perRound = num("samples", 5, 2)
-const systems = parseSystems(list("systems", ["ours", "ours-deep", "raw", "throng", "pm2"]))
+const systems = parseSystems(list("systems", ["ours", "ours-bundled", "raw", "throng", "pm2"]))
 watchdog(num("timeout", 1800, 300))
 
 const started = machine()
-buildOurs()
+await buildOurs()
 if (needsPeers(systems)) ensurePeers()
 
 type Sample = { system: SystemName; round: number; rssMiB: number; fds: number; threads: number }
@@ -102,7 +103,10 @@ const table: Table = {
   }),
   notes: [
     `VmRSS after ${idleMs} ms idle, median of ${perRound} readings per round; ${rounds} rounds, systems alternating.`,
-    "ours-deep: ours without the `effect-prefork/node` entry point (no @effect/platform-node)."
+    "ours-bundled: the same primary as ours, bundled into one file with Effect inside (docs/production.md).",
+    ...(systems.includes("ours-deep")
+      ? ["ours-deep: ours without the `effect-prefork/node` entry point (no @effect/platform-node)."]
+      : [])
   ]
 }
 printTable(table)

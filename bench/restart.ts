@@ -10,7 +10,7 @@
  * latency = that answer's arrival − the stamp. Writes
  * bench/results/restart-latency.svg, one row per system.
  *
- *   node bench/restart.ts [--rounds=5] [--crashes=10] [--workers=1] [--systems=ours,raw,throng,pm2] [--quick]
+ *   node bench/restart.ts [--rounds=5] [--crashes=10] [--workers=1] [--systems=ours,ours-bundled,raw,throng,pm2] [--quick]
  */
 import { readFileSync, rmSync, writeFileSync } from "node:fs"
 import * as Path from "node:path"
@@ -54,11 +54,11 @@ const settleMs = num("settle-ms", 150, 50)
 const probeDelayMs = num("probe-delay-ms", 20, 20)
 /** A replacement not answering within this is counted as a restart that never came. */
 const restartTimeoutMs = num("restart-timeout-ms", 5000, 5000)
-const systems = parseSystems(list("systems", ["ours", "raw", "throng", "pm2"]))
+const systems = parseSystems(list("systems", ["ours", "ours-bundled", "raw", "throng", "pm2"]))
 watchdog(num("timeout", 1800, 300))
 
 const started = machine()
-buildOurs()
+await buildOurs()
 if (needsPeers(systems)) ensurePeers()
 const stampDir = scratchDir(`stamps-${process.pid}`)
 onCleanup(() => rmSync(stampDir, { recursive: true, force: true }))
@@ -145,9 +145,10 @@ rmSync(stampDir, { recursive: true, force: true })
 
 const of = (s: SystemName) => samples.filter((x) => x.system === s).map((x) => x.latency)
 const ours = stats(of("ours"))
+const rawLatency = stats(of("raw"))
 const table: Table = {
   title: `Restart latency: worker crash (its own stamp) → replacement answering HTTP (N=${workers})`,
-  headers: ["system", "median ms", "p95 ms", "min ms", "max ms", "samples", "ours/peer (median)"],
+  headers: ["system", "median ms", "p95 ms", "min ms", "max ms", "samples", "vs raw (median)", "ours/peer (median)"],
   rows: systems.map((s) => {
     const st = stats(of(s))
     return [
@@ -157,6 +158,7 @@ const table: Table = {
       fmt(st.min),
       fmt(st.max),
       String(st.n),
+      s === "raw" ? "" : ratio(st.median, rawLatency.median),
       s === "ours" ? "" : ratio(ours.median, st.median)
     ]
   }),

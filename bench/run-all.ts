@@ -57,7 +57,7 @@ if (m.loadAverage[0]! > 0.5) {
   note(`the 1-minute load average is ${m.loadAverage[0]}: the machine is not quiet, figures will be noisy`)
 }
 // Once here, so each benchmark can skip it.
-buildOurs()
+await buildOurs()
 ensurePeers()
 
 const statuses: Array<string> = []

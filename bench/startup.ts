@@ -10,7 +10,7 @@
  * "Answering" means: new-connection GETs have been answered by N distinct
  * worker pids.
  *
- *   node bench/startup.ts [--rounds=5] [--workers=1,2,4,8] [--systems=ours,raw,throng,pm2] [--quick]
+ *   node bench/startup.ts [--rounds=5] [--workers=1,2,4,8] [--systems=ours,ours-bundled,raw,throng,pm2] [--quick]
  */
 import {
   buildOurs,
@@ -39,11 +39,11 @@ import { HTTP_WORKER, needsPeers, parseSystems, type SystemName, startSystem } f
 requireNode()
 const rounds = num("rounds", 5, 1)
 const sizes = numList("workers", [1, 2, 4, 8], [1, 2])
-const systems = parseSystems(list("systems", ["ours", "raw", "throng", "pm2"], ["ours", "raw", "throng", "pm2"]))
+const systems = parseSystems(list("systems", ["ours", "ours-bundled", "raw", "throng", "pm2"]))
 watchdog(num("timeout", 1800, 300))
 
 const started = machine()
-buildOurs()
+await buildOurs()
 if (needsPeers(systems)) ensurePeers()
 
 type Sample = { system: SystemName; workers: number; round: number; cold: number; warm: number }
@@ -81,12 +81,13 @@ const rows = (key: "cold" | "warm") =>
         fmt(st.median),
         fmt(st.p95),
         String(st.n),
+        s === "raw" ? "" : ratio(st.median, raw.median),
         s === "ours" ? "" : ratio(ours.median, st.median)
       ]
     })
   })
 
-const headers = ["system", "median ms", "p95 ms", "samples", "ours/peer"]
+const headers = ["system", "median ms", "p95 ms", "samples", "vs raw", "ours/peer"]
 const tables: Array<Table> = [
   {
     title: "Start-up, cold: spawn of the primary → all N workers answering HTTP",

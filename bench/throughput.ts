@@ -54,7 +54,7 @@ const systems = parseSystems(list("systems", ["ours", "raw"]))
 watchdog(num("timeout", 1800, 300))
 
 const started = machine()
-buildOurs()
+await buildOurs()
 ensurePeers()
 
 interface Cannon {

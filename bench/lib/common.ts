@@ -547,8 +547,13 @@ export const ensurePeers = (): void => {
  * get the package (compiled JS), not through Node's type stripping (which
  * alone adds ~17 MB of RSS to a process). Type errors do not stop the emit.
  */
-export const buildOurs = (): void => {
-  if (flag("no-build") !== undefined && existsSync(Path.join(OURS_DIST, "index.js"))) return
+export const buildOurs = async (): Promise<void> => {
+  if (
+    flag("no-build") !== undefined &&
+    existsSync(Path.join(OURS_DIST, "index.js")) &&
+    existsSync(OURS_BUNDLED_PRIMARY)
+  )
+    return
   const tsc = Path.join(ROOT, "node_modules", ".bin", "tsc")
   const r = spawnSync(
     tsc,
@@ -570,6 +575,36 @@ export const buildOurs = (): void => {
     throw new Error(`building src/ into ${OURS_DIST} failed: ${r.stdout}${r.stderr}`)
   }
   if (r.status !== 0) note(`tsc reported type errors in src/ (the emit is used anyway):\n${r.stdout.trim()}`)
+  await bundleOursPrimary()
+}
+
+/** The bundled primary of the "ours-bundled" system (see bench/fixtures/ours-bundled-primary.mjs). */
+export const OURS_BUNDLED_PRIMARY = Path.join(SCRATCH, "bundles", "ours-bundled-primary.mjs")
+
+/**
+ * Bundles bench/fixtures/ours-bundled-primary.mjs with rolldown into one
+ * file, `effect-prefork` and `effect-prefork/node` resolved to the compiled
+ * package (bench/.scratch/dist), Effect inside: what a user who bundles their
+ * primary runs. Minified as such a user would, not mangled.
+ */
+export const bundleOursPrimary = async (): Promise<void> => {
+  const { rolldown } = await import("rolldown")
+  const entries: Record<string, string> = {
+    "effect-prefork": Path.join(OURS_DIST, "index.js"),
+    "effect-prefork/node": Path.join(OURS_DIST, "node.js")
+  }
+  const bundle = await rolldown({
+    input: Path.join(FIXTURES, "ours-bundled-primary.mjs"),
+    platform: "node",
+    logLevel: "warn",
+    plugins: [{ name: "effect-prefork", resolveId: (id: string) => entries[id] ?? null }]
+  })
+  await bundle.write({
+    file: OURS_BUNDLED_PRIMARY,
+    format: "esm",
+    minify: { compress: true, mangle: false, codegen: { removeWhitespace: true } }
+  })
+  await bundle.close()
 }
 
 export const scratchDir = (name: string): string => {

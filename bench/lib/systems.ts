@@ -5,6 +5,9 @@
  *   package compiled to JS, public entry points (bench/fixtures/ours-primary.mjs);
  * - `ours-deep`: the same, importing only the modules it needs (no
  *   `effect-prefork/node`, so no `@effect/platform-node`);
+ * - `ours-bundled`: the same primary bundled into one file with Effect inside
+ *   (bench/fixtures/ours-bundled-primary.mjs, bundled by `buildOurs`), as
+ *   docs/production.md recommends for production;
  * - `raw`: a hand-written `node:cluster` restart loop, the floor
  *   (bench/fixtures/raw-primary.cjs);
  * - `throng`: throng (latest) (bench/fixtures/throng-primary.cjs);
@@ -21,9 +24,11 @@ import { createRequire } from "node:module"
 import * as Path from "node:path"
 import {
   FIXTURES,
+  list,
   note,
   now,
   onCleanup,
+  OURS_BUNDLED_PRIMARY,
   OURS_DIST,
   PEERS,
   peerDir,
@@ -33,15 +38,15 @@ import {
   waitFor
 } from "./common.ts"
 
-export type SystemName = "ours" | "ours-deep" | "raw" | "throng" | "pm2"
-export const ALL_SYSTEMS: ReadonlyArray<SystemName> = ["ours", "raw", "throng", "pm2"]
+export type SystemName = "ours" | "ours-bundled" | "ours-deep" | "raw" | "throng" | "pm2"
+export const ALL_SYSTEMS: ReadonlyArray<SystemName> = ["ours", "ours-bundled", "raw", "throng", "pm2"]
 
 export const isSystem = (s: string): s is SystemName =>
-  s === "ours" || s === "ours-deep" || s === "raw" || s === "throng" || s === "pm2"
+  (ALL_SYSTEMS as ReadonlyArray<string>).includes(s) || s === "ours-deep"
 
 export const parseSystems = (names: ReadonlyArray<string>): Array<SystemName> =>
   names.map((s) => {
-    if (!isSystem(s)) throw new Error(`unknown system ${s}: use ours, ours-deep, raw, throng or pm2`)
+    if (!isSystem(s)) throw new Error(`unknown system ${s}: use ours, ours-bundled, ours-deep, raw, throng or pm2`)
     return s
   })
 
@@ -84,6 +89,22 @@ const profileArgs = (system: string): Array<string> => {
   return wanted.includes(system) ? ["--cpu-prof", `--cpu-prof-dir=${scratchDir("prof")}`] : []
 }
 
+/**
+ * `--primary-node-args=--max-semi-space-size=1,…` (or BENCH_PRIMARY_NODE_ARGS)
+ * and `--primary-env=MALLOC_ARENA_MAX=2,…` (or BENCH_PRIMARY_ENV): Node flags
+ * and environment for every primary but PM2's daemon, to try a setting on all
+ * systems alike.
+ */
+const primaryNodeArgs = (): Array<string> => list("primary-node-args", [])
+const primaryEnv = (): Record<string, string> =>
+  Object.fromEntries(
+    list("primary-env", []).map((kv) => {
+      const i = kv.indexOf("=")
+      if (i <= 0) throw new Error(`--primary-env: expected NAME=value, got ${kv}`)
+      return [kv.slice(0, i), kv.slice(i + 1)]
+    })
+  )
+
 let logSeq = 0
 const logFile = (system: string): string => Path.join(scratchDir("logs"), `${system}-${process.pid}-${++logSeq}.log`)
 
@@ -98,6 +119,7 @@ const killGroup = (pid: number | undefined): void => {
 
 const PRIMARY_SCRIPTS: Record<Exclude<SystemName, "pm2">, string> = {
   ours: "ours-primary.mjs",
+  "ours-bundled": OURS_BUNDLED_PRIMARY,
   "ours-deep": "ours-primary.mjs",
   raw: "raw-primary.cjs",
   throng: "throng-primary.cjs"
@@ -111,6 +133,7 @@ export const startPrimary = (system: string, script: string, options: StartOptio
   const log = openSync(logFile(system), "a")
   const env: Record<string, string | undefined> = {
     ...process.env,
+    ...primaryEnv(),
     ...options.env,
     BENCH_PORT: String(options.port),
     BENCH_WORKERS: String(options.workers),
@@ -122,11 +145,15 @@ export const startPrimary = (system: string, script: string, options: StartOptio
   delete env.NODE_OPTIONS
   const t0 = now()
   const child: ChildProcess = track(
-    spawn(process.execPath, [...(options.exposeGc ? ["--expose-gc"] : []), ...profileArgs(system), script], {
-      env,
-      stdio: ["ignore", log, log, "ipc"],
-      detached: true
-    })
+    spawn(
+      process.execPath,
+      [...(options.exposeGc ? ["--expose-gc"] : []), ...primaryNodeArgs(), ...profileArgs(system), script],
+      {
+        env,
+        stdio: ["ignore", log, log, "ipc"],
+        detached: true
+      }
+    )
   )
   closeSync(log)
   const exited = new Promise<void>((resolve) => {
@@ -329,7 +356,7 @@ const startPm2 = async (options: StartOptions): Promise<Running> => {
 export const startSystem = (system: SystemName, options: StartOptions): Promise<Running> =>
   system === "pm2"
     ? startPm2(options)
-    : Promise.resolve(startPrimary(system, Path.join(FIXTURES, PRIMARY_SCRIPTS[system]), options))
+    : Promise.resolve(startPrimary(system, Path.resolve(FIXTURES, PRIMARY_SCRIPTS[system]), options))
 
 export const HTTP_WORKER = Path.join(FIXTURES, "http-worker.cjs")
 export const CHURN_WORKER = Path.join(FIXTURES, "churn-worker.cjs")

@@ -1,0 +1,273 @@
+/**
+ * The `prefork` command as a new user meets it, against a hand-written spawn
+ * loop (bench/fixtures/raw-spawn.cjs, the floor), variants alternating round
+ * by round:
+ *
+ * - `prefork`: installed as npm installs it (bench/.scratch/installed:
+ *   node_modules/effect-prefork with bin/ and dist/), so bin/prefork.js runs
+ *   the bundle dist/bin/prefork.js (scripts/build-cli.mjs);
+ * - `prefork-dist`: the same package's `dist/cli/main.js`, the separate
+ *   modules compiled by tsc: what an install ran before the bundle;
+ * - `prefork-ts`: `src/cli/main.ts` through Node's type stripping: what a
+ *   checkout ran before the bundle;
+ * - `raw`: `node raw-spawn.cjs <n> <command…>`.
+ *
+ * Figures: `--version` from spawn to exit (`node -e 0` as the floor); spawn →
+ * all N workers answering HTTP (each worker on its own port), N = 1, 4; and
+ * the supervising process's RSS (and PSS) idle with 4 `sleep` workers.
+ *
+ *   node bench/cli.ts [--rounds=7] [--workers=1,4] [--idle-ms=3000] [--systems=prefork,prefork-dist,prefork-ts,raw] [--quick]
+ */
+import { type ChildProcess, spawn, spawnSync } from "node:child_process"
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync } from "node:fs"
+import * as Path from "node:path"
+import {
+  awaitDistinctPids,
+  buildOurs,
+  childrenOf,
+  finish,
+  FIXTURES,
+  fmt,
+  freePort,
+  list,
+  machine,
+  mib,
+  note,
+  now,
+  num,
+  numList,
+  OURS_DIST,
+  printTable,
+  procSample,
+  ratio,
+  requireNode,
+  ROOT,
+  rotate,
+  scratchDir,
+  sleep,
+  stats,
+  type Table,
+  track,
+  waitFor,
+  watchdog,
+  writeResults
+} from "./lib/common.ts"
+
+requireNode()
+const rounds = num("rounds", 7, 1)
+const sizes = numList("workers", [1, 4], [1])
+const idleMs = num("idle-ms", 3000, 500)
+type System = "prefork" | "prefork-dist" | "prefork-ts" | "raw"
+const ALL: ReadonlyArray<System> = ["prefork", "prefork-dist", "prefork-ts", "raw"]
+const systems = list("systems", ALL).map((s) => {
+  if (!(ALL as ReadonlyArray<string>).includes(s)) throw new Error(`unknown system ${s}: use ${ALL.join(", ")}`)
+  return s as System
+})
+watchdog(num("timeout", 1200, 300))
+
+const started = machine()
+await buildOurs()
+
+// The package as npm installs it: node_modules/effect-prefork/{package.json, bin, dist}, the bundle built now.
+const built = spawnSync(process.execPath, [Path.join(ROOT, "scripts", "build-cli.mjs")], { encoding: "utf8" })
+if (built.status !== 0) throw new Error(`scripts/build-cli.mjs failed: ${built.stderr}`)
+const PKG = Path.join(scratchDir("installed"), "node_modules", "effect-prefork")
+rmSync(PKG, { recursive: true, force: true })
+mkdirSync(PKG, { recursive: true })
+cpSync(Path.join(ROOT, "package.json"), Path.join(PKG, "package.json"))
+cpSync(Path.join(ROOT, "bin"), Path.join(PKG, "bin"), { recursive: true })
+cpSync(OURS_DIST, Path.join(PKG, "dist"), { recursive: true })
+cpSync(Path.join(ROOT, "dist", "bin"), Path.join(PKG, "dist", "bin"), { recursive: true })
+// Effect and @effect/platform-node resolve from the repository's node_modules, as from an app's.
+
+const entry: Record<System, ReadonlyArray<string>> = {
+  prefork: [Path.join(PKG, "bin", "prefork.js")],
+  "prefork-dist": [Path.join(PKG, "dist", "cli", "main.js")],
+  "prefork-ts": [Path.join(ROOT, "src", "cli", "main.ts")],
+  raw: [Path.join(FIXTURES, "raw-spawn.cjs")]
+}
+for (const [s, [file]] of Object.entries(entry)) if (!existsSync(file!)) throw new Error(`${s}: ${file} is missing`)
+
+/** The command line of `system` supervising `n` copies of `command`. */
+const argv = (system: System, n: number, command: ReadonlyArray<string>): Array<string> =>
+  system === "raw" ? [...entry.raw, String(n), ...command] : [...entry[system], "-n", String(n), "--", ...command]
+
+const env = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => {
+  const e: NodeJS.ProcessEnv = { ...process.env, ...extra }
+  delete e["NODE_OPTIONS"]
+  return e
+}
+
+const startSupervisor = (args: ReadonlyArray<string>, extra: Record<string, string> = {}): ChildProcess =>
+  track(spawn(process.execPath, args, { env: env(extra), stdio: ["ignore", "ignore", "ignore"], detached: true }))
+
+/** SIGTERM, then bounded waiting; whatever is left of its group is killed. */
+const stopSupervisor = async (child: ChildProcess): Promise<void> => {
+  const exited = new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve()
+    else child.once("exit", () => resolve())
+  })
+  child.kill("SIGTERM")
+  const inTime = await Promise.race([exited.then(() => true), sleep(10_000).then(() => false)])
+  if (!inTime) note(`pid ${child.pid} did not stop within 10 s: killing its group`)
+  try {
+    process.kill(-child.pid!, "SIGKILL")
+  } catch {
+    // gone
+  }
+  await Promise.race([exited, sleep(2000)])
+}
+
+// ---------------------------------------------------------------------------
+// 1. --version, spawn to exit
+
+type VersionSample = { system: string; round: number; ms: number }
+const versions: Array<VersionSample> = []
+const versionSystems = [...systems.filter((s) => s !== "raw"), "node -e 0"]
+for (let round = 0; round < rounds; round++) {
+  for (const system of rotate(versionSystems, round)) {
+    const args = system === "node -e 0" ? ["-e", "0"] : [...entry[system as System], "--version"]
+    const t0 = now()
+    const r = spawnSync(process.execPath, args, { env: env(), encoding: "utf8", timeout: 30_000 })
+    const ms = now() - t0
+    if (r.status !== 0) throw new Error(`${system} --version failed: ${r.stderr}`)
+    versions.push({ system, round, ms })
+  }
+}
+note(`--version: ${rounds} rounds done`)
+
+// ---------------------------------------------------------------------------
+// 2. spawn → all N workers answering
+
+type StartSample = { system: System; workers: number; round: number; ms: number }
+const starts: Array<StartSample> = []
+const worker = [process.execPath, Path.join(FIXTURES, "http-worker.cjs")]
+for (let round = 0; round < rounds; round++) {
+  for (const workers of sizes) {
+    for (const system of rotate(systems, round)) {
+      const ports: Array<number> = []
+      for (let i = 0; i < workers; i++) ports.push(await freePort())
+      const t0 = now()
+      const child = startSupervisor(argv(system, workers, worker), { BENCH_PORTS: ports.join(",") })
+      try {
+        let last = 0
+        for (const port of ports)
+          last = Math.max(last, await awaitDistinctPids(port, 1, { timeoutMs: 30_000, every: 2 }))
+        starts.push({ system, workers, round, ms: last - t0 })
+        note(`round ${round + 1}/${rounds} N=${workers} ${system}: ${fmt(last - t0)} ms`)
+      } finally {
+        await stopSupervisor(child)
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// 3. idle RSS with 4 `sleep` workers
+
+const pss = (pid: number): number => {
+  try {
+    return Number(/^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "latin1"))?.[1] ?? Number.NaN)
+  } catch {
+    return Number.NaN
+  }
+}
+type IdleSample = { system: System; round: number; rssMiB: number; pssMiB: number }
+const idles: Array<IdleSample> = []
+const idleRounds = Math.max(1, Math.ceil(rounds / 2))
+for (let round = 0; round < idleRounds; round++) {
+  for (const system of rotate(systems, round)) {
+    const child = startSupervisor(argv(system, 4, ["sleep", "3600"]))
+    try {
+      await waitFor(
+        `${system}: 4 sleep workers`,
+        () =>
+          childrenOf(child.pid!).filter((pid) => {
+            try {
+              return readFileSync(`/proc/${pid}/comm`, "latin1").trim() === "sleep"
+            } catch {
+              return false
+            }
+          }).length >= 4 || undefined,
+        30_000,
+        20
+      )
+      await sleep(idleMs)
+      const readings: Array<{ rss: number; pss: number }> = []
+      for (let i = 0; i < 5; i++) {
+        const s = procSample(child.pid!)
+        if (s) readings.push({ rss: s.rssKiB, pss: pss(child.pid!) })
+        await sleep(200)
+      }
+      const sample = {
+        system,
+        round,
+        rssMiB: mib(stats(readings.map((r) => r.rss)).median),
+        pssMiB: mib(stats(readings.map((r) => r.pss)).median)
+      }
+      idles.push(sample)
+      note(
+        `idle round ${round + 1}/${idleRounds} ${system}: RSS ${fmt(sample.rssMiB)} MiB, PSS ${fmt(sample.pssMiB)} MiB`
+      )
+    } finally {
+      await stopSupervisor(child)
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+const versionFloor = stats(versions.filter((v) => v.system === "node -e 0").map((v) => v.ms)).median
+const versionTable: Table = {
+  title: "`prefork --version`: spawn → exit",
+  headers: ["system", "median ms", "p95 ms", "vs node -e 0", "runs"],
+  rows: versionSystems.map((s) => {
+    const st = stats(versions.filter((v) => v.system === s).map((v) => v.ms))
+    return [s, fmt(st.median), fmt(st.p95), s === "node -e 0" ? "" : ratio(st.median, versionFloor), String(st.n)]
+  }),
+  notes: [`${rounds} rounds, systems alternating.`]
+}
+const startTable: Table = {
+  title: "`prefork -n N -- node http-worker.cjs`: spawn of the supervisor → all N workers answering HTTP",
+  headers: ["system", "median ms", "p95 ms", "vs raw", "samples"],
+  rows: sizes.flatMap((workers) => {
+    const of = (s: System) => stats(starts.filter((x) => x.system === s && x.workers === workers).map((x) => x.ms))
+    const raw = of("raw")
+    return systems.map((s) => {
+      const st = of(s)
+      return [
+        `N=${workers} ${s}`,
+        fmt(st.median),
+        fmt(st.p95),
+        s === "raw" ? "" : ratio(st.median, raw.median),
+        String(st.n)
+      ]
+    })
+  }),
+  notes: [
+    `${rounds} rounds, systems alternating; each worker listens on its own port (spawned workers cannot share one), probed with new-connection GETs every 2 ms.`
+  ]
+}
+const idleTable: Table = {
+  title: "Supervising process idle with 4 `sleep 3600` workers",
+  headers: ["system", "RSS MiB", "vs raw (MiB)", "PSS MiB", "rounds"],
+  rows: systems.map((s) => {
+    const xs = idles.filter((x) => x.system === s)
+    const rss = stats(xs.map((x) => x.rssMiB)).median
+    const raw = stats(idles.filter((x) => x.system === "raw").map((x) => x.rssMiB)).median
+    return [
+      s,
+      fmt(rss),
+      s === "raw" ? "" : `${rss - raw >= 0 ? "+" : ""}${fmt(rss - raw)}`,
+      fmt(stats(xs.map((x) => x.pssMiB)).median),
+      String(xs.length)
+    ]
+  }),
+  notes: [
+    `VmRSS after ${idleMs} ms idle, median of 5 readings 200 ms apart; ${idleRounds} rounds, systems alternating.`,
+    "PSS (/proc/<pid>/smaps_rollup) counts a page shared by k processes as 1/k: the Node binary's pages are shared with every other node process."
+  ]
+}
+for (const t of [versionTable, startTable, idleTable]) printTable(t)
+writeResults("cli", started, [versionTable, startTable, idleTable], { rounds, sizes, idleMs, versions, starts, idles })
+finish()
