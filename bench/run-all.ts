@@ -39,7 +39,9 @@ const BENCHMARKS: ReadonlyArray<readonly [string, ReadonlyArray<string>, Readonl
   ["churn-latency", ["churn-latency"], []],
   ["churn", ["churn"], []],
   ["supervisor-cost", ["supervisor-cost"], []],
-  ["many-children", ["many-children"], []]
+  ["many-children", ["many-children"], []],
+  ["import-cost", ["import-cost"], []],
+  ["cli", ["cli"], []]
 ]
 
 const only = list("only", [])
