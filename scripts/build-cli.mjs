@@ -48,6 +48,8 @@ const bundle = await rolldown({
 })
 const { output } = await bundle.generate({
   format: "esm",
+  // One file, even if a module is loaded lazily with import().
+  codeSplitting: false,
   // Compressed, not mangled: a stack trace from the bundle still names its functions.
   minify: { compress: true, mangle: false, codegen: { removeWhitespace: true } },
   comments: { legal: true, annotation: false, jsdoc: false },

@@ -602,6 +602,7 @@ export const bundleOursPrimary = async (): Promise<void> => {
   await bundle.write({
     file: OURS_BUNDLED_PRIMARY,
     format: "esm",
+    codeSplitting: false,
     minify: { compress: true, mangle: false, codegen: { removeWhitespace: true } }
   })
   await bundle.close()
