@@ -120,6 +120,16 @@ export const format = (address: Address): string =>
       : `${address.host}:${address.port}`
 
 /**
+ * The name a socket gets in `LISTEN_FDNAMES` unless one is given: its
+ * address with every `:` (the list's separator) written `_`, such as
+ * `127.0.0.1_8080`, `[__1]_8080`, `unix_/run/app.sock`.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const defaultName = (address: Address): string => format(address).replaceAll(":", "_").slice(0, 255)
+
+/**
  * How a spec is written before it is bound.
  *
  * @since 0.1.0

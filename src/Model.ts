@@ -38,6 +38,8 @@ export interface Config {
   readonly policy: RestartPolicy
   /** The sockets to own: bound (or taken over) before any worker starts. */
   readonly listen: ReadonlyArray<Listen.Spec>
+  /** Sockets the caller owns, handed to workers before those of `listen`. */
+  readonly sockets: ReadonlyArray<Listen.Socket>
 }
 
 /**

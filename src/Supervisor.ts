@@ -119,6 +119,12 @@ export interface Options extends RestartPolicy.RestartOptions {
    * of binding `listen`. Default `true`.
    */
   readonly inheritSockets?: boolean | undefined
+  /**
+   * Sockets already listening that the caller owns (such as those of
+   * `Prefork.bindSockets`): handed to every worker before those of `listen`,
+   * never closed by the supervisor.
+   */
+  readonly sockets?: ReadonlyArray<Listen.Socket> | undefined
 }
 
 /**
@@ -247,7 +253,7 @@ export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.
   const given = yield* Listen.parseAll(options.listen)
   // Started by socket activation: the sockets handed to this process are the ones to serve.
   const activated = options.inheritSockets === false ? [] : Listen.inherited(process.env, process.pid)
-  if (mode === "cluster" && given.length > 0) {
+  if (mode === "cluster" && (given.length > 0 || (options.sockets?.length ?? 0) > 0)) {
     return yield* invalid(
       "listen",
       `listen needs workers started with fork or spawn: use mode "module" or "command" (a node:cluster worker cannot serve an inherited socket)`
@@ -267,7 +273,8 @@ export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.
     ready,
     readyTimeout,
     policy,
-    listen: mode === "cluster" ? [] : activated.length > 0 ? activated : given
+    listen: mode === "cluster" ? [] : activated.length > 0 ? activated : given,
+    sockets: mode === "cluster" ? [] : (options.sockets ?? [])
   }
 })
 

@@ -129,12 +129,13 @@ export const start = Effect.fnUntraced(function* (
   const clock = yield* Clock.Clock
   // Bound before any worker starts; closed by the shutdown once the last worker is reaped (or with the scope).
   const socketScope = yield* Scope.fork(yield* Scope.Scope)
-  const sockets = yield* spawner.listen(cfg.listen).pipe(
+  const bound = yield* spawner.listen(cfg.listen).pipe(
     Scope.provide(socketScope),
     Effect.onError((cause) => Scope.close(socketScope, Exit.failCause(cause)))
   )
+  const sockets = [...cfg.sockets, ...bound]
+  if (bound.length > 0) yield* Effect.logInfo(`Listening on ${bound.map((s) => Listen.format(s.address)).join(", ")}`)
   if (sockets.length > 0) {
-    yield* Effect.logInfo(`Listening on ${sockets.map((s) => Listen.format(s.address)).join(", ")}`)
     yield* publish({ _tag: "Listening", sockets, at: clock.currentTimeMillisUnsafe() })
   }
   const { policy } = cfg

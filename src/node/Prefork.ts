@@ -30,10 +30,13 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
+import type * as Scope from "effect/Scope"
 import type { BindFailed, InvalidOptions, SpawnFailed, TooManyRestarts } from "../Errors.ts"
 import * as Supervisor from "../Supervisor.ts"
-import { Current, type TaskId } from "../TaskId.ts"
-import { taskIdFromEnv } from "../Worker.ts"
+import { Current, ENV_VAR, type TaskId } from "../TaskId.ts"
+import { socketsFromEnv, taskIdFromEnv } from "../Worker.ts"
+import * as Listen from "../Listen.ts"
+import * as Sockets from "./internal/sockets.ts"
 import * as NodeProcessSpawner from "./NodeProcessSpawner.ts"
 
 /**
@@ -56,15 +59,86 @@ export interface Options extends Omit<Supervisor.Options, "command" | "mode" | "
  * @since 0.1.0
  * @category predicates
  */
-export const isWorker = (): boolean => cluster.isWorker
+export const isWorker = (): boolean =>
+  cluster.isWorker || (process.send !== undefined && process.env[ENV_VAR] !== undefined && process.env[FORKED] === "1")
+
+/** Set in the workers `forkProcesses` and `run` start with `fork` (when sockets are bound): they are workers. */
+const FORKED = "PREFORK_FORKED"
+
+/** The sockets `bindSockets` holds in this process, which `forkProcesses` and `run` hand to their workers. */
+const bound: Array<Listen.Socket> = []
 
 const supervise = (options: Options) =>
-  Supervisor.run({
-    ...options,
-    mode: "cluster",
-    command: options.script ?? process.argv[1] ?? "",
-    args: options.args ?? process.argv.slice(2)
-  }).pipe(Effect.provide(NodeProcessSpawner.layer))
+  Supervisor.run(
+    bound.length === 0
+      ? {
+          ...options,
+          mode: "cluster",
+          command: options.script ?? process.argv[1] ?? "",
+          args: options.args ?? process.argv.slice(2)
+        }
+      : {
+          // The primary's sockets are inherited by plain `fork` children: a node:cluster worker cannot serve them.
+          ...options,
+          mode: "module",
+          command: options.script ?? process.argv[1] ?? "",
+          args: options.args ?? process.argv.slice(2),
+          env: { ...options.env, [FORKED]: "1" },
+          sockets: [...bound, ...(options.sockets ?? [])]
+        }
+  ).pipe(Effect.provide(NodeProcessSpawner.layer))
+
+/**
+ * Tornado's `bind_sockets(port, address)`: in the primary, binds and listens
+ * on each address (a port number, or any `Listen` address) for as long as the
+ * current scope lasts; `forkProcesses` and `run` then hand them to every
+ * worker, which serves them (`server.listen({ fd })`). While every worker is
+ * down, connections wait in the backlog: the port never refuses one. In a
+ * worker, it returns the sockets the worker inherited, binding nothing.
+ *
+ * @example
+ * ```ts
+ * import { createServer } from "node:http"
+ * import { Effect, Option } from "effect"
+ * import { Prefork } from "effect-prefork/node"
+ *
+ * const program = Effect.gen(function*() {
+ *   const sockets = yield* Prefork.bindSockets(8888)
+ *   const id = yield* Prefork.forkProcesses(0)
+ *   if (Option.isNone(id)) return // the primary: every worker exited normally
+ *   for (const { fd } of sockets) createServer((_, res) => res.end(`task ${id.value}\n`)).listen({ fd })
+ *   yield* Effect.never
+ * })
+ *
+ * Prefork.runMain(Effect.scoped(program))
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const bindSockets = (
+  ...addresses: ReadonlyArray<number | Listen.Input>
+): Effect.Effect<
+  ReadonlyArray<{ readonly fd: number; readonly name: string }>,
+  BindFailed | InvalidOptions,
+  Scope.Scope
+> =>
+  Effect.suspend(() => {
+    if (isWorker()) return Effect.succeed(socketsFromEnv(process.env, process.pid))
+    return Effect.gen(function* () {
+      const specs = yield* Listen.parseAll(addresses.map((a) => (typeof a === "number" ? { port: a } : a)))
+      const sockets = yield* Sockets.listen(specs)
+      yield* Effect.acquireRelease(
+        Effect.sync(() => bound.push(...sockets)),
+        () =>
+          Effect.sync(() => {
+            for (const socket of sockets) bound.splice(bound.indexOf(socket), 1)
+          })
+      )
+      yield* Effect.logInfo(`Listening on ${sockets.map((s) => Listen.format(s.address)).join(", ")}`)
+      return sockets
+    })
+  })
 
 const workerTaskId = (): TaskId =>
   Option.getOrElse(taskIdFromEnv(process.env), () => {
@@ -104,7 +178,7 @@ export const forkProcesses = (
   options: Options = {}
 ): Effect.Effect<Option.Option<TaskId>, TooManyRestarts | SpawnFailed | InvalidOptions | BindFailed> =>
   Effect.suspend(() =>
-    cluster.isWorker
+    isWorker()
       ? Effect.sync(() => {
           // Ctrl-C reaches the whole process group: leave it to the primary, which stops each worker once.
           process.on("SIGINT", ignoreSignal)
@@ -220,7 +294,7 @@ export const run = <A, E, R>(
   Supervisor.Summary,
   TooManyRestarts | SpawnFailed | InvalidOptions | BindFailed,
   Exclude<R, Current>
-> => Effect.suspend(() => (cluster.isWorker ? runWorker(worker) : supervise(options)))
+> => Effect.suspend(() => (isWorker() ? runWorker(worker) : supervise(options)))
 
 /**
  * A teardown for `runMain` (this module's, or `NodeRuntime.runMain`) under which a program stopped by
@@ -255,14 +329,14 @@ export const runMain: <A, E>(effect: Effect.Effect<A, E>) => void = (() => {
       fiber.interruptUnsafe(fiber.id)
     }
     // In a cluster worker, Ctrl-C (SIGINT to the whole group) is the primary's to act on: it stops each worker once.
-    const onInterrupt = cluster.isWorker ? ignoreSignal : onSignal
+    const onInterrupt = isWorker() ? ignoreSignal : onSignal
     process.on("SIGINT", onInterrupt)
     process.on("SIGTERM", onSignal)
     fiber.addObserver((exit) => {
       process.off("SIGINT", onInterrupt)
       process.off("SIGTERM", onSignal)
       // A cluster worker stopped by a signal dies of it, for its primary to see (the primary exits 0).
-      if (cluster.isWorker && signaled !== undefined && interruptedOnly(exit)) return dieOf(signaled)
+      if (isWorker() && signaled !== undefined && interruptedOnly(exit)) return dieOf(signaled)
       teardown(exit, (code) => {
         if (signaled !== undefined || code !== 0) process.exit(code)
       })

@@ -438,7 +438,7 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
                       port: spec.port === 0 ? 40000 + sockets.length : spec.port,
                       family: spec.host !== undefined && !spec.host.includes(":") ? "IPv4" : "IPv6"
                     }
-            const entry = { socket: { fd, name: spec.name ?? Listen.format(address), address }, open: true }
+            const entry = { socket: { fd, name: spec.name ?? Listen.defaultName(address), address }, open: true }
             sockets.push(entry)
             return entry
           })

@@ -60,6 +60,8 @@ export interface PrimaryOptions {
   /** Run the primary under `sh -c 'ulimit -n <n>; exec node …'`. */
   readonly ulimitNofile?: number | undefined
   readonly env?: Readonly<Record<string, string>> | undefined
+  /** A command that runs node in turn, such as `["systemd-socket-activate", "-l", "127.0.0.1:8080"]`. */
+  readonly prefix?: ReadonlyArray<string> | undefined
 }
 
 const collectLines = (stream: NodeJS.ReadableStream | null, into: Array<string>) => {
@@ -93,12 +95,14 @@ export const spawnPrimary = (
       const { env, tag } = makeTag()
       const script = [fixture(name), ...args]
       const [file, argv] =
-        options.ulimitNofile === undefined
-          ? ([process.execPath, script] as const)
-          : ([
-              "/bin/sh",
-              ["-c", `ulimit -n ${options.ulimitNofile} && exec "$0" "$@"`, process.execPath, ...script]
-            ] as const)
+        options.prefix !== undefined
+          ? ([options.prefix[0]!, [...options.prefix.slice(1), process.execPath, ...script]] as const)
+          : options.ulimitNofile === undefined
+            ? ([process.execPath, script] as const)
+            : ([
+                "/bin/sh",
+                ["-c", `ulimit -n ${options.ulimitNofile} && exec "$0" "$@"`, process.execPath, ...script]
+              ] as const)
       const child = spawn(file, [...argv], {
         env: { ...process.env, ...options.env, ...env },
         stdio: ["ignore", "pipe", "pipe"],

@@ -69,7 +69,7 @@ describe("supervisor-owned sockets (real processes)", () => {
           yield* handle.awaitReady
           const first = answer(yield* get({ port }))
           assert.strictEqual(first.listenPid, String(first.pid))
-          assert.strictEqual(first.names, `127.0.0.1:${port}`)
+          assert.strictEqual(first.names, `127.0.0.1_${port}`)
           const before = started(events).map((e) => e.pid)
           // Both workers die at once; the GET sent right after waits in the backlog and the replacements serve it.
           for (const pid of before) process.kill(pid, "SIGKILL")
@@ -183,7 +183,7 @@ describe("supervisor-owned sockets (real processes)", () => {
           yield* handle.awaitReady
           assert.strictEqual(lstatSync(path).mode & 0o777, 0o600)
           const served = answer(yield* get({ socketPath: path }))
-          assert.strictEqual(served.names, `unix:${path}`)
+          assert.strictEqual(served.names, `unix_${path}`)
           // While it listens, a second supervisor on the same path fails: the socket is live.
           const second = yield* Effect.exit(
             supervise({ mode: "module", command: fixture("fd-server.js"), listen: [path] })

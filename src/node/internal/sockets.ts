@@ -139,14 +139,14 @@ const bindOne = (spec: Listen.Spec): Effect.Effect<Bound, BindFailed> =>
         catch: (error) => bindFailed(spec, errorCode(error), error instanceof Error ? error.message : String(error))
       })
       if (!isSocket) return yield* bindFailed(spec, "ENOTSOCK", `fd ${spec.fd} is not a socket`)
-      const handle = createServerHandle(null, -1, -1, spec.fd, 0)
+      const handle = createServerHandle(null, 0, 0, spec.fd, 0)
       if (typeof handle === "number") return yield* bindFailed(spec, errnoName(handle), errnoName(handle))
       const address: Listen.Address =
         handle.getsockname === undefined
           ? { _tag: "Unix", path: `fd:${spec.fd}` }
           : tcpAddress(handle, { host: "", port: 0 })
       return {
-        socket: { fd: spec.fd, name: spec.name ?? Listen.format(address), address },
+        socket: { fd: spec.fd, name: spec.name ?? Listen.defaultName(address), address },
         backlog: 0,
         handle,
         owned: false
@@ -157,7 +157,7 @@ const bindOne = (spec: Listen.Spec): Effect.Effect<Bound, BindFailed> =>
       const handle = createServerHandle(spec.path, -1, -1, undefined, 0)
       if (typeof handle === "number") return yield* bindFailed(spec, errnoName(handle), errnoName(handle))
       const address: Listen.Address = { _tag: "Unix", path: spec.path }
-      const socket = { fd: handle.fd, name: spec.name ?? Listen.format(address), address }
+      const socket = { fd: handle.fd, name: spec.name ?? Listen.defaultName(address), address }
       return { socket, backlog: spec.backlog, handle, owned: true }
     }
     const { address: host, family } = yield* resolveHost(spec)
@@ -175,7 +175,7 @@ const bindOne = (spec: Listen.Spec): Effect.Effect<Bound, BindFailed> =>
     }
     const address = tcpAddress(handle, { host, port: spec.port })
     return {
-      socket: { fd: handle.fd, name: spec.name ?? Listen.format(address), address },
+      socket: { fd: handle.fd, name: spec.name ?? Listen.defaultName(address), address },
       backlog: spec.backlog,
       handle,
       owned: true
