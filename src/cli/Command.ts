@@ -135,6 +135,25 @@ export const flags = {
     "A worker not ready this long after its start is stopped and counts as a failure",
     "30s"
   ),
+  listen: Flag.String("listen").pipe(
+    Flag.withMetavar("addr"),
+    Flag.withDescription(
+      describe(
+        "Bind this address before any worker starts, hold it while workers restart, and hand it to every worker as fd 3, 4, … with LISTEN_FDS (node: server.listen({ fd: 3 }); gunicorn --bind fd://3); repeat for more: 8080, 127.0.0.1:0, [::1]:8080, unix:/run/app.sock",
+        "none, or the sockets of socket activation"
+      )
+    ),
+    Flag.atLeast(0)
+  ),
+  cluster: Flag.Boolean("cluster").pipe(
+    Flag.withDescription(
+      describe(
+        "Run `node script.js` as node:cluster workers sharing the ports they listen on (PM2's -i); ready when listening",
+        "off"
+      )
+    ),
+    Flag.withDefault(false)
+  ),
   env: Flag.String("env").pipe(
     Flag.withAlias("e"),
     Flag.withMetavar("KEY=VALUE"),
@@ -193,6 +212,7 @@ export const VALUE_FLAGS: ReadonlySet<string> = new Set([
   "stop-timeout",
   "ready",
   "ready-timeout",
+  "listen",
   "env",
   "e",
   "cwd",
@@ -204,7 +224,16 @@ export const VALUE_FLAGS: ReadonlySet<string> = new Set([
  * @since 0.1.0
  * @category options
  */
-export const BOOLEAN_FLAGS: ReadonlySet<string> = new Set(["prefix", "no-prefix", "help", "h", "version", "v"])
+export const BOOLEAN_FLAGS: ReadonlySet<string> = new Set([
+  "prefix",
+  "no-prefix",
+  "cluster",
+  "no-cluster",
+  "help",
+  "h",
+  "version",
+  "v"
+])
 
 const isNode = (command: string): boolean => command === process.execPath || /^node(js)?$/.test(Path.basename(command))
 
@@ -234,8 +263,29 @@ export const toOptions = (
     if (Option.isSome(input.cwd) && !isDirectory(input.cwd.value)) {
       return yield* usage("cwd", `--cwd: ${input.cwd.value} is not a directory`)
     }
-    let run: Pick<Supervisor.Options, "mode" | "command" | "args" | "execArgv"> = { command, args }
-    if (input.ready === "message") {
+    let run: Pick<Supervisor.Options, "mode" | "command" | "args" | "execArgv" | "ready"> = { command, args }
+    if (input.cluster) {
+      if (!isNode(command) || args.length === 0) {
+        return yield* usage(
+          "cluster",
+          "--cluster runs a Node script as node:cluster workers: prefork --cluster -- node app.js"
+        )
+      }
+      if (input.listen.length > 0) {
+        return yield* usage(
+          "listen",
+          "--listen and --cluster do not mix: node:cluster workers share the ports they listen on themselves; without --cluster, workers serve fd 3"
+        )
+      }
+      // Ready when a worker listens (or calls Worker.ready), unless --ready says otherwise.
+      run = {
+        mode: "cluster",
+        command: args[0]!,
+        args: args.slice(1),
+        execArgv: [],
+        ...(input.ready === "spawn" ? { ready: "listening" as const } : {})
+      }
+    } else if (input.ready === "message") {
       if (!isNode(command) || args.length === 0) {
         return yield* usage(
           "ready",
@@ -247,7 +297,6 @@ export const toOptions = (
     const option = <A, K extends string>(key: K, value: Option.Option<A>) =>
       Option.isSome(value) ? ({ [key]: value.value } as { readonly [P in K]: A }) : {}
     return {
-      ...run,
       processes: input.processes,
       restart: input.restart,
       ...option("normalExitCodes", input.normalExitCodes),
@@ -265,10 +314,12 @@ export const toOptions = (
       ...option("resetAfter", input.resetAfter),
       ...option("stopTimeout", input.stopTimeout),
       ready: input.ready,
+      ...(input.listen.length > 0 ? { listen: input.listen } : {}),
       ...option("readyTimeout", input.readyTimeout),
       env: Object.fromEntries(input.env),
       ...option("cwd", input.cwd),
-      ...(input.prefix ? { stdio: "pipe" as const, onOutput } : { stdio: "inherit" as const })
+      ...(input.prefix ? { stdio: "pipe" as const, onOutput } : { stdio: "inherit" as const }),
+      ...run
     } satisfies Supervisor.Options
   })
 
@@ -354,12 +405,12 @@ export const command = Command.make("prefork", flags, supervise).pipe(
       "(in PREFORK_TASK_ID), and give up cleanly when they fail too often.",
       "",
       "Signals:    TERM, INT   stop every worker (SIGTERM, then SIGKILL after --stop-timeout)",
-      "            HUP         rolling restart, one worker at a time, each waiting for --ready",
+      "            HUP         rolling reload: each new worker starts beside the old one, which stops once it is --ready",
       "            TTIN, TTOU  one worker more, one fewer",
       "            USR2        print the status table to stderr",
       "Exit codes: 0 every worker exited normally, or prefork was stopped by a signal",
       "            1 a worker ended abnormally with --restart never",
-      "            2 bad usage   3 too many restarts",
+      "            2 bad usage   3 too many restarts   4 cannot listen on a --listen address",
       "            126 the command could not be started   127 command not found (or not executable)"
     ].join("\n  ")
   ),
@@ -371,6 +422,18 @@ export const command = Command.make("prefork", flags, supervise).pipe(
     {
       command: "prefork --max-restarts 10 --backoff 100ms -- python worker.py",
       description: "Any program: restart with backoff, give up after 10 restarts"
+    },
+    {
+      command: "prefork -n 4 --listen 8080 -- node server.js",
+      description: "prefork holds port 8080 and hands it to every worker as fd 3: server.listen({ fd: 3 })"
+    },
+    {
+      command: "prefork -n 4 --listen 127.0.0.1:8000 -- gunicorn --bind fd://3 app:app",
+      description: "Any language: gunicorn, uvicorn --fd 3, or any socket-activation library serves fd 3"
+    },
+    {
+      command: "prefork -n 4 --cluster -- node app.js",
+      description: "node:cluster workers for an app that calls listen(port) itself (PM2's -i)"
     },
     {
       command: "prefork --ready message -- node server.js",

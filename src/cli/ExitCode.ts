@@ -44,6 +44,15 @@ export const USAGE = 2
 export const TOO_MANY_RESTARTS = 3
 
 /**
+ * An address of `--listen` could not be bound (in use, not permitted, not on
+ * this machine): nothing was started.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const CANNOT_LISTEN = 4
+
+/**
  * @since 0.1.0
  * @category constants
  */
@@ -84,6 +93,8 @@ export const fromExit = <A, E>(exit: Exit.Exit<A, E>): number => {
       return USAGE
     case "TooManyRestarts":
       return TOO_MANY_RESTARTS
+    case "BindFailed":
+      return CANNOT_LISTEN
     case "SpawnFailed": {
       const code = (error as { readonly code?: string | undefined }).code
       return code === "ENOENT" ? NOT_FOUND : CANNOT_EXECUTE

@@ -433,10 +433,12 @@ export const start = Effect.fnUntraced(function* (
     const { notReady, pid, requested, status } = ended
     const what = Option.isSome(notReady)
       ? `not ready within ${notReady.value.timeoutMillis} ms`
-      : requested
-        ? `${ExitStatus.describe(status)} (restart requested)`
-        : ExitStatus.describe(status)
-    const line = `child ${taskId} (pid ${pid}) ${what}${restart ? ", restarting" : ""}`
+      : ended.next !== undefined
+        ? `${ExitStatus.describe(status)} (replaced by pid ${ended.next.handle.pid})`
+        : requested
+          ? `${ExitStatus.describe(status)} (restart requested)`
+          : ExitStatus.describe(status)
+    const line = `child ${taskId} (pid ${pid}) ${what}${restart && ended.next === undefined ? ", restarting" : ""}`
     const normal = requested || (Option.isNone(notReady) && RestartPolicy.isNormal(policy, status))
     return (normal ? Effect.logInfo(line) : Effect.logWarning(line)).pipe(
       Effect.annotateLogs({

@@ -131,7 +131,7 @@ for (const { layer, path } of spawnerPaths) {
               ]
             )
             // A worker just spawned may be mid-exec, its environment unreadable for a moment.
-          yield* eventually(() => (pidsWithTag(tag).length === 2 ? true : undefined))
+            yield* eventually(() => (pidsWithTag(tag).length === 2 ? true : undefined))
             yield* handle.stop
             assert.deepStrictEqual(pidsWithTag(tag), [])
           })

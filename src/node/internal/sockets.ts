@@ -55,6 +55,18 @@ const errnoName = (errno: number): string => {
   }
 }
 
+/** "permission denied (EACCES)": the system's words and the code. */
+const describeErrno = (errno: number): string => {
+  const name = errnoName(errno)
+  const words: Record<string, string> = {
+    EACCES: "permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE)",
+    EADDRINUSE: "address already in use",
+    EADDRNOTAVAIL: "this machine has no such address",
+    EAFNOSUPPORT: "address family not supported"
+  }
+  return words[name] === undefined ? name : `${words[name]} (${name})`
+}
+
 const bindFailed = (spec: Listen.Spec, code: string | undefined, what: string) =>
   new BindFailed({
     address: Listen.formatSpec(spec),
@@ -165,13 +177,13 @@ const bindOne = (spec: Listen.Spec): Effect.Effect<Bound, BindFailed> =>
     // Every interface: IPv6 and IPv4 where the system allows; IPv4 alone where IPv6 is off.
     if (typeof handle === "number" && spec.host === undefined)
       handle = createServerHandle("0.0.0.0", spec.port, 4, undefined, 0)
-    if (typeof handle === "number") return yield* bindFailed(spec, errnoName(handle), errnoName(handle))
+    if (typeof handle === "number") return yield* bindFailed(spec, errnoName(handle), describeErrno(handle))
     // libuv defers a bind's EADDRINUSE to the listen (its `delayed_error`): an unbound socket has no port yet.
     const out: Record<string, unknown> = {}
     const err = handle.getsockname?.(out) ?? 0
     if (err !== 0 || typeof out["port"] !== "number" || out["port"] === 0) {
       handle.close()
-      return yield* bindFailed(spec, "EADDRINUSE", "address already in use")
+      return yield* bindFailed(spec, "EADDRINUSE", "address already in use (EADDRINUSE)")
     }
     const address = tcpAddress(handle, { host, port: spec.port })
     return {

@@ -1,0 +1,162 @@
+/**
+ * The `prefork` command with sockets it owns (`--listen`) and in cluster mode
+ * (`--cluster`), run as a user would, with Node and Python servers.
+ */
+import { execFileSync } from "node:child_process"
+import { request } from "node:http"
+import * as Net from "node:net"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Fiber } from "effect"
+import { waitHttp } from "../helpers/primary.ts"
+import { pidsWithTag } from "../helpers/procs.ts"
+import { fixture, prefork, stderrHas } from "./prefork.ts"
+
+interface Answer {
+  readonly pid: number
+  readonly listenPid?: string
+  readonly lang?: string
+}
+
+const get = (port: number) =>
+  Effect.callback<Answer | { readonly error: string }>((resume) => {
+    const req = request({ host: "127.0.0.1", port, path: "/", agent: false, timeout: 10_000 }, (res) => {
+      let body = ""
+      res.setEncoding("utf8")
+      res.on("data", (chunk: string) => (body += chunk))
+      res.on("end", () => resume(Effect.succeed(JSON.parse(body) as Answer)))
+    })
+    req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "ETIMEDOUT" })))
+    req.on("error", (error: NodeJS.ErrnoException) => resume(Effect.succeed({ error: error.code ?? error.message })))
+    req.end()
+  })
+
+/** The port prefork says it listens on: "Listening on 127.0.0.1:<port>". */
+const listeningPort = (stderr: string): number => Number(/Listening on 127\.0\.0\.1:(\d+)/.exec(stderr)![1])
+
+const hasPython = (() => {
+  try {
+    execFileSync("python3", ["-c", "import socket"], { stdio: "ignore" })
+    return true
+  } catch {
+    return false
+  }
+})()
+
+describe("prefork --listen and --cluster (real processes)", () => {
+  it.live(
+    "--listen 127.0.0.1:0: Node workers serve fd 3; SIGHUP reloads under requests with none failed; SIGTERM exits 0",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const p = yield* prefork([
+            "-n",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+            "--ready",
+            "message",
+            "--",
+            "node",
+            fixture("fd-server.js")
+          ])
+          yield* stderrHas(p, /Listening on 127\.0\.0\.1:\d+/)
+          const port = listeningPort(p.stderr())
+          const first = yield* get(port)
+          assert.isFalse("error" in first, p.stderr())
+          const servedBy = (answers: ReadonlyArray<Answer | { readonly error: string }>) =>
+            new Set(answers.flatMap((a) => ("error" in a ? [] : [a.pid])))
+          const before = servedBy(yield* Effect.forEach(Array.from({ length: 10 }), () => get(port)))
+          const answers: Array<Answer | { readonly error: string }> = []
+          const load = yield* Effect.forkChild(
+            Effect.gen(function* () {
+              for (let i = 0; i < 5000; i++) answers.push(yield* get(port))
+            })
+          )
+          p.signal("SIGHUP")
+          yield* stderrHas(p, "Reload finished", "30 seconds")
+          yield* Fiber.interrupt(load)
+          assert.deepStrictEqual(
+            answers.filter((a) => "error" in a),
+            []
+          )
+          // Every worker was replaced: the old ones are gone, only new ones answer.
+          const live = pidsWithTag(p.tag)
+          for (const pid of before) assert.notInclude(live, pid)
+          const after = servedBy(yield* Effect.forEach(Array.from({ length: 10 }), () => get(port)))
+          for (const pid of after) assert.isFalse(before.has(pid))
+          p.signal("SIGTERM")
+          assert.deepStrictEqual(yield* p.exit, { code: 0, signal: null })
+          assert.deepStrictEqual(pidsWithTag(p.tag), [])
+        })
+      )
+  )
+
+  it.live.skipIf(!hasPython)("--listen with a Python server built on socket.socket(fileno=3)", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const p = yield* prefork(["-n", "2", "--listen", "127.0.0.1:0", "--", "python3", fixture("fd-server.py")])
+        yield* stderrHas(p, /Listening on 127\.0\.0\.1:\d+/)
+        const answer = yield* get(listeningPort(p.stderr()))
+        assert.isFalse("error" in answer, p.stderr())
+        if (!("error" in answer)) {
+          assert.strictEqual(answer.lang, "python")
+          assert.strictEqual(answer.listenPid, String(answer.pid))
+        }
+        p.signal("SIGTERM")
+        assert.strictEqual((yield* p.exit).code, 0)
+      })
+    )
+  )
+
+  it.live("--listen on a port in use exits 4 naming the address, having started nothing", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const server = Net.createServer()
+        yield* Effect.acquireRelease(
+          Effect.callback<void>((resume) => {
+            server.listen(0, "127.0.0.1", () => resume(Effect.void))
+          }),
+          () => Effect.callback<void>((resume) => void server.close(() => resume(Effect.void)))
+        )
+        const port = (server.address() as Net.AddressInfo).port
+        const p = yield* prefork(["--listen", `127.0.0.1:${port}`, "--", "node", fixture("fd-server.js")])
+        const exit = yield* p.exit
+        assert.strictEqual(exit.code, 4, p.stderr())
+        assert.include(p.stderr(), `127.0.0.1:${port}`)
+        assert.include(p.stderr(), "EADDRINUSE")
+        assert.notInclude(p.stderr(), "Starting")
+      })
+    )
+  )
+
+  it.live("--cluster: node:cluster workers share the port the app listens on; ready when listening", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const port = yield* Effect.callback<number>((resume) => {
+          const s = Net.createServer().listen(0, "127.0.0.1", () => {
+            const free = (s.address() as Net.AddressInfo).port
+            s.close(() => resume(Effect.succeed(free)))
+          })
+        })
+        const p = yield* prefork(["-n", "2", "--cluster", "--", "node", fixture("http-worker.js"), String(port)])
+        // Nothing listens before a worker does (the port is the workers'): ask until one answers (bounded).
+        const answer = yield* waitHttp(port, "20 seconds")
+        assert.strictEqual(answer.task !== undefined, true, p.stderr())
+        p.signal("SIGHUP")
+        yield* stderrHas(p, "Reload finished", "30 seconds")
+        p.signal("SIGTERM")
+        assert.strictEqual((yield* p.exit).code, 0)
+      })
+    )
+  )
+
+  it.live("--cluster with a program that is not node is a usage error (exit 2)", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const p = yield* prefork(["--cluster", "--", "python3", "app.py"])
+        assert.strictEqual((yield* p.exit).code, 2)
+        assert.include(p.stderr(), "--cluster")
+      })
+    )
+  )
+})
