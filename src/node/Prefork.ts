@@ -68,25 +68,60 @@ const FORKED = "PREFORK_FORKED"
 /** The sockets `bindSockets` holds in this process, which `forkProcesses` and `run` hand to their workers. */
 const bound: Array<Listen.Socket> = []
 
+/** The supervisors `forkProcesses` and `run` are running in this process: what SIGHUP under `runMain` reloads. */
+const running = new Set<Supervisor.SupervisorHandle>()
+
+/**
+ * Reloads every supervisor `forkProcesses` and `run` are running in this
+ * process (a surge: see `SupervisorHandle.reload`): what SIGHUP does under
+ * {@link runMain}. A failed reload is logged; the workers it kept serve on.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const reloadAll: Effect.Effect<void> = Effect.suspend(() =>
+  Effect.forEach(
+    [...running],
+    (handle) =>
+      Effect.logInfo(
+        `SIGHUP received: reloading ${handle.processes} process${handle.processes === 1 ? "" : "es"}`
+      ).pipe(
+        Effect.andThen(handle.reload()),
+        Effect.andThen(Effect.logInfo("Reload finished")),
+        Effect.catch((error) => Effect.logWarning(`Reload stopped: ${error.message}`))
+      ),
+    { discard: true }
+  )
+)
+
 const supervise = (options: Options) =>
-  Supervisor.run(
-    bound.length === 0
-      ? {
-          ...options,
-          mode: "cluster",
-          command: options.script ?? process.argv[1] ?? "",
-          args: options.args ?? process.argv.slice(2)
-        }
-      : {
-          // The primary's sockets are inherited by plain `fork` children: a node:cluster worker cannot serve them.
-          ...options,
-          mode: "module",
-          command: options.script ?? process.argv[1] ?? "",
-          args: options.args ?? process.argv.slice(2),
-          env: { ...options.env, [FORKED]: "1" },
-          sockets: [...bound, ...(options.sockets ?? [])]
-        }
+  Effect.scoped(
+    Effect.flatMap(Supervisor.start(supervisorOptions(options)), (handle) =>
+      Effect.acquireUseRelease(
+        Effect.sync(() => running.add(handle)),
+        () => handle.await,
+        () => Effect.sync(() => running.delete(handle))
+      )
+    )
   ).pipe(Effect.provide(NodeProcessSpawner.layer))
+
+const supervisorOptions = (options: Options): Supervisor.Options =>
+  bound.length === 0
+    ? {
+        ...options,
+        mode: "cluster",
+        command: options.script ?? process.argv[1] ?? "",
+        args: options.args ?? process.argv.slice(2)
+      }
+    : {
+        // The primary's sockets are inherited by plain `fork` children: a node:cluster worker cannot serve them.
+        ...options,
+        mode: "module",
+        command: options.script ?? process.argv[1] ?? "",
+        args: options.args ?? process.argv.slice(2),
+        env: { ...options.env, [FORKED]: "1" },
+        sockets: [...bound, ...(options.sockets ?? [])]
+      }
 
 /**
  * Tornado's `bind_sockets(port, address)`: in the primary, binds and listens
@@ -311,7 +346,9 @@ export const teardown: Runtime.Teardown = (exit, onExit) =>
  * Runs a program as the process's main, as `NodeRuntime.runMain` does with
  * {@link teardown}: SIGINT or SIGTERM interrupt it — the supervisor stops
  * every worker — and the process exits 0; a failure is reported and exits 1.
- * In a cluster worker only SIGTERM does (SIGINT is left to the primary), and
+ * SIGHUP reloads every supervisor `forkProcesses` and `run` started (a surge
+ * reload, as the `prefork` command's SIGHUP). In a worker only SIGTERM does
+ * (SIGINT is left to the primary, SIGHUP ignored), and
  * a worker interrupted by it dies of SIGTERM once its finalizers ran, so that
  * its primary restarts it when someone else sent the signal (Tornado's
  * "killed by signal 15, restarting") and counts it as stopped when the primary
@@ -330,11 +367,17 @@ export const runMain: <A, E>(effect: Effect.Effect<A, E>) => void = (() => {
     }
     // In a cluster worker, Ctrl-C (SIGINT to the whole group) is the primary's to act on: it stops each worker once.
     const onInterrupt = isWorker() ? ignoreSignal : onSignal
+    // SIGHUP reloads the supervisors of this process, as the prefork command does; a worker leaves it alone.
+    const onHangup = () => {
+      if (!isWorker()) Effect.runFork(reloadAll)
+    }
     process.on("SIGINT", onInterrupt)
     process.on("SIGTERM", onSignal)
+    process.on("SIGHUP", onHangup)
     fiber.addObserver((exit) => {
       process.off("SIGINT", onInterrupt)
       process.off("SIGTERM", onSignal)
+      process.off("SIGHUP", onHangup)
       // A cluster worker stopped by a signal dies of it, for its primary to see (the primary exits 0).
       if (isWorker() && signaled !== undefined && interruptedOnly(exit)) return dieOf(signaled)
       teardown(exit, (code) => {

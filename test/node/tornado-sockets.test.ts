@@ -6,7 +6,7 @@
  */
 import { existsSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Option } from "effect"
+import { Effect, Fiber, Option } from "effect"
 import { assertNoneLeft, pidsWithTag } from "../helpers/procs.ts"
 import { awaitExit, freePort, get, spawnPrimary, waitLine } from "../helpers/primary.ts"
 import { fixture } from "../helpers/supervise.ts"
@@ -71,5 +71,36 @@ describe("Tornado's pattern with owned sockets (real processes)", () => {
           yield* assertNoneLeft(primary.tag)
         })
       )
+  )
+
+  it.live("Prefork.runMain: SIGHUP reloads the workers of forkProcesses with no request lost; SIGTERM exits 0", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const primary = yield* spawnPrimary("tornado-serve.ts", [])
+        const port = Number((yield* waitLine(primary, /^PORT \d+$/)).slice(5))
+        const ask = Effect.map(
+          get(port, "/", 10_000),
+          Option.map((r) => JSON.parse(r.body) as { pid: number })
+        )
+        const before = new Set<number>()
+        for (let i = 0; i < 10; i++) Option.map(yield* ask, (a) => before.add(a.pid))
+        assert.isAbove(before.size, 0, primary.lines.join("\n"))
+        const failed: Array<number> = []
+        const load = yield* Effect.forkChild(
+          Effect.gen(function* () {
+            for (let i = 0; i < 5000; i++) if (Option.isNone(yield* ask)) failed.push(i)
+          })
+        )
+        primary.child.kill("SIGHUP")
+        yield* waitLine(primary, /Reload finished/, "30 seconds")
+        yield* Fiber.interrupt(load)
+        assert.deepStrictEqual(failed, [], primary.lines.join("\n"))
+        for (let i = 0; i < 10; i++) Option.map(yield* ask, (a) => assert.isFalse(before.has(a.pid)))
+        primary.child.kill("SIGTERM")
+        const exit = yield* awaitExit(primary)
+        assert.strictEqual(exit.code, 0, primary.lines.join("\n"))
+        assert.deepStrictEqual(pidsWithTag(primary.tag), [])
+      })
+    )
   )
 })
