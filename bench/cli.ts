@@ -172,19 +172,33 @@ const pss = (pid: number): number => {
     return Number.NaN
   }
 }
-type IdleSample = { system: System; round: number; rssMiB: number; pssMiB: number }
+// The reference of the issue's target: a raw node:cluster primary (bench/fixtures/raw-primary.cjs)
+// with 4 cluster workers, which must be Node programs (hello-world HTTP workers here).
+type IdleSystem = System | "raw-cluster"
+const idleSystems: ReadonlyArray<IdleSystem> = [...systems, "raw-cluster"]
+const startIdle = async (system: IdleSystem): Promise<ChildProcess> =>
+  system === "raw-cluster"
+    ? startSupervisor([Path.join(FIXTURES, "raw-primary.cjs")], {
+        BENCH_WORKERS: "4",
+        BENCH_WORKER_SCRIPT: Path.join(FIXTURES, "http-worker.cjs"),
+        BENCH_PORT: String(await freePort())
+      })
+    : startSupervisor(argv(system, 4, ["sleep", "3600"]))
+type IdleSample = { system: IdleSystem; round: number; rssMiB: number; pssMiB: number }
 const idles: Array<IdleSample> = []
 const idleRounds = Math.max(1, Math.ceil(rounds / 2))
 for (let round = 0; round < idleRounds; round++) {
-  for (const system of rotate(systems, round)) {
-    const child = startSupervisor(argv(system, 4, ["sleep", "3600"]))
+  for (const system of rotate(idleSystems, round)) {
+    const child = await startIdle(system)
+    // Node names its main thread, so a node child's comm is "MainThread": count the sleeps, or every child.
+    const worker = system === "raw-cluster" ? undefined : "sleep"
     try {
       await waitFor(
-        `${system}: 4 sleep workers`,
+        `${system}: 4 workers`,
         () =>
           childrenOf(child.pid!).filter((pid) => {
             try {
-              return readFileSync(`/proc/${pid}/comm`, "latin1").trim() === "sleep"
+              return worker === undefined || readFileSync(`/proc/${pid}/comm`, "latin1").trim() === worker
             } catch {
               return false
             }
@@ -249,16 +263,18 @@ const startTable: Table = {
   ]
 }
 const idleTable: Table = {
-  title: "Supervising process idle with 4 `sleep 3600` workers",
-  headers: ["system", "RSS MiB", "vs raw (MiB)", "PSS MiB", "rounds"],
-  rows: systems.map((s) => {
+  title: "Supervising process idle with 4 `sleep 3600` workers (raw-cluster: 4 idle HTTP cluster workers)",
+  headers: ["system", "RSS MiB", "vs raw (MiB)", "vs raw-cluster (MiB)", "PSS MiB", "rounds"],
+  rows: idleSystems.map((s) => {
     const xs = idles.filter((x) => x.system === s)
     const rss = stats(xs.map((x) => x.rssMiB)).median
-    const raw = stats(idles.filter((x) => x.system === "raw").map((x) => x.rssMiB)).median
+    const ref = (r: IdleSystem) => stats(idles.filter((x) => x.system === r).map((x) => x.rssMiB)).median
+    const delta = (r: IdleSystem) => (s === r ? "" : `${rss - ref(r) >= 0 ? "+" : ""}${fmt(rss - ref(r))}`)
     return [
       s,
       fmt(rss),
-      s === "raw" ? "" : `${rss - raw >= 0 ? "+" : ""}${fmt(rss - raw)}`,
+      delta("raw"),
+      delta("raw-cluster"),
       fmt(stats(xs.map((x) => x.pssMiB)).median),
       String(xs.length)
     ]
