@@ -74,6 +74,7 @@ mkdirSync(Path.dirname(OUTPUT), { recursive: true })
 const temporary = `${OUTPUT}.${process.pid}.tmp`
 writeFileSync(temporary, code)
 renameSync(temporary, OUTPUT)
-process.stdout.write(
+// On stderr: stdout may be a machine's (`npm pack --json` runs this as `prepare`).
+process.stderr.write(
   `build-cli: ${Path.relative(ROOT, OUTPUT)} (${Math.round(code.length / 1024)} KiB) in ${Math.round(performance.now() - started)} ms\n`
 )
