@@ -116,7 +116,7 @@ export const make = (options: Options = {}) => {
       const watch = watchdog?.retain()
       let worker: Worker
       try {
-        worker = forkThrough(chain, execArgv, { ...request.env })
+        worker = forkThrough(chain, execArgv, { ...request.env, ...watch?.env })
       } catch (error) {
         watch?.done()
         return Effect.fail(failed(request, errorCode(error), spawnError(error)))

@@ -159,7 +159,13 @@ export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Servi
         const watch = watchdog?.retain()
         let child: ChildProcess
         try {
-          child = nodeSpawn(file, argv, { cwd, env, stdio, detached: true, windowsHide: true })
+          child = nodeSpawn(file, argv, {
+            cwd,
+            env: { ...env, ...watch?.env },
+            stdio,
+            detached: true,
+            windowsHide: true
+          })
         } catch (error) {
           watch?.done()
           return Effect.fail(failed(request, errorCode(error), spawnError(error)))

@@ -17,7 +17,7 @@ import * as NodeProcessSpawner from "../../src/node/NodeProcessSpawner.ts"
 import * as Prefork from "../../src/node/Prefork.ts"
 import type { Mode } from "../../src/ProcessSpawner.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
-import { filesStartingWith, type Primary, spawnPrimary } from "../helpers/primary.ts"
+import { awaitExit, filesStartingWith, type Primary, spawnPrimary } from "../helpers/primary.ts"
 import { assertNoneLeft, eventually, makeTag, pidsWithTag } from "../helpers/procs.ts"
 import { fixture, quiet, tempDir } from "../helpers/supervise.ts"
 
@@ -114,6 +114,22 @@ describe("row 35: kill -9 of the primary, workers stuck in a CPU loop (they igno
           yield* eventually(() => pidsWithTag(primary.tag).length === 1 + 3 * N + 1 || undefined, "3 seconds")
           const ms = yield* killPrimary(primary)
           assert.isBelow(ms, 1000, `${ms} ms`)
+        })
+      )
+    )
+  }
+})
+
+describe("row 35: a primary killed while spawning", () => {
+  for (const listed of [false, true]) {
+    it.live(`the watchdog kills the child it was ${listed ? "told of" : "not yet told of (found by its token)"}`, () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const primary = yield* spawnPrimary("watchdog-midspawn.ts", listed ? ["listed"] : [])
+          const exit = yield* awaitExit(primary, "10 seconds")
+          assert.strictEqual(exit.signal, "SIGKILL", primary.lines.join("\n"))
+          assert.isTrue(primary.lines.some((l) => l.startsWith("SPAWNED ")))
+          yield* assertNoneLeft(primary.tag, "3 seconds")
         })
       )
     )

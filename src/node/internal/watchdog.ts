@@ -15,11 +15,13 @@
  * built, before any worker, and at the layer's release its pipe is closed, so
  * it kills what is still listed (normally nothing: the supervisor stopped its
  * workers first) and exits; the release waits for that. A worker is listed
- * synchronously right after its `spawn()` returns, so a primary SIGKILLed at
- * any later moment takes it along. (Measured before: a watchdog started
- * lazily, after the first worker, and told of each worker only on its
- * `'spawn'` event a tick later, missed every worker of a primary SIGKILLed
- * right after starting them.)
+ * synchronously right after its `spawn()` returns, and for a primary killed
+ * between the fork and that line, the watchdog finds the worker by a token
+ * in its environment (Linux). (Measured before: a watchdog started lazily,
+ * after the first worker, and told of each worker only on its `'spawn'`
+ * event a tick later, missed the workers of a primary SIGKILLed right after
+ * starting them; listing them synchronously still left one of four behind
+ * in about half of such kills, timed to the moment a worker appeared.)
  *
  * Why `sh` rather than `node -e`: it starts in about a millisecond and costs
  * about a megabyte, not ~40 MB and ~50 ms, which makes it cheap enough to run
@@ -33,30 +35,58 @@ import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 
 /**
- * The watchdog's program, for `/bin/sh -c` (POSIX sh; `kill` is a builtin,
- * `sleep` the only other command). Terminal and polite signals are ignored:
- * the watchdog ends when its pipe closes, and only then is it useful. A
- * target must be a number above 1 with an optional `-` (never `-1`, which
- * would mean every process). At the end, `now` targets get SIGKILL at once;
- * `late` targets get 1.5 s to exit by themselves first (see {@link When}),
- * looked at every 100 ms: the watchdog ends as soon as none is left, and
- * never signals one that is gone (its pgid may be reused).
+ * The environment variable every watched worker gets: the pid of its
+ * watchdog, by which a worker not yet listed is found if the primary dies
+ * while spawning it.
+ *
+ * @internal
+ */
+export const TOKEN = "PREFORK_WATCHDOG"
+
+/**
+ * The watchdog's program, for `/bin/sh -c` (POSIX sh; `kill` is a builtin;
+ * `sleep`, and `tr` and `grep` on Linux, the only other commands). Terminal
+ * and polite signals are ignored: the watchdog ends when its pipe closes, and
+ * only then is it useful. A target must be a number above 1 with an optional
+ * `-` (never `-1`, which would mean every process). At the end, `now` targets
+ * get SIGKILL at once; `late` targets get 1.5 s to exit by themselves first
+ * (see {@link When}), looked at every 100 ms: the watchdog ends as soon as
+ * none is left, and never signals one that is gone (its pgid may be reused).
+ *
+ * The primary says `spawning` before each fork and lists the worker (or says
+ * `settled`) right after. A primary killed in between leaves a worker the
+ * list does not name: then, where `/proc` exists, every process whose
+ * environment carries this watchdog's token (`PREFORK_WATCHDOG=<its pid>`,
+ * given to every worker) is killed with its group.
  */
 const PROGRAM = `trap '' HUP INT TERM
 now=" "
 late=" "
+pending=0
 while IFS=' ' read -r op target; do
+  case $op in
+    spawning) pending=$((pending + 1)); continue ;;
+    settled) pending=$((pending - 1)); continue ;;
+  esac
   n=\${target#-}
   case $n in ''|*[!0-9]*|0*|1) continue ;; esac
   case $op in
-    now) now="$now$target " ;;
-    late) late="$late$target " ;;
+    now) now="$now$target "; pending=$((pending - 1)) ;;
+    late) late="$late$target "; pending=$((pending - 1)) ;;
     forget)
       case $now in *" $target "*) now="\${now%%" $target "*} \${now#*" $target "}" ;; esac
       case $late in *" $target "*) late="\${late%%" $target "*} \${late#*" $target "}" ;; esac ;;
   esac
 done
 [ "$now" = " " ] || kill -s KILL -- $now 2>/dev/null
+if [ $pending -gt 0 ] && [ -r /proc/self/environ ]; then
+  for d in /proc/[0-9]*; do
+    p=\${d#/proc/}
+    if tr '\\0' '\\n' < "$d/environ" 2>/dev/null | grep -qx "${TOKEN}=$$"; then
+      kill -s KILL -- "-$p" "$p" 2>/dev/null
+    fi
+  done
+fi
 i=0
 while [ $i -lt 15 ]; do
   left=""
@@ -100,6 +130,8 @@ export type When = "now" | "late"
  * @internal
  */
 export interface Watch {
+  /** To add to the worker's environment (the watchdog's token), so that it can be found before it is listed. */
+  readonly env: Readonly<Record<string, string>>
   /** Lists the worker: `-pgid` for its whole process group, its `pid` alone otherwise. */
   readonly add: (target: number, when: When) => void
   /** Unlists the worker (if listed) and gives the place back. Idempotent. */
@@ -191,17 +223,23 @@ export const make: Effect.Effect<Watchdog, never, Scope.Scope> = Effect.gen(func
     references++
     current ??= start()
     const running = current
+    send(running, "spawning\n")
     let target: number | undefined
+    let settled = false
     let done = false
     return {
+      env: running?.child.pid === undefined ? {} : { [TOKEN]: String(running.child.pid) },
       add: (t, when) => {
-        if (done || target !== undefined || !isTarget(t)) return
+        if (settled || !isTarget(t)) return
+        settled = true
         target = t
         send(running, `${when} ${t}\n`)
       },
       done: () => {
         if (done) return
         done = true
+        if (!settled) send(running, "settled\n")
+        settled = true
         if (target !== undefined) send(running, `forget ${target}\n`)
         unref()
       }
