@@ -124,8 +124,8 @@ for (const [path, layer] of paths) {
             assert.deepStrictEqual(status, ExitStatus.exited(0))
             assert.deepStrictEqual(pidsWithTag(tag), [])
             assert.isAtLeast(ms, 650)
-          // The killed children are zombies until init reaps them (here ~1.5 s later): the stop does not wait for that.
-          assert.isBelow(ms, 700 + 1000)
+            // The killed children are zombies until init reaps them (here ~1.5 s later): the stop does not wait for that.
+            assert.isBelow(ms, 700 + 1000)
             assert.isTrue(
               logs.captured.lines.some((l) =>
                 /child 0 \(pid \d+\) exited, processes of its group still running 700 ms after SIGTERM, sending SIGKILL/.test(
