@@ -7,7 +7,18 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { execFileSync, spawnSync } from "node:child_process"
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs"
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync
+} from "node:fs"
 import { builtinModules } from "node:module"
 import { tmpdir } from "node:os"
 import * as Path from "node:path"
@@ -96,6 +107,44 @@ describe("the bundled command", () => {
     const version = run(process.execPath, ["--no-experimental-strip-types", BIN, "--version"], ROOT)
     assert.strictEqual(version.stdout.trim(), `prefork v${VERSION}`, version.stderr)
     assert.strictEqual(version.code, 0)
+  })
+
+  it("bin/prefork.js picks the bundle, or in a checkout the sources when they are newer", () => {
+    // A stand-in package: bin/prefork.js as shipped, a "bundle" and "sources" that say which ran.
+    const make = (root: string) => {
+      mkdirSync(Path.join(root, "bin"), { recursive: true })
+      mkdirSync(Path.join(root, "dist", "bin"), { recursive: true })
+      mkdirSync(Path.join(root, "src", "cli"), { recursive: true })
+      copyFileSync(BIN, Path.join(root, "bin", "prefork.js"))
+      writeFileSync(Path.join(root, "package.json"), `{ "type": "module" }\n`)
+      writeFileSync(Path.join(root, "src", "cli", "main.ts"), `const ran: string = "sources"\nconsole.log(ran)\n`)
+      writeFileSync(Path.join(root, "dist", "bin", "prefork.js"), `console.log("bundle")\n`)
+      const past = new Date(Date.now() - 60_000)
+      for (const f of ["package.json", "src/cli/main.ts"]) utimesSync(Path.join(root, f), past, past)
+      return Path.join(root, "bin", "prefork.js")
+    }
+    const dir = mkdtempSync(Path.join(tmpdir(), "prefork-bin-"))
+    try {
+      const checkout = make(Path.join(dir, "checkout"))
+      const ran = (bin: string, ...flags: Array<string>) => run(process.execPath, [...flags, bin], dir)
+      assert.strictEqual(ran(checkout).stdout.trim(), "bundle")
+      const source = Path.join(dir, "checkout", "src", "cli", "main.ts")
+      utimesSync(source, new Date(), new Date(Date.now() + 5_000))
+      assert.strictEqual(ran(checkout).stdout.trim(), "sources")
+      const refused = ran(checkout, "--no-experimental-strip-types")
+      assert.strictEqual(refused.code, 1)
+      assert.include(refused.stderr, "run `npm run build:cli`")
+      // Installed (under node_modules), the bundle runs whatever the dates.
+      const installed = make(Path.join(dir, "node_modules", "effect-prefork"))
+      utimesSync(
+        Path.join(dir, "node_modules", "effect-prefork", "src", "cli", "main.ts"),
+        new Date(),
+        new Date(Date.now() + 5_000)
+      )
+      assert.strictEqual(ran(installed).stdout.trim(), "bundle")
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 
   const node = machineNode()
