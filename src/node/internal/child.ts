@@ -137,7 +137,7 @@ export const attach = (
   const signalLeader = (signal: Signal) => {
     if (pid === undefined || status !== undefined) return
     // No such group yet: a `setsid` wrapper that has not run. The leader is still the only process.
-    if (pgid === undefined || !Group.signal(pgid, signal)) child.kill(signal)
+    if (pgid === undefined || Group.signal(pgid, signal) === "none") child.kill(signal)
   }
   /** As `signalLeader`, and after the reap the rest of the group: its pgid cannot be reused while a member lives. */
   const signalGroup = (signal: Signal) => {

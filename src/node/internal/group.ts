@@ -17,20 +17,21 @@
 import { readdirSync, readFileSync } from "node:fs"
 
 /**
- * Sends `signal` to every member of the group `pgid`. Returns `false` when
- * the group has no member (`ESRCH`); a member the primary may not signal
- * (`EPERM`) counts as sent. A pgid below 2 is refused: `kill(-1)` would
+ * Sends `signal` to every member of the group `pgid` that the primary may
+ * signal: `"sent"` if it reached one, `"none"` if the group has no member
+ * (`ESRCH`), `"denied"` if every member belongs to another user (`EPERM`: a
+ * setuid program). A pgid below 2 is refused (`"none"`): `kill(-1)` would
  * signal every process the primary may signal.
  *
  * @internal
  */
-export const signal = (pgid: number, signal: NodeJS.Signals | 0): boolean => {
-  if (!Number.isSafeInteger(pgid) || pgid < 2) return false
+export const signal = (pgid: number, signal: NodeJS.Signals | 0): "sent" | "none" | "denied" => {
+  if (!Number.isSafeInteger(pgid) || pgid < 2) return "none"
   try {
     process.kill(-pgid, signal)
-    return true
+    return "sent"
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM"
+    return (error as NodeJS.ErrnoException).code === "EPERM" ? "denied" : "none"
   }
 }
 
@@ -46,12 +47,16 @@ export const signal = (pgid: number, signal: NodeJS.Signals | 0): boolean => {
  * looked at first; the scan is repeated only when none of them is left
  * (a member may have forked others meanwhile).
  *
+ * Members the primary may not signal (another user's: a setuid program) do
+ * not count: they could never be stopped, and waiting for them would make
+ * the stop wait forever.
+ *
  * @internal
  */
 export const liveness = (pgid: number): (() => boolean) => {
   let known: Array<number> = []
   return () => {
-    if (!signal(pgid, 0)) {
+    if (signal(pgid, 0) !== "sent") {
       known = []
       return false
     }
@@ -76,7 +81,13 @@ const statFields = (pid: number | string): Array<string> | undefined => {
 
 const isLiveMember = (pid: number | string, pgid: number): boolean => {
   const fields = statFields(pid)
-  return fields !== undefined && Number(fields[2]) === pgid && fields[0] !== "Z" && fields[0] !== "X"
+  if (fields === undefined || Number(fields[2]) !== pgid || fields[0] === "Z" || fields[0] === "X") return false
+  try {
+    process.kill(Number(pid), 0)
+    return true
+  } catch {
+    return false // gone meanwhile, or another user's
+  }
 }
 
 /**
