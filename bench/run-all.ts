@@ -41,7 +41,8 @@ const BENCHMARKS: ReadonlyArray<readonly [string, ReadonlyArray<string>, Readonl
   ["supervisor-cost", ["supervisor-cost"], []],
   ["many-children", ["many-children"], []],
   ["import-cost", ["import-cost"], []],
-  ["cli", ["cli"], []]
+  ["cli", ["cli"], []],
+  ["sockets", ["sockets"], []]
 ]
 
 const only = list("only", [])
