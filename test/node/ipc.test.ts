@@ -28,19 +28,20 @@ const paths = [
 
 const modes: ReadonlyArray<Mode> = ["module", "cluster"]
 
-/** Supervises 2 workers of `ipc-bytes.js <dir> <what>`: task 0 and task 1 both misbehave once. */
+/** Supervises workers (2: task 0 and task 1) of `ipc-bytes.js <dir> <what>`: each misbehaves once. */
 const superviseBytes = (
   mode: Mode,
   dir: string,
   what: string,
-  spawner: Layer.Layer<ProcessSpawner> = NodeProcessSpawner.layer
+  spawner: Layer.Layer<ProcessSpawner> = NodeProcessSpawner.layer,
+  processes = 2
 ) =>
   Effect.gen(function* () {
     const logs = captureLogs()
     const supervised = yield* supervise(
       {
         mode,
-        processes: 2,
+        processes,
         command: fixture("ipc-bytes.js"),
         args: [dir, what],
         maxRestarts: 5,
@@ -99,7 +100,7 @@ for (const [path, spawner] of paths) {
 for (const mode of modes) {
   describe(`row 27, ${mode} mode: a flood of well-formed, unrecognized messages`, () => {
     it.live(
-      "is dropped and logged a bounded number of times; the primary's timers fire and its memory stays bounded",
+      "is dropped and logged a bounded number of times; the primary's timers fire and its memory levels off",
       () =>
         Effect.scoped(
           Effect.gen(function* () {
@@ -108,19 +109,22 @@ for (const mode of modes) {
             let ticks = 0
             const timer = setInterval(() => ticks++, 10)
             yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(timer)))
-            const { events, handle, logs, tag } = yield* superviseBytes(mode, dir, "flood")
+            const { events, handle, logs, tag } = yield* superviseBytes(mode, dir, "flood", undefined, 1)
             const dropped = () => logs.lines.filter((l) => l.includes("sent an unrecognized IPC message"))
-            yield* eventually(
-              () => dropped().some((l) => l.includes("(1000000 dropped so far)")) || undefined,
-              "20 seconds"
-            )
-            const ticksAtMillion = ticks
-            // Still flooding, and still a responsive primary: its timers keep firing.
-            yield* eventually(() => ticks >= ticksAtMillion + 10 || undefined, "5 seconds")
-            // 1st, 10th, … 1,000,000th of each of the two floods at least; never one line per message.
-            assert.isAtLeast(dropped().length, 14)
-            assert.isAtMost(dropped().length, 20)
-            assert.isBelow(process.memoryUsage().rss - rss0, 128 * 1024 * 1024)
+            const reached = (n: number) =>
+              eventually(() => dropped().some((l) => l.includes(`(${n} dropped so far)`)) || undefined, "60 seconds")
+            yield* reached(1_000_000)
+            // A responsive primary all along: its timers keep firing while the flood goes on. Nine million
+            // messages are ~400 reads of 64 KiB, one per turn of the event loop, each turn a chance for the 10 ms
+            // timer; reading 32 in a row, as libuv does, left ~13 (measured: 8 ticks in 3 s).
+            const ticksAtOneMillion = ticks
+            yield* reached(10_000_000)
+            assert.isAbove(ticks - ticksAtOneMillion, 100)
+            // Logged at the 1st, 10th, … 10,000,000th message: never one line per message.
+            assert.strictEqual(dropped().length, 8, dropped().join("\n"))
+            // Bounded: V8 sizes its heap to the churn (here ~140 MB, flat from 3 to 18 million messages);
+            // keeping ten million messages would take well over a gigabyte.
+            assert.isBelow(process.memoryUsage().rss - rss0, 512 * 1024 * 1024)
             assert.strictEqual(exitedEvents(events).length, 0)
             assert.isFalse(existsSync(Path.join(dir, "ready-0")))
             const [, ms] = yield* timed(handle.stop)
