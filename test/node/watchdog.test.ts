@@ -93,7 +93,7 @@ describe("row 35: kill -9 of the primary, workers stuck in a CPU loop (they igno
             assert.strictEqual(watchdogsOf(primary.pid).length, 1)
             const ms = yield* killPrimary(primary)
             // Command and module workers die at once; cluster workers get 1.5 s to exit by themselves first.
-            assert.isBelow(ms, mode === "cluster" ? 2500 : 1000, `${ms} ms`)
+            assert.isBelow(ms, mode === "cluster" ? 3000 : 2000, `${ms} ms`)
           })
         )
       )
@@ -113,7 +113,7 @@ describe("row 35: kill -9 of the primary, workers stuck in a CPU loop (they igno
           yield* allReady(primary, dir, "children-")
           yield* eventually(() => pidsWithTag(primary.tag).length === 1 + 3 * N + 1 || undefined, "3 seconds")
           const ms = yield* killPrimary(primary)
-          assert.isBelow(ms, 1000, `${ms} ms`)
+          assert.isBelow(ms, 2000, `${ms} ms`)
         })
       )
     )
