@@ -25,6 +25,7 @@ import {
   finish,
   fmt,
   freePort,
+  list,
   HOST,
   machine,
   note,
@@ -45,6 +46,7 @@ const durationS = num("duration-s", 10, 2)
 const connections = num("connections", 32, 8)
 const kills = num("kills", 8, 2)
 const killEveryMs = num("kill-every-ms", 1000, 500)
+const parts = list("parts", ["kill", "reload", "throughput"])
 watchdog(num("timeout", 1800, 300))
 const started = machine()
 
@@ -160,7 +162,7 @@ const errorText = (o: Outcome) =>
 // 1. Every worker killed at once, repeatedly, under load.
 const killRows: Array<Array<string>> = []
 const killData: Array<unknown> = []
-for (const system of ["ours", "raw"] as const) {
+for (const system of parts.includes("kill") ? (["ours", "raw"] as const) : []) {
   const runs: Array<{ probe: Outcome; load: Outcome }> = []
   for (let round = 0; round < rounds; round++) {
     const port = await freePort()
@@ -203,7 +205,7 @@ for (const system of ["ours", "raw"] as const) {
 // 2. Reload under load (ours).
 const reloadRows: Array<Array<string>> = []
 const reloadData: Array<unknown> = []
-for (const workers of [1, 4]) {
+for (const workers of parts.includes("reload") ? [1, 4] : []) {
   const runs: Array<{ probe: Outcome; load: Outcome; replaced: boolean; ms: number }> = []
   for (let round = 0; round < rounds; round++) {
     const port = await freePort()
@@ -240,7 +242,7 @@ const rates: Record<System, Array<number>> = { ours: [], raw: [] }
 const spreads: Record<System, Array<number>> = { ours: [], raw: [] }
 const probeSpreads: Record<System, Array<number>> = { ours: [], raw: [] }
 const busiest = (o: Outcome) => (100 * Math.max(0, ...o.pids.values())) / Math.max(1, o.ok)
-for (let round = 0; round < rounds; round++) {
+for (let round = 0; round < (parts.includes("throughput") ? rounds : 0); round++) {
   for (const system of (round % 2 === 0 ? ["ours", "raw"] : ["raw", "ours"]) as Array<System>) {
     const port = await freePort()
     const primary = await startPrimary(system, 2, port)
