@@ -22,6 +22,7 @@ import * as Path from "node:path"
 import * as Readline from "node:readline"
 import {
   BENCH,
+  ensurePeers,
   finish,
   fmt,
   freePort,
@@ -32,6 +33,7 @@ import {
   num,
   printTable,
   requireNode,
+  scratchDir,
   sleep,
   stats,
   type Table,
@@ -47,10 +49,13 @@ const connections = num("connections", 32, 8)
 const kills = num("kills", 8, 2)
 const killEveryMs = num("kill-every-ms", 1000, 500)
 const parts = list("parts", ["kill", "reload", "throughput"])
+// PM2 (from bench/.scratch/peers) joins the kill and reload scenarios.
+const systems = list("systems", ["ours", "raw", "pm2"]) as Array<System>
+if (systems.includes("pm2")) ensurePeers()
 watchdog(num("timeout", 1800, 300))
 const started = machine()
 
-type System = "ours" | "raw"
+type System = "ours" | "raw" | "pm2"
 
 interface Primary {
   readonly ask: (line: string, answer: RegExp) => Promise<string>
@@ -58,15 +63,11 @@ interface Primary {
 }
 
 const startPrimary = async (system: System, workers: number, port: number): Promise<Primary> => {
-  const child = track(
-    spawn(
-      process.execPath,
-      [Path.join(BENCH, "fixtures", "sockets-primary.ts"), system, String(workers), String(port)],
-      {
-        stdio: ["pipe", "pipe", "inherit"]
-      }
-    )
-  )
+  const args =
+    system === "pm2"
+      ? [Path.join(BENCH, "fixtures", "sockets-pm2.cjs"), String(workers), String(port), scratchDir("pm2-sockets")]
+      : [Path.join(BENCH, "fixtures", "sockets-primary.ts"), system, String(workers), String(port)]
+  const child = track(spawn(process.execPath, args, { stdio: ["pipe", "pipe", "inherit"] }))
   const lines = Readline.createInterface({ input: child.stdout! })
   const waiting: Array<{ readonly answer: RegExp; readonly resolve: (line: string) => void }> = []
   lines.on("line", (line) => {
@@ -162,7 +163,7 @@ const errorText = (o: Outcome) =>
 // 1. Every worker killed at once, repeatedly, under load.
 const killRows: Array<Array<string>> = []
 const killData: Array<unknown> = []
-for (const system of parts.includes("kill") ? (["ours", "raw"] as const) : []) {
+for (const system of parts.includes("kill") ? systems : []) {
   const runs: Array<{ probe: Outcome; load: Outcome }> = []
   for (let round = 0; round < rounds; round++) {
     const port = await freePort()
@@ -205,11 +206,14 @@ for (const system of parts.includes("kill") ? (["ours", "raw"] as const) : []) {
 // 2. Reload under load (ours).
 const reloadRows: Array<Array<string>> = []
 const reloadData: Array<unknown> = []
-for (const workers of parts.includes("reload") ? [1, 4] : []) {
+const reloads = (parts.includes("reload") ? [1, 4] : []).flatMap((w) =>
+  systems.filter((s) => s !== "raw").map((s) => [s, w] as const)
+)
+for (const [system, workers] of reloads) {
   const runs: Array<{ probe: Outcome; load: Outcome; replaced: boolean; ms: number }> = []
   for (let round = 0; round < rounds; round++) {
     const port = await freePort()
-    const primary = await startPrimary("ours", workers, port)
+    const primary = await startPrimary(system, workers, port)
     const before = JSON.parse(await primary.ask("pids", /^\[/)) as Array<number>
     const running = load(port, connections)
     await sleep(500)
@@ -220,10 +224,11 @@ for (const workers of parts.includes("reload") ? [1, 4] : []) {
     await primary.stop()
     runs.push({ ...seen, replaced: after.length === workers && after.every((p) => !before.includes(p)), ms })
     note(
-      `reload ${workers} round ${round + 1}: ${ms} ms, probes ${errorText(seen.probe)}, load ${errorText(seen.load)}`
+      `reload ${system} ${workers} round ${round + 1}: ${ms} ms, probes ${errorText(seen.probe)}, load ${errorText(seen.load)}`
     )
   }
   reloadRows.push([
+    system,
     String(workers),
     fmt(stats(runs.map((r) => r.ms)).median, 0),
     runs.map((r) => errorText(r.probe)).join(" / "),
@@ -232,15 +237,16 @@ for (const workers of parts.includes("reload") ? [1, 4] : []) {
     runs.every((r) => r.replaced) ? "yes" : "no"
   ])
   reloadData.push({
+    system,
     workers,
     runs: runs.map((r) => ({ ...r, probe: { ...r.probe, pids: undefined }, load: { ...r.load, pids: undefined } }))
   })
 }
 
 // 3. Throughput and spread, 2 workers, alternating systems.
-const rates: Record<System, Array<number>> = { ours: [], raw: [] }
-const spreads: Record<System, Array<number>> = { ours: [], raw: [] }
-const probeSpreads: Record<System, Array<number>> = { ours: [], raw: [] }
+const rates: Record<System, Array<number>> = { ours: [], raw: [], pm2: [] }
+const spreads: Record<System, Array<number>> = { ours: [], raw: [], pm2: [] }
+const probeSpreads: Record<System, Array<number>> = { ours: [], raw: [], pm2: [] }
 const busiest = (o: Outcome) => (100 * Math.max(0, ...o.pids.values())) / Math.max(1, o.ok)
 for (let round = 0; round < (parts.includes("throughput") ? rounds : 0); round++) {
   for (const system of (round % 2 === 0 ? ["ours", "raw"] : ["raw", "ours"]) as Array<System>) {
@@ -283,8 +289,9 @@ const tables: Array<Table> = [
     ]
   },
   {
-    title: "A reload under load (ours: a surge, the replacement ready before the old worker stops)",
+    title: "A reload under load (ours: a surge, the replacement ready before the old worker stops; PM2: pm2.reload)",
     headers: [
+      "system",
       "workers",
       "reload, ms",
       "probes failed",
@@ -294,7 +301,7 @@ const tables: Array<Table> = [
     ],
     rows: reloadRows,
     notes: [
-      "raw node:cluster has no reload; PM2's reload was measured at 0 failed requests in the issue (library and CLI were 124 ms / 121 ms of outage with 1 worker before owned sockets)."
+      "raw node:cluster has no reload. Before owned sockets the library and the CLI showed 124 ms / 121 ms of outage reloading 1 worker."
     ]
   },
   {
