@@ -3,8 +3,8 @@
  *
  * | signal            | action |
  * | ----------------- | ------ |
- * | SIGTERM, SIGINT   | stop every worker gracefully, once, then exit 0 (`NodeRuntime.runMain` interrupts the program; this module only says so in the log) |
- * | SIGHUP            | rolling restart: each worker in turn is stopped and started again, the next one only once the new one is ready |
+ * | SIGTERM, SIGINT   | stop every worker gracefully, once, then exit 0 (`NodeRuntime.runMain` interrupts the program; this module says so in the log first). A second one while stopping kills every worker at once (SIGKILL to its group), as Docker and PM2 do |
+ * | SIGHUP            | rolling reload: for each worker in turn, a replacement starts beside it, and the old one stops once the new one is ready |
  * | SIGTTIN / SIGTTOU | one worker more / one fewer (never fewer than one); the highest task id goes first |
  * | SIGUSR2           | print the status table |
  *
@@ -52,24 +52,39 @@ export const listen = (): Effect.Effect<Queue.Dequeue<Control>, never, Scope.Sco
     const log = (effect: Effect.Effect<void>) => void Effect.runForkWith(context)(effect)
     let stopping = false
     const onStop = (signal: NodeJS.Signals) => {
-      // The supervisor then logs how many workers it stops, and how.
-      log(Effect.logInfo(stopping ? `${signal} received: already stopping` : `${signal} received: stopping`))
+      if (stopping) {
+        log(Effect.logWarning(`${signal} received again: killing every worker now (SIGKILL)`))
+        force?.()
+        return
+      }
+      // Said before the supervisor logs how many workers it stops, and how (this listener runs first).
+      log(Effect.logInfo(`${signal} received: stopping (${signal} again to kill every worker at once)`))
       stopping = true
     }
-    const onControl = (signal: NodeJS.Signals) => void Queue.offerUnsafe(queue, signal as Control)
+    const onControl = (signal: NodeJS.Signals) => {
+      if (stopping) return log(Effect.logInfo(`${signal} received: stopping, ignored`))
+      Queue.offerUnsafe(queue, signal as Control)
+    }
     yield* Effect.acquireRelease(
       Effect.sync(() => {
         for (const signal of CONTROL) process.on(signal, onControl)
-        for (const signal of STOP) process.on(signal, onStop)
+        for (const signal of STOP) process.prependListener(signal, onStop)
       }),
       () =>
         Effect.sync(() => {
           for (const signal of CONTROL) process.off(signal, onControl)
           for (const signal of STOP) process.off(signal, onStop)
+          force = undefined
         })
     )
     return queue
   })
+
+/**
+ * What a second SIGINT or SIGTERM does: set by {@link control} once the
+ * supervisor runs (SIGKILL to every live worker's process group).
+ */
+let force: (() => void) | undefined
 
 /**
  * Acts on each control signal until interrupted. `report` shows the status
@@ -89,6 +104,20 @@ export const control = (
   Effect.gen(function* () {
     let target = handle.processes
     let reloading = false
+    // Kept after this fiber ends (a stop interrupts it first): `listen`'s scope, which outlives the stop, clears it.
+    force = () => {
+      for (const slot of Effect.runSync(handle.status)) {
+        for (const pid of [slot.pid, slot.replacement]) {
+          if (pid._tag === "None") continue
+          try {
+            // A worker leads its process group: its own children go with it.
+            process.kill(-pid.value, "SIGKILL")
+          } catch {
+            // already gone
+          }
+        }
+      }
+    }
     const scaleRequests = yield* Queue.unbounded<void>()
     // One fiber applies every scaling request in turn, each to the latest target.
     yield* Effect.forkScoped(

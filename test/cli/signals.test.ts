@@ -1,0 +1,41 @@
+/**
+ * prefork's stop signals as an operator meets them: the signal is logged
+ * before what it stops, a second Ctrl-C kills every worker at once (Docker's
+ * and PM2's habit), and control signals while stopping are said to be ignored.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { pidsWithTag } from "../helpers/procs.ts"
+import { tempDir } from "../helpers/supervise.ts"
+import { fixture, prefork, stderrHas } from "./prefork.ts"
+import { readdirSync } from "node:fs"
+import { eventually } from "../helpers/procs.ts"
+
+describe("prefork: stopping, as an operator meets it (real processes)", () => {
+  it.live(
+    "a second SIGINT while stopping SIGKILLs workers that ignore SIGTERM, long before --stop-timeout; SIGHUP then is ignored, said so",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const p = yield* prefork(["-n", "2", "--stop-timeout", "120s", "--", "node", fixture("ignore-term.js"), dir])
+          yield* eventually(
+            () => (readdirSync(dir).filter((f) => f.startsWith("ready-")).length === 2 ? true : undefined),
+            "10 seconds"
+          )
+          p.signal("SIGINT")
+          yield* stderrHas(p, "Stopping 2 processes")
+          p.signal("SIGHUP")
+          yield* stderrHas(p, "SIGHUP received: stopping, ignored")
+          p.signal("SIGINT")
+          // Bounded by the helper's 20 s wait: far below the 120 s stop timeout the workers would otherwise get.
+          const exit = yield* p.exit
+          assert.strictEqual(exit.code, 0, p.stderr())
+          assert.deepStrictEqual(pidsWithTag(p.tag), [])
+          const said = p.stderr()
+          assert.isBelow(said.indexOf("SIGINT received: stopping"), said.indexOf("Stopping 2 processes"))
+          assert.include(said, "SIGINT received again: killing every worker now (SIGKILL)")
+        })
+      )
+  )
+})
