@@ -3,13 +3,12 @@
  * before what it stops, a second Ctrl-C kills every worker at once (Docker's
  * and PM2's habit), and control signals while stopping are said to be ignored.
  */
+import { readdirSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { pidsWithTag } from "../helpers/procs.ts"
+import { eventually, pidsWithTag } from "../helpers/procs.ts"
 import { tempDir } from "../helpers/supervise.ts"
 import { fixture, prefork, stderrHas } from "./prefork.ts"
-import { readdirSync } from "node:fs"
-import { eventually } from "../helpers/procs.ts"
 
 describe("prefork: stopping, as an operator meets it (real processes)", () => {
   it.live(
