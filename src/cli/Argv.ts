@@ -15,8 +15,9 @@ import * as Duration from "effect/Duration"
 import * as Option from "effect/Option"
 
 /**
- * Inserts `--` before the first operand (the command) unless the line already
- * has a `--`. `valueFlags` names the options that take a value from the next
+ * Inserts `--` before the first operand (the command) unless a `--` comes
+ * before it. A `--` after the command is the command's own, passed on as it
+ * is (`prefork node app.js -- a b`). `valueFlags` names the options that take a value from the next
  * argument (without dashes: `"n"`, `"processes"`); `booleanFlags` those that
  * take none but may be followed by a boolean word (`--prefix false`), as
  * `effect/cli` reads them.
@@ -29,10 +30,10 @@ export const splitCommand = (
   valueFlags: ReadonlySet<string>,
   booleanFlags: ReadonlySet<string>
 ): ReadonlyArray<string> => {
-  if (argv.includes("--")) return argv
   let i = 0
   while (i < argv.length) {
     const arg = argv[i]!
+    if (arg === "--") return argv
     if (!isOption(arg)) return [...argv.slice(0, i), "--", ...argv.slice(i)]
     i++
     if (arg.includes("=")) continue

@@ -47,9 +47,35 @@ describe("Argv", () => {
     assert.deepStrictEqual(split(["-"]), ["--", "-"])
   })
 
-  it("splitCommand: a line with -- or without a command is left alone", () => {
-    assert.deepStrictEqual(split(["-n", "2", "--", "node", "--", "x"]), ["-n", "2", "--", "node", "--", "x"])
-    assert.deepStrictEqual(split(["node", "--", "-x"]), ["node", "--", "-x"])
+  it("splitCommand: a -- counts only before the first operand; after the command it is the command's", () => {
+    // [what the user typed after prefork, what effect/cli is given]
+    const cases: ReadonlyArray<readonly [ReadonlyArray<string>, ReadonlyArray<string>]> = [
+      [
+        ["node", "app.js", "--port", "80", "--", "x"],
+        ["--", "node", "app.js", "--port", "80", "--", "x"]
+      ],
+      [
+        ["-n", "4", "npm", "start", "--", "--port", "80"],
+        ["-n", "4", "--", "npm", "start", "--", "--port", "80"]
+      ],
+      [
+        ["node", "-e", "code", "--", "x"],
+        ["--", "node", "-e", "code", "--", "x"]
+      ],
+      [
+        ["node", "app.js", "--", "a", "b"],
+        ["--", "node", "app.js", "--", "a", "b"]
+      ],
+      [
+        ["-n", "2", "--", "node", "--", "x"],
+        ["-n", "2", "--", "node", "--", "x"]
+      ],
+      [
+        ["node", "--", "-x"],
+        ["--", "node", "--", "-x"]
+      ]
+    ]
+    for (const [typed, given] of cases) assert.deepStrictEqual(split(typed), given, typed.join(" "))
     assert.deepStrictEqual(split(["--help"]), ["--help"])
     assert.deepStrictEqual(split(["-n", "2"]), ["-n", "2"])
   })
