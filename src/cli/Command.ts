@@ -14,7 +14,7 @@
  *
  * @since 0.1.0
  */
-import { statSync } from "node:fs"
+import { readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs"
 import { availableParallelism } from "node:os"
 import * as Path from "node:path"
 import { NodePath, NodeStdio, NodeTerminal } from "@effect/platform-node"
@@ -161,6 +161,13 @@ export const flags = {
     Flag.withDescription(describe("Set a variable for every worker; repeat for more", "prefork's own environment")),
     Flag.atLeast(0)
   ),
+  pidFile: Flag.String("pid-file").pipe(
+    Flag.withMetavar("file"),
+    Flag.withDescription(
+      describe("Write prefork's own pid to this file while it runs (the process to signal), removed at exit", "none")
+    ),
+    Flag.optional
+  ),
   cwd: Flag.String("cwd").pipe(
     Flag.withMetavar("dir"),
     Flag.withDescription(describe("The workers' working directory", "prefork's own")),
@@ -213,6 +220,7 @@ export const VALUE_FLAGS: ReadonlySet<string> = new Set([
   "ready",
   "ready-timeout",
   "listen",
+  "pid-file",
   "env",
   "e",
   "cwd",
@@ -323,6 +331,23 @@ export const toOptions = (
     } satisfies Supervisor.Options
   })
 
+/** Writes prefork's pid to `file` for the life of the scope; a file that cannot be written is a usage error. */
+const pidFile = (file: string) =>
+  Effect.acquireRelease(
+    Effect.try({
+      try: () => writeFileSync(file, `${process.pid}\n`),
+      catch: (error) => usage("pid-file", `--pid-file: cannot write ${file}: ${String(error)}`)
+    }),
+    () =>
+      Effect.sync(() => {
+        try {
+          if (readFileSync(file, "utf8").trim() === String(process.pid)) unlinkSync(file)
+        } catch {
+          // already gone
+        }
+      })
+  )
+
 const isDirectory = (path: string): boolean => {
   try {
     return statSync(path).isDirectory()
@@ -368,11 +393,18 @@ export const supervise = (input: Input) => {
   return Effect.scoped(
     Effect.gen(function* () {
       const options = yield* toOptions(input, onOutput)
+      // The process to signal, said first: through npx or npm, several processes match "prefork".
+      yield* Effect.logInfo(`prefork pid ${process.pid} (signal this one: HUP reload, TERM stop, USR2 status)`)
+      if (Option.isSome(input.pidFile)) yield* pidFile(input.pidFile.value)
       const signals = yield* Signals.listen()
       const handle = yield* Supervisor.start(options)
       yield* Effect.forkScoped(Signals.control(handle, signals, report(handle)))
       const summary = yield* handle.await
-      const failed = abnormal(summary.exits, options.normalExitCodes ?? [0])
+      // Only the slots that remain: a slot scaled away is not a worker that ended abnormally.
+      const failed = abnormal(
+        summary.exits.filter((e) => e.taskId < handle.processes),
+        options.normalExitCodes ?? [0]
+      )
       if (failed.length > 0) {
         const which = failed.map((e) => `child ${e.taskId} (pid ${e.pid}) ${ExitStatus.describe(e.status)}`)
         yield* Effect.logError(`${failed.length} of ${handle.processes} workers ended abnormally: ${which.join(", ")}`)

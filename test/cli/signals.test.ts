@@ -3,7 +3,8 @@
  * before what it stops, a second Ctrl-C kills every worker at once (Docker's
  * and PM2's habit), and control signals while stopping are said to be ignored.
  */
-import { readdirSync } from "node:fs"
+import { existsSync, readdirSync, readFileSync } from "node:fs"
+import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { eventually, pidsWithTag } from "../helpers/procs.ts"
@@ -36,5 +37,40 @@ describe("prefork: stopping, as an operator meets it (real processes)", () => {
           assert.include(said, "SIGINT received again: killing every worker now (SIGKILL)")
         })
       )
+  )
+
+  it.live("prefork says its own pid first, and --pid-file holds it while it runs, removed at exit", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const file = Path.join(dir, "prefork.pid")
+        const p = yield* prefork(["-n", "1", "--pid-file", file, "--", "node", fixture("forever.js")])
+        yield* stderrHas(p, `prefork pid ${p.pid} (signal this one`)
+        yield* eventually(() => (existsSync(file) ? true : undefined))
+        assert.strictEqual(readFileSync(file, "utf8").trim(), String(p.pid))
+        p.signal("SIGTERM")
+        assert.strictEqual((yield* p.exit).code, 0, p.stderr())
+        assert.isFalse(existsSync(file))
+      })
+    )
+  )
+
+  it.live("with --restart never, a slot that crashed and was then scaled away does not make prefork exit 1", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        // Task 1 exits 1 at once (not restarted); task 0 lives until SIGTERM.
+        const p = yield* prefork(["-n", "2", "--restart", "never", "--", "node", fixture("cli-task-fails.js"), "1"], {
+          cwd: dir
+        })
+        yield* stderrHas(p, "child 1 (pid")
+        p.signal("SIGTTOU")
+        yield* stderrHas(p, "Scaling from 2 to 1 processes")
+        p.signal("SIGTERM")
+        const exit = yield* p.exit
+        assert.strictEqual(exit.code, 0, p.stderr())
+        assert.notInclude(p.stderr(), "ended abnormally")
+      })
+    )
   )
 })
