@@ -473,12 +473,16 @@ describe("Supervisor policy", () => {
 
   describe("stopping", () => {
     it.effect("nothing is spawned once interruption starts (interrupted during a backoff delay)", () =>
-      withSpawner((spawner) =>
+      withSpawner((spawner, logs) =>
         Effect.gen(function* () {
           const fiber = yield* fork({ ...base, processes: 1, backoff: { initial: "10 seconds" } })
           yield* spawner.awaitSpawns(1)
           yield* spawner.exit(1000, ExitStatus.exited(1))
           yield* settle
+          // The delay is said before it is waited.
+          const said = logs.find((l) => l.message.startsWith("child 0 restarting in"))
+          assert.strictEqual(said?.message, "child 0 restarting in 10s")
+          assert.strictEqual(said?.annotations["delayMillis"], 10_000)
           yield* TestClock.adjust("1 second")
           yield* Fiber.interrupt(fiber)
           const exit = yield* Fiber.await(fiber)

@@ -514,7 +514,14 @@ export const start = Effect.fnUntraced(function* (
       yield* apply(taskId, { _tag: "Counted" })
       const wait = Duration.max(delay.value, RestartPolicy.backoffDelay(policy, failures))
       // Never respawn synchronously from the exit: let the primary's timers and I/O run first.
-      yield* Duration.isZero(wait) ? Effect.yieldNow : Effect.sleep(wait)
+      if (Duration.isZero(wait)) {
+        yield* Effect.yieldNow
+      } else {
+        yield* Effect.logInfo(`child ${taskId} restarting in ${Duration.format(wait)}`).pipe(
+          Effect.annotateLogs({ taskId, delayMillis: Duration.toMillis(wait) })
+        )
+        yield* Effect.sleep(wait)
+      }
     }
   })
 
