@@ -24,6 +24,8 @@ import type { TaskId } from "./TaskId.ts"
  */
 export interface Config {
   readonly processes: number
+  /** How `processes` was chosen when it was not given (one per CPU): logged at the start. */
+  readonly processesReason?: string | undefined
   readonly mode: Mode
   readonly command: string
   readonly args: ReadonlyArray<string>

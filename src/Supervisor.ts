@@ -25,7 +25,6 @@
  *
  * @since 0.1.0
  */
-import { availableParallelism } from "node:os"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
@@ -34,6 +33,7 @@ import * as PubSub from "effect/PubSub"
 import * as Stream from "effect/Stream"
 import type * as Scope from "effect/Scope"
 import { type BindFailed, InvalidOptions, type ReloadFailed, type SpawnFailed, type TooManyRestarts } from "./Errors.ts"
+import { cpuCount } from "./internal/cpus.ts"
 import * as Loop from "./internal/loop.ts"
 
 /**
@@ -65,7 +65,12 @@ export type {
  * @category models
  */
 export interface Options extends RestartPolicy.RestartOptions {
-  /** How many workers. Undefined or <= 0: `os.availableParallelism()`, as Tornado's `cpu_count()`. */
+  /**
+   * How many workers. Undefined or <= 0: one per CPU, as Tornado's
+   * `cpu_count()`: the CPUs this process may run on (its affinity mask,
+   * `os.availableParallelism()`), capped by its cgroup's CPU quota (a
+   * container's CPU limit), rounded up. The log says how the number was chosen.
+   */
   readonly processes?: number | undefined
   /** `"command"` (default): any executable; `"module"`: a Node module run with `node` and an IPC channel. */
   readonly mode?: Mode | undefined
@@ -204,7 +209,8 @@ export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.
       `processes must be an integer (<= 0 means one per CPU), got ${String(requested)}`
     )
   }
-  const processes = requested === undefined || requested <= 0 ? availableParallelism() : requested
+  const perCpu = requested === undefined || requested <= 0 ? cpuCount() : undefined
+  const processes = perCpu?.count ?? requested!
   const mode = options.mode ?? "command"
   if (mode !== "command" && mode !== "module" && mode !== "cluster") {
     return yield* invalid("mode", `mode must be "command", "module" or "cluster", got ${JSON.stringify(mode)}`)
@@ -273,6 +279,7 @@ export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.
     ready,
     readyTimeout,
     policy,
+    processesReason: perCpu?.reason,
     listen: mode === "cluster" ? [] : activated.length > 0 ? activated : given,
     sockets: mode === "cluster" ? [] : (options.sockets ?? [])
   }

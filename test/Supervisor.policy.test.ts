@@ -9,6 +9,7 @@ import * as Scope from "effect/Scope"
 import { TestClock } from "effect/testing"
 import type { BindFailed, InvalidOptions, SpawnFailed, TooManyRestarts } from "../src/Errors.ts"
 import * as ExitStatus from "../src/ExitStatus.ts"
+import { cpuCount } from "../src/internal/cpus.ts"
 import type { ProcessSpawner } from "../src/ProcessSpawner.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import * as TestSpawner from "../src/testing/TestSpawner.ts"
@@ -643,9 +644,10 @@ describe("Supervisor policy", () => {
   })
 
   describe("processes", () => {
-    it.effect("undefined, 0 and -1 mean os.availableParallelism()", () =>
+    it.effect("undefined, 0 and -1 mean one per CPU (the affinity mask, capped by the cgroup's CPU quota)", () =>
       Effect.gen(function* () {
-        const cpus = availableParallelism()
+        const cpus = cpuCount().count
+        assert.isAtMost(cpus, availableParallelism())
         for (const processes of [undefined, 0, -1]) {
           const cfg = yield* Supervisor.config({ ...base, processes })
           assert.strictEqual(cfg.processes, cpus, `processes: ${processes}`)

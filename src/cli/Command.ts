@@ -15,7 +15,6 @@
  * @since 0.1.0
  */
 import { readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs"
-import { availableParallelism } from "node:os"
 import * as Path from "node:path"
 import { NodePath, NodeStdio, NodeTerminal } from "@effect/platform-node"
 import * as Clock from "effect/Clock"
@@ -35,6 +34,7 @@ import * as Argv from "./Argv.ts"
 import * as ExitCode from "./ExitCode.ts"
 import * as Logging from "./Logging.ts"
 import * as Output from "./Output.ts"
+import { cpuCount } from "../internal/cpus.ts"
 import * as Signals from "./Signals.ts"
 import * as Status from "./Status.ts"
 import * as Version from "./Version.ts"
@@ -74,7 +74,10 @@ export const flags = {
   processes: Flag.Int("processes").pipe(
     Flag.withAlias("n"),
     Flag.withDescription(
-      describe("How many workers; 0 or less means one per CPU", `the CPU count, ${availableParallelism()} here`)
+      describe(
+        "How many workers; 0 or less means one per CPU (the CPUs prefork may use, capped by its container's CPU quota)",
+        `${cpuCount().count} here`
+      )
     ),
     Flag.withDefault(0)
   ),

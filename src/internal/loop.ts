@@ -593,7 +593,8 @@ export const start = Effect.fnUntraced(function* (
 
   // Launching the slots and forking the run that stops them is one step: an interruption comes before or after.
   const fiber = yield* Effect.uninterruptible(
-    Effect.logInfo(`Starting ${cfg.processes} process${cfg.processes === 1 ? "" : "es"}`).pipe(
+    (cfg.processesReason === undefined ? Effect.void : Effect.logInfo(cfg.processesReason)).pipe(
+      Effect.andThen(Effect.logInfo(`Starting ${cfg.processes} process${cfg.processes === 1 ? "" : "es"}`)),
       Effect.andThen(
         Effect.sync(() => {
           for (const slot of Slot.list(SubscriptionRef.getUnsafe(table))) launch(slot.taskId)
