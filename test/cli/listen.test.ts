@@ -3,32 +3,13 @@
  * (`--cluster`), run as a user would, with Node and Python servers.
  */
 import { execFileSync } from "node:child_process"
-import { request } from "node:http"
 import * as Net from "node:net"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
+import { type Answered, busyPort, getJson } from "../helpers/http.ts"
 import { waitHttp } from "../helpers/primary.ts"
 import { pidsWithTag } from "../helpers/procs.ts"
 import { fixture, prefork, stderrHas } from "./prefork.ts"
-
-interface Answer {
-  readonly pid: number
-  readonly listenPid?: string
-  readonly lang?: string
-}
-
-const get = (port: number) =>
-  Effect.callback<Answer | { readonly error: string }>((resume) => {
-    const req = request({ host: "127.0.0.1", port, path: "/", agent: false, timeout: 10_000 }, (res) => {
-      let body = ""
-      res.setEncoding("utf8")
-      res.on("data", (chunk: string) => (body += chunk))
-      res.on("end", () => resume(Effect.succeed(JSON.parse(body) as Answer)))
-    })
-    req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "ETIMEDOUT" })))
-    req.on("error", (error: NodeJS.ErrnoException) => resume(Effect.succeed({ error: error.code ?? error.message })))
-    req.end()
-  })
 
 /** The port prefork says it listens on: "Listening on 127.0.0.1:<port>". */
 const listeningPort = (stderr: string): number => Number(/Listening on 127\.0\.0\.1:(\d+)/.exec(stderr)![1])
@@ -61,15 +42,15 @@ describe("prefork --listen and --cluster (real processes)", () => {
           ])
           yield* stderrHas(p, /Listening on 127\.0\.0\.1:\d+/)
           const port = listeningPort(p.stderr())
-          const first = yield* get(port)
+          const first = yield* getJson({ port })
           assert.isFalse("error" in first, p.stderr())
-          const servedBy = (answers: ReadonlyArray<Answer | { readonly error: string }>) =>
+          const servedBy = (answers: ReadonlyArray<Answered>) =>
             new Set(answers.flatMap((a) => ("error" in a ? [] : [a.pid])))
-          const before = servedBy(yield* Effect.forEach(Array.from({ length: 10 }), () => get(port)))
-          const answers: Array<Answer | { readonly error: string }> = []
+          const before = servedBy(yield* Effect.forEach(Array.from({ length: 10 }), () => getJson({ port })))
+          const answers: Array<Answered> = []
           const load = yield* Effect.forkChild(
             Effect.gen(function* () {
-              for (let i = 0; i < 5000; i++) answers.push(yield* get(port))
+              for (let i = 0; i < 5000; i++) answers.push(yield* getJson({ port }))
             })
           )
           p.signal("SIGHUP")
@@ -82,7 +63,7 @@ describe("prefork --listen and --cluster (real processes)", () => {
           // Every worker was replaced: the old ones are gone, only new ones answer.
           const live = pidsWithTag(p.tag)
           for (const pid of before) assert.notInclude(live, pid)
-          const after = servedBy(yield* Effect.forEach(Array.from({ length: 10 }), () => get(port)))
+          const after = servedBy(yield* Effect.forEach(Array.from({ length: 10 }), () => getJson({ port })))
           for (const pid of after) assert.isFalse(before.has(pid))
           p.signal("SIGTERM")
           assert.deepStrictEqual(yield* p.exit, { code: 0, signal: null })
@@ -96,7 +77,7 @@ describe("prefork --listen and --cluster (real processes)", () => {
       Effect.gen(function* () {
         const p = yield* prefork(["-n", "2", "--listen", "127.0.0.1:0", "--", "python3", fixture("fd-server.py")])
         yield* stderrHas(p, /Listening on 127\.0\.0\.1:\d+/)
-        const answer = yield* get(listeningPort(p.stderr()))
+        const answer = yield* getJson({ port: listeningPort(p.stderr()) })
         assert.isFalse("error" in answer, p.stderr())
         if (!("error" in answer)) {
           assert.strictEqual(answer.lang, "python")
@@ -111,14 +92,7 @@ describe("prefork --listen and --cluster (real processes)", () => {
   it.live("--listen on a port in use exits 4 naming the address, having started nothing", () =>
     Effect.scoped(
       Effect.gen(function* () {
-        const server = Net.createServer()
-        yield* Effect.acquireRelease(
-          Effect.callback<void>((resume) => {
-            server.listen(0, "127.0.0.1", () => resume(Effect.void))
-          }),
-          () => Effect.callback<void>((resume) => void server.close(() => resume(Effect.void)))
-        )
-        const port = (server.address() as Net.AddressInfo).port
+        const port = yield* busyPort
         const p = yield* prefork(["--listen", `127.0.0.1:${port}`, "--", "node", fixture("fd-server.js")])
         const exit = yield* p.exit
         assert.strictEqual(exit.code, 4, p.stderr())

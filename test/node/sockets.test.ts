@@ -6,41 +6,13 @@
  */
 import { execFileSync } from "node:child_process"
 import { existsSync, lstatSync, writeFileSync } from "node:fs"
-import { request } from "node:http"
-import * as Net from "node:net"
 import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber } from "effect"
 import * as Listen from "../../src/Listen.ts"
+import { answered, type Answered, busyPort, getJson } from "../helpers/http.ts"
 import { assertNoneLeft, eventually, pidsWithTag } from "../helpers/procs.ts"
 import { fixture, started, supervise, tempDir } from "../helpers/supervise.ts"
-
-interface Answer {
-  readonly task: string
-  readonly pid: number
-  readonly listenPid: string
-  readonly names?: string
-  readonly lang?: string
-}
-
-/** One GET on a fresh connection, bounded in time; the answer's JSON, or the connection error's code. */
-const get = (target: { port: number } | { socketPath: string }, path = "/") =>
-  Effect.callback<Answer | { readonly error: string }>((resume) => {
-    const req = request({ ...target, host: "127.0.0.1", path, agent: false, timeout: 10_000 }, (res) => {
-      let body = ""
-      res.setEncoding("utf8")
-      res.on("data", (chunk: string) => (body += chunk))
-      res.on("end", () => resume(Effect.succeed(JSON.parse(body) as Answer)))
-    })
-    req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "ETIMEDOUT" })))
-    req.on("error", (error: NodeJS.ErrnoException) => resume(Effect.succeed({ error: error.code ?? error.message })))
-    req.end()
-  })
-
-const answer = (a: Answer | { readonly error: string }): Answer => {
-  if ("error" in a) throw new Error(`request failed: ${a.error}`)
-  return a
-}
 
 const tcpPort = (sockets: ReadonlyArray<Listen.Socket>, i = 0): number => {
   const address = sockets[i]!.address
@@ -67,19 +39,19 @@ describe("supervisor-owned sockets (real processes)", () => {
           assert.isAbove(port, 0)
           assert.strictEqual(events[0]?._tag, "Listening")
           yield* handle.awaitReady
-          const first = answer(yield* get({ port }))
+          const first = answered(yield* getJson({ port }))
           assert.strictEqual(first.listenPid, String(first.pid))
           assert.strictEqual(first.names, `127.0.0.1_${port}`)
           const before = started(events).map((e) => e.pid)
           // Both workers die at once; the GET sent right after waits in the backlog and the replacements serve it.
           for (const pid of before) process.kill(pid, "SIGKILL")
-          const after = answer(yield* get({ port }))
+          const after = answered(yield* getJson({ port }))
           assert.notInclude(before, after.pid)
           assert.strictEqual(after.listenPid, String(after.pid))
           yield* handle.stop
           assert.deepStrictEqual(pidsWithTag(tag), [])
           // Held until the last worker was reaped, then closed: the port refuses now.
-          const refused = yield* get({ port })
+          const refused = yield* getJson({ port })
           assert.deepStrictEqual(refused, { error: "ECONNREFUSED" })
         })
       )
@@ -97,7 +69,7 @@ describe("supervisor-owned sockets (real processes)", () => {
         })
         const port = tcpPort(handle.sockets)
         // Served as soon as a worker accepts; until then the connection waits in the backlog.
-        const first = answer(yield* get({ port }))
+        const first = answered(yield* getJson({ port }))
         assert.strictEqual(first.lang, "python")
         assert.strictEqual(first.listenPid, String(first.pid))
         assert.include(pidsWithTag(tag), first.pid)
@@ -121,7 +93,7 @@ describe("supervisor-owned sockets (real processes)", () => {
         const port = tcpPort(handle.sockets)
         // Stop the only worker and ask at once: nothing accepts until the replacement listens.
         yield* handle.restart(0 as never)
-        const served = answer(yield* get({ port }))
+        const served = answered(yield* getJson({ port }))
         assert.strictEqual(served.listenPid, String(served.pid))
         yield* handle.stop
         yield* assertNoneLeft(tag)
@@ -132,14 +104,7 @@ describe("supervisor-owned sockets (real processes)", () => {
   it.live("a port already in use is BindFailed naming the address, and nothing is started", () =>
     Effect.scoped(
       Effect.gen(function* () {
-        const server = Net.createServer()
-        yield* Effect.acquireRelease(
-          Effect.callback<void>((resume) => {
-            server.listen(0, "127.0.0.1", () => resume(Effect.void))
-          }),
-          () => Effect.callback<void>((resume) => void server.close(() => resume(Effect.void)))
-        )
-        const port = (server.address() as Net.AddressInfo).port
+        const port = yield* busyPort
         const exit = yield* Effect.exit(
           supervise({ command: process.execPath, args: [fixture("fd-server.js")], listen: [`127.0.0.1:${port}`] })
         )
@@ -182,7 +147,7 @@ describe("supervisor-owned sockets (real processes)", () => {
           })
           yield* handle.awaitReady
           assert.strictEqual(lstatSync(path).mode & 0o777, 0o600)
-          const served = answer(yield* get({ socketPath: path }))
+          const served = answered(yield* getJson({ socketPath: path }))
           assert.strictEqual(served.names, `unix_${path}`)
           // While it listens, a second supervisor on the same path fails: the socket is live.
           const second = yield* Effect.exit(
@@ -219,10 +184,10 @@ describe("supervisor-owned sockets (real processes)", () => {
           yield* handle.awaitReady
           const before = new Set(started(events).map((e) => e.pid))
           // Requests one after another on fresh connections, for as long as the reload runs (bounded).
-          const answers: Array<Answer | { readonly error: string }> = []
+          const answers: Array<Answered> = []
           const load = yield* Effect.forkChild(
             Effect.gen(function* () {
-              for (let i = 0; i < 2000; i++) answers.push(yield* get({ port }))
+              for (let i = 0; i < 2000; i++) answers.push(yield* getJson({ port }))
             })
           )
           yield* handle.reload()
@@ -266,7 +231,7 @@ describe("supervisor-owned sockets (real processes)", () => {
         }
         // Nothing was lost: the same workers serve, no budget was spent (maxRestarts 0 and still running).
         assert.deepStrictEqual(pidsWithTag(tag).sort(), before)
-        assert.include(before, answer(yield* get({ port })).pid)
+        assert.include(before, answered(yield* getJson({ port })).pid)
         yield* handle.stop
         assert.deepStrictEqual(pidsWithTag(tag), [])
       })
