@@ -1,5 +1,5 @@
 /**
- * `npm start`: four supervised workers that crash now and then. Watch the
+ * `npm run demo:crash`: four supervised workers that crash now and then. Watch the
  * Tornado log lines, the same task id coming back with a new pid, and the
  * supervisor giving up once its budget of 8 restarts is spent — after it has
  * stopped every remaining worker.
