@@ -4,7 +4,7 @@
  * a module (imports of `effect-prefork` pointed at `src/`), and `tsc` checks
  * them all with the project's strict settings.
  */
-import { execFileSync } from "node:child_process"
+import { execFileSync, spawnSync } from "node:child_process"
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -64,5 +64,38 @@ describe("documentation examples", () => {
       report = String((error as { stdout?: string }).stdout ?? error)
     }
     assert.strictEqual(report, "", report)
+  })
+})
+
+describe("deployment recipes", () => {
+  const analyze = "/usr/bin/systemd-analyze"
+  const has = (() => {
+    try {
+      execFileSync(analyze, ["--version"], { stdio: "ignore" })
+      return true
+    } catch {
+      return false
+    }
+  })()
+
+  it.skipIf(!has)("the systemd units of docs/deployment.md pass systemd-analyze verify", () => {
+    const text = readFileSync(Path.join(root, "docs", "deployment.md"), "utf8")
+    const units = [...text.matchAll(/^```ini\n# \/etc\/systemd\/system\/([\w.-]+)\n([\s\S]*?)^```/gm)]
+    assert.deepStrictEqual(
+      units.map(([, name]) => name),
+      ["app.socket", "app.service"]
+    )
+    const dir = Path.join(out, "units")
+    rmSync(dir, { recursive: true, force: true })
+    mkdirSync(dir, { recursive: true })
+    for (const [, name, body] of units) writeFileSync(Path.join(dir, name!), body!)
+    // verify prints what it does not accept (unknown keys, bad values) on stderr, even when it exits 0: nothing, then.
+    const run = spawnSync(analyze, ["verify", ...units.map(([, name]) => Path.join(dir, name!))], {
+      encoding: "utf8",
+      timeout: 30_000
+    })
+    const said = `${run.stderr ?? ""}${run.error === undefined ? "" : String(run.error)}`
+    assert.strictEqual(run.status, 0, said)
+    assert.strictEqual(said, "")
   })
 })
