@@ -42,6 +42,9 @@ export interface Config {
   readonly listen: ReadonlyArray<Listen.Spec>
   /** Sockets the caller owns, handed to workers before those of `listen`. */
   readonly sockets: ReadonlyArray<Listen.Socket>
+  /** The user and group ids the workers run as (undefined: the supervisor's own). */
+  readonly uid?: number | undefined
+  readonly gid?: number | undefined
 }
 
 /**

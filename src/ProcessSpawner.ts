@@ -86,6 +86,10 @@ export interface SpawnRequest {
    * `LISTEN_PID` (the worker's own pid) in its environment.
    */
   readonly sockets?: ReadonlyArray<Listen.Socket> | undefined
+  /** The user id the worker runs as (the supervisor must be root to change it). */
+  readonly uid?: number | undefined
+  /** The group id the worker runs as; its supplementary groups are dropped. */
+  readonly gid?: number | undefined
 }
 
 /**

@@ -34,6 +34,7 @@ import * as Stream from "effect/Stream"
 import type * as Scope from "effect/Scope"
 import { type BindFailed, InvalidOptions, type ReloadFailed, type SpawnFailed, type TooManyRestarts } from "./Errors.ts"
 import { cpuCount } from "./internal/cpus.ts"
+import { resolve as resolveIdentity } from "./internal/users.ts"
 import * as Loop from "./internal/loop.ts"
 
 /**
@@ -130,6 +131,15 @@ export interface Options extends RestartPolicy.RestartOptions {
    * never closed by the supervisor.
    */
   readonly sockets?: ReadonlyArray<Listen.Socket> | undefined
+  /**
+   * Run every worker as this user (a name or a uid), with that user's
+   * primary group unless `group` says otherwise: a supervisor started as root
+   * binds port 80 (`listen`) and runs its workers unprivileged. Needs root; a
+   * supervisor that is not root fails with `InvalidOptions` (field `user`).
+   */
+  readonly user?: string | number | undefined
+  /** Run every worker with this group (a name or a gid). Needs root to change. */
+  readonly group?: string | number | undefined
 }
 
 /**
@@ -256,6 +266,8 @@ export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.
   }
   const readyTimeout = yield* RestartPolicy.decodeDuration("readyTimeout", options.readyTimeout, "30 seconds")
   const policy = yield* RestartPolicy.make(options)
+  const identity = resolveIdentity(options.user, options.group)
+  if ("field" in identity) return yield* invalid(identity.field, identity.message)
   const given = yield* Listen.parseAll(options.listen)
   // Started by socket activation: the sockets handed to this process are the ones to serve.
   const activated = options.inheritSockets === false ? [] : Listen.inherited(process.env, process.pid)
@@ -280,6 +292,8 @@ export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.
     readyTimeout,
     policy,
     processesReason: perCpu?.reason,
+    uid: identity.uid,
+    gid: identity.gid,
     listen: mode === "cluster" ? [] : activated.length > 0 ? activated : given,
     sockets: mode === "cluster" ? [] : (options.sockets ?? [])
   }

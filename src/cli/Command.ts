@@ -164,6 +164,21 @@ export const flags = {
     Flag.withDescription(describe("Set a variable for every worker; repeat for more", "prefork's own environment")),
     Flag.atLeast(0)
   ),
+  user: Flag.String("user").pipe(
+    Flag.withMetavar("name|uid"),
+    Flag.withDescription(
+      describe(
+        "Run every worker as this user, with its primary group (prefork must be root: it binds --listen first, then drops privileges for the workers)",
+        "prefork's own"
+      )
+    ),
+    Flag.optional
+  ),
+  group: Flag.String("group").pipe(
+    Flag.withMetavar("name|gid"),
+    Flag.withDescription(describe("Run every worker with this group", "the --user's primary group, or prefork's own")),
+    Flag.optional
+  ),
   pidFile: Flag.String("pid-file").pipe(
     Flag.withMetavar("file"),
     Flag.withDescription(
@@ -224,6 +239,8 @@ export const VALUE_FLAGS: ReadonlySet<string> = new Set([
   "ready-timeout",
   "listen",
   "pid-file",
+  "user",
+  "group",
   "env",
   "e",
   "cwd",
@@ -329,6 +346,8 @@ export const toOptions = (
       ...option("readyTimeout", input.readyTimeout),
       env: Object.fromEntries(input.env),
       ...option("cwd", input.cwd),
+      ...option("user", input.user),
+      ...option("group", input.group),
       ...(input.prefix ? { stdio: "pipe" as const, onOutput } : { stdio: "inherit" as const }),
       ...run
     } satisfies Supervisor.Options

@@ -181,7 +181,9 @@ export const start = Effect.fnUntraced(function* (
     onOutput: cfg.onOutput,
     readiness: typeof cfg.ready === "object" ? "spawn" : cfg.ready,
     stopTimeout: cfg.stopTimeout,
-    sockets
+    sockets,
+    uid: cfg.uid,
+    gid: cfg.gid
   })
 
   const readySignal = (handle: ProcessHandle): Effect.Effect<void> =>

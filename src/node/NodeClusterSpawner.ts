@@ -110,7 +110,9 @@ export const make = (options: Options = {}) => {
         execArgv,
         ...(request.cwd === undefined ? {} : { cwd: request.cwd }),
         silent: out !== "inherit",
-        stdio: ["ignore", out, out, "ipc"]
+        stdio: ["ignore", out, out, "ipc"],
+        ...(request.uid === undefined ? {} : { uid: request.uid }),
+        ...(request.gid === undefined ? {} : { gid: request.gid })
       })
       // A watchdog runs before the worker does (and lists it right after its fork).
       const watch = watchdog?.retain()

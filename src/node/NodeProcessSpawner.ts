@@ -164,7 +164,9 @@ export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Servi
             env: { ...env, ...watch?.env },
             stdio,
             detached: true,
-            windowsHide: true
+            windowsHide: true,
+            ...(request.uid === undefined ? {} : { uid: request.uid }),
+            ...(request.gid === undefined ? {} : { gid: request.gid })
           })
         } catch (error) {
           watch?.done()
