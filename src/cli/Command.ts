@@ -36,6 +36,7 @@ import * as Logging from "./Logging.ts"
 import * as Output from "./Output.ts"
 import { cpuCount } from "../internal/cpus.ts"
 import * as Signals from "./Signals.ts"
+import * as Watch from "./Watch.ts"
 import * as Status from "./Status.ts"
 import * as Version from "./Version.ts"
 
@@ -164,6 +165,31 @@ export const flags = {
     Flag.withDescription(describe("Set a variable for every worker; repeat for more", "prefork's own environment")),
     Flag.atLeast(0)
   ),
+  watch: Flag.String("watch").pipe(
+    Flag.withMetavar("path"),
+    Flag.withDescription(
+      describe(
+        "For development: reload the workers (as SIGHUP does) when files under this path change; repeat for more",
+        "off"
+      )
+    ),
+    Flag.atLeast(0)
+  ),
+  watchIgnore: Flag.String("watch-ignore").pipe(
+    Flag.withMetavar("glob"),
+    Flag.withDescription(
+      describe(
+        "Changes to matching paths (relative to the watched one) cause no reload; repeat for more",
+        "node_modules and .git"
+      )
+    ),
+    Flag.atLeast(0)
+  ),
+  watchDebounce: duration(
+    "watch-debounce",
+    "A burst of changes reloads once, after it has been quiet this long",
+    "300ms"
+  ),
   user: Flag.String("user").pipe(
     Flag.withMetavar("name|uid"),
     Flag.withDescription(
@@ -239,6 +265,9 @@ export const VALUE_FLAGS: ReadonlySet<string> = new Set([
   "ready-timeout",
   "listen",
   "pid-file",
+  "watch",
+  "watch-ignore",
+  "watch-debounce",
   "user",
   "group",
   "env",
@@ -421,6 +450,22 @@ export const supervise = (input: Input) => {
       const signals = yield* Signals.listen()
       const handle = yield* Supervisor.start(options)
       yield* Effect.forkScoped(Signals.control(handle, signals, report(handle)))
+      if (input.watch.length > 0) {
+        yield* Watch.watch({
+          paths: input.watch,
+          ignore: input.watchIgnore,
+          debounce: Option.getOrElse(input.watchDebounce, () => Duration.millis(300)),
+          onChange: (files) =>
+            Effect.logInfo(
+              `Changed: ${files.slice(0, 3).join(", ")}${files.length > 3 ? ` and ${files.length - 3} more` : ""}; reloading`
+            ).pipe(
+              Effect.andThen(handle.reload()),
+              Effect.andThen(Effect.logInfo("Reload finished")),
+              Effect.catch((error) => Effect.logWarning(`Reload stopped: ${error.message}`))
+            )
+        }).pipe(Effect.catch((error) => Effect.fail(usage("watch", error.message))))
+        yield* Effect.logInfo(`Watching ${input.watch.join(", ")} for changes (a change reloads every worker)`)
+      }
       const summary = yield* handle.await
       // Only the slots that remain: a slot scaled away is not a worker that ended abnormally.
       const failed = abnormal(

@@ -1,0 +1,71 @@
+/**
+ * `prefork --watch` with real file changes: a burst of writes is one rolling
+ * reload, ignored paths never count, and every worker is replaced.
+ */
+import { mkdirSync, writeFileSync } from "node:fs"
+import * as Path from "node:path"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { pidsWithTag } from "../helpers/procs.ts"
+import { tempDir } from "../helpers/supervise.ts"
+import { fixture, prefork, stderrHas } from "./prefork.ts"
+
+describe("prefork --watch (real processes, real files)", () => {
+  it.live("a burst of changes is one reload; node_modules and --watch-ignore never count; every worker replaced", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const src = Path.join(dir, "src")
+        mkdirSync(Path.join(src, "node_modules"), { recursive: true })
+        writeFileSync(Path.join(src, "app.js"), "1")
+        const p = yield* prefork([
+          "-n",
+          "2",
+          "--watch",
+          src,
+          "--watch-ignore",
+          "*.log",
+          "--watch-debounce",
+          "200ms",
+          "--",
+          "node",
+          fixture("forever.js")
+        ])
+        yield* stderrHas(p, "Starting 2 processes")
+        yield* stderrHas(p, `Watching ${src} for changes`)
+        const before = pidsWithTag(p.tag).filter((pid) => pid !== p.pid)
+        // Ignored changes first, then a burst of real ones: the one reload names only the real file.
+        writeFileSync(Path.join(src, "node_modules", "dep.js"), "x")
+        writeFileSync(Path.join(src, "debug.log"), "x")
+        for (let i = 0; i < 5; i++) writeFileSync(Path.join(src, "app.js"), String(i))
+        yield* stderrHas(p, "Reload finished", "20 seconds")
+        const changed = p
+          .stderr()
+          .split("\n")
+          .filter((l) => l.includes("Changed:"))
+        assert.strictEqual(changed.length, 1, p.stderr())
+        assert.include(changed[0], "app.js")
+        assert.notInclude(changed[0], "node_modules")
+        assert.notInclude(changed[0], "debug.log")
+        const after = pidsWithTag(p.tag).filter((pid) => pid !== p.pid)
+        for (const pid of before.filter((pid) => !after.includes(pid))) assert.notInclude(after, pid)
+        assert.isTrue(
+          before.some((pid) => !after.includes(pid)),
+          `workers were not replaced: ${before} -> ${after}`
+        )
+        p.signal("SIGTERM")
+        assert.strictEqual((yield* p.exit).code, 0, p.stderr())
+      })
+    )
+  )
+
+  it.live("a path that cannot be watched is a usage error (exit 2)", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const p = yield* prefork(["--watch", "/no/such/dir/here", "--", "node", fixture("forever.js")])
+        assert.strictEqual((yield* p.exit).code, 2, p.stderr())
+        assert.include(p.stderr(), "--watch: cannot watch /no/such/dir/here")
+      })
+    )
+  )
+})
