@@ -35,6 +35,7 @@ import * as ExitCode from "./ExitCode.ts"
 import * as Logging from "./Logging.ts"
 import * as Output from "./Output.ts"
 import { cpuCount } from "../internal/cpus.ts"
+import * as Control from "./Control.ts"
 import * as Signals from "./Signals.ts"
 import * as Watch from "./Watch.ts"
 import * as Status from "./Status.ts"
@@ -205,6 +206,16 @@ export const flags = {
     Flag.withDescription(describe("Run every worker with this group", "the --user's primary group, or prefork's own")),
     Flag.optional
   ),
+  control: Flag.String("control").pipe(
+    Flag.withMetavar("path|off"),
+    Flag.withDescription(
+      describe(
+        "The control socket `prefork ctl` talks to (status, restart, reload, scale), mode 0600; off for none",
+        Control.defaultPath()
+      )
+    ),
+    Flag.optional
+  ),
   pidFile: Flag.String("pid-file").pipe(
     Flag.withMetavar("file"),
     Flag.withDescription(
@@ -265,6 +276,7 @@ export const VALUE_FLAGS: ReadonlySet<string> = new Set([
   "ready-timeout",
   "listen",
   "pid-file",
+  "control",
   "watch",
   "watch-ignore",
   "watch-debounce",
@@ -450,6 +462,20 @@ export const supervise = (input: Input) => {
       const signals = yield* Signals.listen()
       const handle = yield* Supervisor.start(options)
       yield* Effect.forkScoped(Signals.control(handle, signals, report(handle)))
+      const control = Option.getOrElse(input.control, () => Control.defaultPath())
+      if (control !== "off") {
+        yield* Control.serve(handle, control).pipe(
+          Effect.andThen(
+            Effect.logDebug(`Control socket: ${control} (prefork ctl status | restart <task> | reload | scale <n>)`)
+          ),
+          Effect.catch((why) =>
+            // The default place taken (another prefork runs there) is no reason not to run; a chosen one is.
+            Option.isSome(input.control)
+              ? Effect.fail(usage("control", `--control: ${why}`))
+              : Effect.logWarning(`No control socket: ${why}; choose one with --control <path>`)
+          )
+        )
+      }
       if (input.watch.length > 0) {
         yield* Watch.watch({
           paths: input.watch,

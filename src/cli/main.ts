@@ -7,6 +7,15 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { run } from "./Command.ts"
+import * as Ctl from "./Ctl.ts"
 import { teardown } from "./ExitCode.ts"
 
-NodeRuntime.runMain(run(process.argv.slice(2)), { disableErrorReporting: true, teardown })
+const argv = process.argv.slice(2)
+// `prefork ctl …` drives a running prefork; anything else is a prefork to run (`prefork -- ctl` runs a program "ctl").
+if (argv[0] === "ctl") {
+  void Ctl.main(argv.slice(1)).then((code) => {
+    process.exitCode = code
+  })
+} else {
+  NodeRuntime.runMain(run(argv), { disableErrorReporting: true, teardown })
+}

@@ -5,7 +5,8 @@
  * none is left.
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { existsSync, readFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Deferred, Duration, Effect } from "effect"
@@ -26,6 +27,8 @@ export interface Prefork {
   /** Waits (bounded) for the exit: the code, or 128 + n for a signal. */
   readonly exit: Effect.Effect<{ readonly code: number | null; readonly signal: NodeJS.Signals | null }>
   readonly signal: (signal: NodeJS.Signals) => void
+  /** Its XDG_RUNTIME_DIR: where its control socket is by default. */
+  readonly runtimeDir: string
 }
 
 /**
@@ -40,12 +43,15 @@ export const prefork = (
   Effect.acquireRelease(
     Effect.sync(() => {
       const { env: tagEnv, tag } = makeTag()
+      const runtimeDir = mkdtempSync(Path.join(tmpdir(), "prefork-run-"))
       const env: Record<string, string | undefined> = {
         ...process.env,
         // `node` in a command is the Node running the tests.
         PATH: `${Path.dirname(process.execPath)}${Path.delimiter}${process.env["PATH"] ?? ""}`,
         NO_COLOR: undefined,
         FORCE_COLOR: undefined,
+        // Each prefork its own runtime directory, so its default control socket is its own (tests run side by side).
+        XDG_RUNTIME_DIR: runtimeDir,
         ...options.env,
         ...tagEnv
       }
@@ -73,7 +79,8 @@ export const prefork = (
             orElse: () => Effect.die(new Error(`prefork did not exit; stderr:\n${Buffer.concat(err).toString()}`))
           })
         ),
-        signal: (signal) => void child.kill(signal)
+        signal: (signal) => void child.kill(signal),
+        runtimeDir
       }
       return self
     }),
@@ -81,6 +88,7 @@ export const prefork = (
       Effect.gen(function* () {
         if (self.child.exitCode === null && self.child.signalCode === null) self.child.kill("SIGKILL")
         yield* assertNoneLeft(self.tag, "5 seconds")
+        rmSync(self.runtimeDir, { recursive: true, force: true })
       })
   )
 
