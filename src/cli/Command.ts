@@ -442,7 +442,7 @@ const abnormal = (exits: ReadonlyArray<ExitRecord>, normal: ReadonlyArray<number
  */
 export const supervise = (input: Input) => {
   const color = Output.useColor(stderr, process.env)
-  const onOutput = Output.make({ stdout: process.stdout, stderr, env: process.env })
+  const onOutput = Output.make({ stdout: process.stdout, stderr, env: process.env, format: input.logFormat })
   const report = (handle: Supervisor.SupervisorHandle) =>
     Effect.gen(function* () {
       const now = yield* Clock.currentTimeMillis
@@ -451,7 +451,10 @@ export const supervise = (input: Input) => {
         stderr.write(`${Status.table(slots, now)}\n`)
         return
       }
-      for (const row of Status.rows(slots, now)) yield* Effect.logInfo("status").pipe(Effect.annotateLogs({ ...row }))
+      // The same key names as every other record: taskId and pid.
+      for (const { task, ...row } of Status.rows(slots, now)) {
+        yield* Effect.logInfo("status").pipe(Effect.annotateLogs({ taskId: task, ...row }))
+      }
     })
   return Effect.scoped(
     Effect.gen(function* () {

@@ -66,19 +66,50 @@ export const make = (options: {
   readonly stdout: Stream
   readonly stderr: Stream
   readonly env: Readonly<Record<string, string | undefined>>
+  /** `pretty` prefixes each line; `json` and `logfmt` write each as a record, with prefork's own key names. */
+  readonly format?: "pretty" | "json" | "logfmt" | undefined
 }): ((line: OutputLine) => void) => {
-  const out = writer(options.stdout, useColor(options.stdout, options.env))
-  const err = writer(options.stderr, useColor(options.stderr, options.env))
+  const format = options.format ?? "pretty"
+  const out = writer(options.stdout, useColor(options.stdout, options.env), format)
+  const err = writer(options.stderr, useColor(options.stderr, options.env), format)
   return (line) => (line.stream === "stdout" ? out : err)(line)
 }
 
-const writer = (stream: Stream, color: boolean) => {
+/** A logfmt value: bare when it can be, else quoted as JSON quotes it. */
+const logfmtValue = (value: string | number): string =>
+  typeof value === "number" || /^[^\s"=\\]+$/.test(value) ? String(value) : JSON.stringify(value)
+
+/**
+ * One worker line as a record of the log format: the same keys as prefork's
+ * own records (`message`, `level`, `timestamp`, and `taskId`, `pid`, `stream`
+ * as annotations), so one parser reads the whole stream.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const record = (line: OutputLine, format: "json" | "logfmt", date: Date = new Date()): string => {
+  const annotations = { taskId: line.taskId as number, pid: line.pid, stream: line.stream }
+  if (format === "json") {
+    return JSON.stringify({ message: line.line, level: "INFO", timestamp: date.toISOString(), annotations, spans: {} })
+  }
+  return [
+    `timestamp=${date.toISOString()}`,
+    "level=INFO",
+    `message=${logfmtValue(line.line)}`,
+    ...Object.entries(annotations).map(([k, v]) => `${k}=${logfmtValue(v)}`)
+  ].join(" ")
+}
+
+const writer = (stream: Stream, color: boolean, format: "pretty" | "json" | "logfmt") => {
   let closed = false
   // The reader went away (EPIPE) or the stream broke: drop the rest rather than crash with the workers running.
   stream.on("error", () => {
     closed = true
   })
   return (line: OutputLine) => {
-    if (!closed) stream.write(`${prefix(line.taskId, line.pid, color)}${line.line}\n`)
+    if (closed) return
+    stream.write(
+      format === "pretty" ? `${prefix(line.taskId, line.pid, color)}${line.line}\n` : `${record(line, format)}\n`
+    )
   }
 }
