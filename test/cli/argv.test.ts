@@ -2,7 +2,7 @@
  * The command line as typed, end to end: a `--` after the command is the
  * command's own, never prefork's (each case runs the real bin once).
  */
-import { readFileSync } from "node:fs"
+import { readFileSync, writeFileSync } from "node:fs"
 import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -31,4 +31,18 @@ describe("prefork's command line, end to end (real processes)", () => {
       )
     )
   }
+
+  it.live("a command that exists but is not executable exits 126; one that does not exist, 127", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const script = Path.join(dir, "not-executable.sh")
+        writeFileSync(script, "#!/bin/sh\necho hi\n", { mode: 0o644 })
+        const denied = yield* prefork(["-n", "1", "--", script])
+        assert.strictEqual((yield* denied.exit).code, 126, denied.stderr())
+        const missing = yield* prefork(["-n", "1", "--", Path.join(dir, "no-such-program")])
+        assert.strictEqual((yield* missing.exit).code, 127, missing.stderr())
+      })
+    )
+  )
 })
