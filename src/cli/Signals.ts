@@ -149,13 +149,13 @@ export const control = (
             : Effect.asVoid(Effect.forkScoped(reload))
         case "SIGTTIN":
           target++
-          return Effect.logInfo(`SIGTTIN received: scaling to ${target} processes`).pipe(
+          return Effect.logInfo(`SIGTTIN received: scaling to ${target} process${target === 1 ? "" : "es"}`).pipe(
             Effect.andThen(Queue.offer(scaleRequests, undefined))
           )
         case "SIGTTOU":
           if (target <= 1) return Effect.logInfo("SIGTTOU received: already at 1 process, ignored")
           target--
-          return Effect.logInfo(`SIGTTOU received: scaling to ${target} processes`).pipe(
+          return Effect.logInfo(`SIGTTOU received: scaling to ${target} process${target === 1 ? "" : "es"}`).pipe(
             Effect.andThen(Queue.offer(scaleRequests, undefined))
           )
       }

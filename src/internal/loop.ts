@@ -707,11 +707,11 @@ export const start = Effect.fnUntraced(function* (
                 )
               )
             )
-            return yield* Effect.logInfo(`Scaled from ${from} to ${processes} processes`)
+            return yield* Effect.logInfo(`Scaled from ${from} to ${processes} process${processes === 1 ? "" : "es"}`)
           }
           const removed = Slot.list(tb).filter((s) => s.taskId >= processes)
           yield* Effect.logInfo(
-            `Scaling from ${from} to ${processes} processes: stopping ${removed
+            `Scaling from ${from} to ${processes} process${processes === 1 ? "" : "es"}: stopping ${removed
               .map((s) => `child ${s.taskId}${Option.isSome(s.pid) ? ` (pid ${s.pid.value})` : ""}`)
               .join(", ")}`
           )

@@ -283,7 +283,7 @@ describe("prefork (the bin)", () => {
           yield* stderrHas(p, "Scaled from 1 to 2 processes")
           p.signal("SIGTTOU")
           yield* awaitEvents(dir, 1, ([e, task]) => e === "term" && task === 1)
-          yield* stderrHas(p, "Scaling from 2 to 1 processes: stopping child 1")
+          yield* stderrHas(p, "Scaling from 2 to 1 process: stopping child 1")
           // Signals of one kind sent back to back may merge into one: wait between them.
           yield* sleep("200 millis")
           p.signal("SIGTTOU")

@@ -65,7 +65,7 @@ describe("prefork: stopping, as an operator meets it (real processes)", () => {
         })
         yield* stderrHas(p, "child 1 (pid")
         p.signal("SIGTTOU")
-        yield* stderrHas(p, "Scaling from 2 to 1 processes")
+        yield* stderrHas(p, "Scaling from 2 to 1 process:")
         p.signal("SIGTERM")
         const exit = yield* p.exit
         assert.strictEqual(exit.code, 0, p.stderr())
