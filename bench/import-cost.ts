@@ -60,7 +60,7 @@ const dists: Array<readonly [string, string]> = [
 const bundleOf = async (label: string, entry: string): Promise<string> => {
   const file = Path.join(scratchDir("bundles"), `${label}-${Path.basename(entry)}`)
   const bundle = await rolldown({ input: entry, platform: "node", logLevel: "silent" })
-  await bundle.write({ file, format: "esm", minify: true })
+  await bundle.write({ file, format: "esm", minify: true, codeSplitting: false })
   await bundle.close()
   return file
 }
