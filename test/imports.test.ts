@@ -50,4 +50,11 @@ describe("the import path", () => {
       assert.deepStrictEqual(schemaModules(loadedBy(entry)), [], entry)
     }
   })
+
+  it("Prefork, as a worker imports it, loads neither the supervisor nor the spawner (the primary loads them when it supervises)", () => {
+    const loaded = loadedBy("src/node/Prefork.ts")
+    for (const url of loaded) {
+      assert.notMatch(url, /\/src\/(?:Supervisor|internal\/loop|node\/NodeProcessSpawner|node\/internal\/sockets)\.ts$/)
+    }
+  })
 })

@@ -32,12 +32,26 @@ import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import type { BindFailed, InvalidOptions, SpawnFailed, TooManyRestarts } from "../Errors.ts"
-import * as Supervisor from "../Supervisor.ts"
+import type * as Listen from "../Listen.ts"
+import type * as Supervisor from "../Supervisor.ts"
 import { Current, ENV_VAR, type TaskId } from "../TaskId.ts"
 import { socketsFromEnv, taskIdFromEnv } from "../Worker.ts"
-import * as Listen from "../Listen.ts"
-import * as Sockets from "./internal/sockets.ts"
-import * as NodeProcessSpawner from "./NodeProcessSpawner.ts"
+
+/**
+ * The supervisor, loaded only in the primary: a worker needs its task id and
+ * nothing else, and loading the supervisor (and the half of Effect it uses)
+ * would cost every worker tens of milliseconds and megabytes. (Node's module
+ * cache makes every later call cheap.)
+ */
+const primary = Effect.promise(async () => {
+  const [supervisor, spawner, listen, sockets] = await Promise.all([
+    import("../Supervisor.ts"),
+    import("./NodeProcessSpawner.ts"),
+    import("../Listen.ts"),
+    import("./internal/sockets.ts")
+  ])
+  return { Supervisor: supervisor, NodeProcessSpawner: spawner, Listen: listen, Sockets: sockets }
+})
 
 /**
  * The supervisor options of cluster mode: the script defaults to the running
@@ -95,15 +109,17 @@ export const reloadAll: Effect.Effect<void> = Effect.suspend(() =>
 )
 
 const supervise = (options: Options) =>
-  Effect.scoped(
-    Effect.flatMap(Supervisor.start(supervisorOptions(options)), (handle) =>
-      Effect.acquireUseRelease(
-        Effect.sync(() => running.add(handle)),
-        () => handle.await,
-        () => Effect.sync(() => running.delete(handle))
+  Effect.flatMap(primary, ({ NodeProcessSpawner, Supervisor }) =>
+    Effect.scoped(
+      Effect.flatMap(Supervisor.start(supervisorOptions(options)), (handle) =>
+        Effect.acquireUseRelease(
+          Effect.sync(() => running.add(handle)),
+          () => handle.await,
+          () => Effect.sync(() => running.delete(handle))
+        )
       )
-    )
-  ).pipe(Effect.provide(NodeProcessSpawner.layer))
+    ).pipe(Effect.provide(NodeProcessSpawner.layer))
+  )
 
 const supervisorOptions = (options: Options): Supervisor.Options =>
   bound.length === 0
@@ -161,6 +177,7 @@ export const bindSockets = (
   Effect.suspend(() => {
     if (isWorker()) return Effect.succeed(socketsFromEnv(process.env, process.pid))
     return Effect.gen(function* () {
+      const { Listen, Sockets } = yield* primary
       const specs = yield* Listen.parseAll(addresses.map((a) => (typeof a === "number" ? { port: a } : a)))
       const sockets = yield* Sockets.listen(specs)
       yield* Effect.acquireRelease(
