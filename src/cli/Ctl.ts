@@ -101,6 +101,7 @@ export const main = async (
       return 2
     }
     args.splice(at, arg.includes("=") ? 1 : 2)
+    path = value
   }
   const [cmd, arg, ...rest] = args
   const whole = (text: string | undefined) => (text !== undefined && /^\d+$/.test(text) ? Number(text) : undefined)

@@ -102,6 +102,10 @@ describe("prefork ctl (real processes)", () => {
         const third = yield* prefork(["--control", path, "-n", "1", "--", "node", fixture("forever.js")])
         yield* stderrHas(third, "Starting 1 process")
         yield* eventually(() => (ctl(first.runtimeDir, ["status"]).code === 0 ? true : undefined), "10 seconds")
+        // --control names the socket for the client too.
+        assert.strictEqual(ctl("/nonexistent", ["--control", path, "status"]).code, 0)
+        assert.strictEqual(ctl("/nonexistent", [`--control=${path}`, "status"]).code, 0)
+        assert.strictEqual(ctl("/nonexistent", ["status"]).code, 3)
         third.signal("SIGTERM")
         assert.strictEqual((yield* third.exit).code, 0, third.stderr())
       })
