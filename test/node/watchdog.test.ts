@@ -10,7 +10,8 @@
  * And there is one watchdog per layer, hence per supervisor: started with
  * it, gone when it ends, however many supervisors come and go.
  */
-import { readdirSync, readFileSync } from "node:fs"
+import { readdirSync, readFileSync, writeFileSync } from "node:fs"
+import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, Option } from "effect"
 import * as NodeProcessSpawner from "../../src/node/NodeProcessSpawner.ts"
@@ -141,33 +142,32 @@ describe("row 35: one watchdog per supervisor, gone when it ends", () => {
   const layerPerRun = (options: Supervisor.Options) =>
     Supervisor.run(options).pipe(Effect.provide(Layer.merge(NodeProcessSpawner.layer, quiet)))
 
-  /** Runs `effect` while sampling this process's watchdogs every 5 ms; returns its result and the most seen. */
-  const sampling = <A, E>(effect: Effect.Effect<A, E>) =>
+  /**
+   * Runs `effect` (whose workers run until `gate` exists), waits until this
+   * process has `expected` watchdogs, then opens the gate: the result, with no
+   * dependence on how fast the machine is.
+   */
+  const gated = <A, E>(effect: Effect.Effect<A, E>, gate: string, expected: number) =>
     Effect.gen(function* () {
-      let most = 0
-      const sampler = yield* Effect.forkChild(
-        Effect.forever(
-          Effect.andThen(
-            Effect.sync(() => (most = Math.max(most, watchdogsOf(self).length))),
-            Effect.sleep(5)
-          )
-        )
-      )
-      const result = yield* effect
-      yield* Fiber.interrupt(sampler)
-      return [result, most] as const
+      const fiber = yield* Effect.forkChild(effect)
+      yield* eventually(() => (watchdogsOf(self).length === expected ? true : undefined), "10 seconds")
+      writeFileSync(gate, "")
+      return yield* Fiber.join(fiber)
     })
 
   it.live("three supervisors in a row, each providing the layer (as Prefork does): one watchdog each, none after", () =>
     Effect.gen(function* () {
+      const dir = yield* tempDir
       assert.deepStrictEqual(watchdogsOf(self), [])
       for (let i = 0; i < 3; i++) {
         const { env, tag } = makeTag()
-        const [summary, most] = yield* sampling(
-          layerPerRun({ processes: 2, command: process.execPath, args: [fixture("exit.js"), "0"], env })
+        const gate = Path.join(dir, `gate-${i}`)
+        const summary = yield* gated(
+          layerPerRun({ processes: 2, command: process.execPath, args: [fixture("until-file.js"), gate], env }),
+          gate,
+          1
         )
         assert.strictEqual(summary.restarts, 0)
-        assert.strictEqual(most, 1)
         // At the moment it returns: no watchdog, no worker.
         assert.deepStrictEqual(watchdogsOf(self), [])
         assert.deepStrictEqual(pidsWithTag(tag), [])
@@ -177,32 +177,29 @@ describe("row 35: one watchdog per supervisor, gone when it ends", () => {
 
   it.live("two supervisors at once have two watchdogs; none is left when both have ended", () =>
     Effect.gen(function* () {
+      const dir = yield* tempDir
       const { env } = makeTag()
-      const [, most] = yield* sampling(
-        Effect.all(
-          [
-            layerPerRun({ processes: 1, command: "sleep", args: ["0.5"], env }),
-            layerPerRun({ processes: 1, command: "sleep", args: ["0.5"], env })
-          ],
-          { concurrency: 2 }
-        )
-      )
-      assert.strictEqual(most, 2)
+      const gate = Path.join(dir, "gate")
+      const worker = { processes: 1, command: process.execPath, args: [fixture("until-file.js"), gate], env }
+      yield* gated(Effect.all([layerPerRun(worker), layerPerRun(worker)], { concurrency: 2 }), gate, 2)
       assert.deepStrictEqual(watchdogsOf(self), [])
     })
   )
 
   it.live("Prefork.forkProcesses, called three times: one watchdog during each, none after", () =>
     Effect.gen(function* () {
+      const dir = yield* tempDir
       for (let i = 0; i < 3; i++) {
         const { env, tag } = makeTag()
-        const [result, most] = yield* sampling(
-          Prefork.forkProcesses(2, { script: fixture("exit.js"), args: ["0"], env, stdio: "ignore" }).pipe(
+        const gate = Path.join(dir, `gate-${i}`)
+        const result = yield* gated(
+          Prefork.forkProcesses(2, { script: fixture("until-file.js"), args: [gate], env, stdio: "ignore" }).pipe(
             Effect.provide(quiet)
-          )
+          ),
+          gate,
+          1
         )
         assert.isTrue(Option.isNone(result))
-        assert.strictEqual(most, 1)
         assert.deepStrictEqual(watchdogsOf(self), [])
         assert.deepStrictEqual(pidsWithTag(tag), [])
       }
