@@ -51,8 +51,8 @@ describe("prefork ctl (real processes)", () => {
         Effect.gen(function* () {
           const p = yield* prefork(["-n", "2", "--", "node", fixture("forever.js")])
           const path = socketPath(p.runtimeDir)
-          yield* eventually(() => (existsSync(path) ? true : undefined))
-          assert.strictEqual(lstatSync(path).mode & 0o777, 0o600)
+          // Private once listening (until then the 0700 directory keeps everyone else out).
+          yield* eventually(() => (existsSync(path) && (lstatSync(path).mode & 0o777) === 0o600 ? true : undefined))
           assert.strictEqual(lstatSync(Path.dirname(path)).mode & 0o777, 0o700)
           // A first client stays connected, idle, all along.
           const idle = Net.connect(path)
