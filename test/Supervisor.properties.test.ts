@@ -175,13 +175,17 @@ const runScenario = (scenario: Scenario) =>
             const before = (yield* liveOf(spawner, op.slot))?.pid
             const taskId = op.slot as Model.SlotStatus["taskId"]
             if (op.cut !== 0 || before === undefined) return yield* call(handle.restart(taskId), op.cut)
+            // A restart during a surge reload joins it: the worker is already being replaced.
+            const surging = Option.isSome(
+              (yield* handle.status).find((s) => s.taskId === op.slot)?.replacement ?? Option.none()
+            )
             const fiber = yield* Effect.forkChild(handle.restart(taskId))
             calls.push(fiber)
             yield* settle
             // While the supervisor runs, a restart stops the worker it found at once (SIGTERM), whatever the worker does then.
             const tb = yield* handle.status
             const slot = tb.find((s) => s.taskId === op.slot)
-            if (result.pollUnsafe() === undefined && slot !== undefined && slot.state !== "stopping") {
+            if (!surging && result.pollUnsafe() === undefined && slot !== undefined && slot.state !== "stopping") {
               const old = yield* spawner.process(before)
               assert.isTrue(
                 Option.isSome(old.exitStatus) || old.signals.some((r) => r.signal === "SIGTERM"),

@@ -252,7 +252,31 @@ export const start = Effect.fnUntraced(function* (
       )
       if (Option.isSome(outcome) && outcome.value === "ready") {
         yield* publish({ _tag: "Ready", taskId, pid: next.handle.pid, at: now() })
-        const status = yield* old.stop.pipe(Effect.onInterrupt(() => abandon(taskId, next)))
+        // The old worker stops (gracefully: it may take the stop timeout) while the replacement waits to take over.
+        const first = yield* Effect.raceFirst(
+          Effect.as(old.stop, "old-stopped" as const),
+          Effect.as(next.handle.exit, "next-exited" as const)
+        ).pipe(Effect.onInterrupt(() => abandon(taskId, next)))
+        if (first === "next-exited") {
+          // The replacement died before it could take over: it never served as the slot's worker. The slot
+          // starts a fresh worker (a requested restart, no budget), and the reload is told it failed.
+          yield* Effect.logWarning(
+            `reload: the replacement for child ${taskId} (pid ${next.handle.pid}) exited while pid ${old.pid} was stopping; starting another`
+          ).pipe(Effect.annotateLogs({ taskId, pid: next.handle.pid }))
+          yield* Effect.uninterruptible(abandonNow(taskId, next))
+          const status = yield* old.stop
+          yield* Deferred.fail(
+            request.answer,
+            new ReloadFailed({
+              taskId,
+              pid: next.handle.pid,
+              reloaded: [],
+              message: `reload: the replacement for child ${taskId} (pid ${next.handle.pid}) exited before it took over`
+            })
+          )
+          return Option.some<Ended>({ pid: old.pid, status, startedAt: 0, notReady: Option.none(), requested: true })
+        }
+        const status = yield* old.stop
         yield* Deferred.succeed(request.answer, void 0)
         return Option.some<Ended>({
           pid: old.pid,
