@@ -14,7 +14,7 @@
  *
  * @since 0.1.0
  */
-import { readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs"
+import { readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs"
 import * as Path from "node:path"
 import { NodePath, NodeStdio, NodeTerminal } from "@effect/platform-node"
 import * as Clock from "effect/Clock"
@@ -398,7 +398,12 @@ export const toOptions = (
 const pidFile = (file: string) =>
   Effect.acquireRelease(
     Effect.try({
-      try: () => writeFileSync(file, `${process.pid}\n`),
+      // Written whole, then renamed into place: a reader never sees it empty.
+      try: () => {
+        const partial = `${file}.${process.pid}.tmp`
+        writeFileSync(partial, `${process.pid}\n`)
+        renameSync(partial, file)
+      },
       catch: (error) => usage("pid-file", `--pid-file: cannot write ${file}: ${String(error)}`)
     }),
     () =>
