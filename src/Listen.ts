@@ -22,6 +22,7 @@
  */
 import * as Effect from "effect/Effect"
 import { InvalidOptions } from "./Errors.ts"
+import { socketsFromEnv } from "./Worker.ts"
 
 /**
  * One address to listen on, as given by a user.
@@ -286,12 +287,6 @@ export const FIRST_FD = 3
  * @since 0.1.0
  * @category constructors
  */
-export const inherited = (env: Readonly<Record<string, string | undefined>>, pid: number): ReadonlyArray<Spec> => {
-  const count = env["LISTEN_FDS"]
-  if (count === undefined || !/^\d+$/.test(count) || env["LISTEN_PID"] !== String(pid)) return []
-  const names = (env["LISTEN_FDNAMES"] ?? "").split(":")
-  return Array.from({ length: Number(count) }, (_, i) => {
-    const name = names[i]
-    return { _tag: "Inherited", fd: FIRST_FD + i, name: name !== undefined && validName(name) ? name : undefined }
-  })
-}
+export const inherited = (env: Readonly<Record<string, string | undefined>>, pid: number): ReadonlyArray<Spec> =>
+  // The same reading of systemd's variables as a worker's (`Worker.socketsFromEnv`); a name that cannot be one is dropped.
+  socketsFromEnv(env, pid).map(({ fd, name }) => ({ _tag: "Inherited", fd, name: validName(name) ? name : undefined }))
