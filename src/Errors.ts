@@ -35,9 +35,66 @@ export class NotReady extends Data.TaggedError("NotReady")<{
 }
 
 /**
+ * A worker stopped answering: no heartbeat from it for `timeoutMillis` (its
+ * event loop was blocked, or it hung). The supervisor sent it a diagnostic
+ * signal (`signal`: SIGUSR1 to a Node worker, so its inspector starts on a
+ * thread of its own; SIGABRT to any other program, as gunicorn does), then
+ * SIGKILL, and its exit counts against the budget like a crash.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class Unresponsive extends Data.TaggedError("Unresponsive")<{
+  readonly taskId: number
+  readonly pid: number
+  readonly timeoutMillis: number
+  readonly signal: string
+}> {
+  override get message(): string {
+    return `child ${this.taskId} (pid ${this.pid}) unresponsive: no heartbeat for ${this.timeoutMillis} ms`
+  }
+}
+
+/**
+ * A worker replaced on purpose, while healthy: its memory stayed above the
+ * limit (`"memory"`, with the last sample and the limit, in bytes), or it
+ * reached its lifetime (`"lifetime"`, with that lifetime, jitter included).
+ * Recycling is a graceful, readiness-gated replacement and spends no budget.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class Recycled extends Data.TaggedClass("Recycled")<{
+  readonly taskId: number
+  readonly pid: number
+  readonly reason: "memory" | "lifetime"
+  readonly rssBytes?: number
+  readonly limitBytes?: number
+  readonly lifetimeMillis?: number
+}> {
+  get message(): string {
+    return this.reason === "memory"
+      ? `child ${this.taskId} (pid ${this.pid}) recycled: memory ${mib(this.rssBytes)} above ${mib(this.limitBytes)}`
+      : `child ${this.taskId} (pid ${this.pid}) recycled: lifetime of ${this.lifetimeMillis} ms reached`
+  }
+}
+
+const mib = (bytes: number | undefined): string => (bytes === undefined ? "?" : `${(bytes / 2 ** 20).toFixed(1)} MiB`)
+
+/**
+ * Why the supervisor ended a worker, when it did so itself: not ready in
+ * time, unresponsive, or recycled.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ExitReason = NotReady | Unresponsive | Recycled
+
+/**
  * One exit seen by the supervisor: which slot, which process, how it ended
- * and when (epoch milliseconds, from `Clock`). `notReady` is set when the
- * supervisor stopped the worker because it was not ready in time.
+ * and when (epoch milliseconds, from `Clock`). `reason` is set when the
+ * supervisor ended the worker itself (`NotReady`, `Unresponsive`, `Recycled`);
+ * `notReady` is kept for a `NotReady` reason.
  *
  * @since 0.1.0
  * @category models
@@ -48,6 +105,7 @@ export class ExitRecord extends Data.Class<{
   readonly status: ExitStatus
   readonly at: number
   readonly notReady?: NotReady
+  readonly reason?: ExitReason
 }> {}
 
 /**

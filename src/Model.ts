@@ -9,7 +9,7 @@
  */
 import type * as Duration from "effect/Duration"
 import type * as Option from "effect/Option"
-import type { ExitRecord, NotReady } from "./Errors.ts"
+import type { ExitReason, ExitRecord, NotReady, Recycled } from "./Errors.ts"
 import type { ExitStatus } from "./ExitStatus.ts"
 import type * as Listen from "./Listen.ts"
 import type { Mode, OutputSink, Readiness } from "./ProcessSpawner.ts"
@@ -45,6 +45,16 @@ export interface Config {
   /** The user and group ids the workers run as (undefined: the supervisor's own). */
   readonly uid?: number | undefined
   readonly gid?: number | undefined
+  /** Heartbeats: the deadline once ready, and how often workers beat. */
+  readonly heartbeat?: { readonly timeout: Duration.Duration; readonly interval: Duration.Duration } | undefined
+  /** Recycle a worker whose group's resident memory stays above this many bytes. */
+  readonly maxMemory?: number | undefined
+  readonly memoryInterval: Duration.Duration
+  /** Recycle a worker this long after it is ready, plus a jitter in `[0, lifetimeJitter]`. */
+  readonly maxLifetime?: Duration.Duration | undefined
+  readonly lifetimeJitter: Duration.Duration
+  /** Warm spares to keep booted. */
+  readonly spares: number
 }
 
 /**
@@ -60,7 +70,24 @@ export interface Config {
 export type Event =
   /** The supervisor listens: the first event when it owns sockets. */
   | { readonly _tag: "Listening"; readonly sockets: ReadonlyArray<Listen.Socket>; readonly at: number }
-  | { readonly _tag: "Started"; readonly taskId: TaskId; readonly pid: number; readonly at: number }
+  | {
+      readonly _tag: "Started"
+      readonly taskId: TaskId
+      readonly pid: number
+      readonly at: number
+      /** Set when a warm spare took the task id (it was started before, as `SpareStarted`). */
+      readonly spare?: boolean | undefined
+    }
+  /** A warm spare booted: no task id, no traffic, until a slot takes it (`Started` with `spare`). */
+  | { readonly _tag: "SpareStarted"; readonly pid: number; readonly at: number }
+  /** A spare exited before any slot took it: it died, or was stopped (a reload refreshes spares, or the supervisor stops). */
+  | {
+      readonly _tag: "SpareExited"
+      readonly pid: number
+      readonly status: ExitStatus
+      readonly at: number
+      readonly stopped: boolean
+    }
   | { readonly _tag: "Ready"; readonly taskId: TaskId; readonly pid: number; readonly at: number }
   | {
       readonly _tag: "Exited"
@@ -76,6 +103,24 @@ export type Event =
       readonly requested?: boolean | undefined
       /** Set when the supervisor stopped the worker for good: it was stopping, or the slot was scaled away. */
       readonly stopped?: boolean | undefined
+      /** Set when the supervisor ended the worker itself: not ready in time, unresponsive, or recycled. */
+      readonly reason?: ExitReason | undefined
+    }
+  /** A worker stopped answering: it is sent `signal` for a diagnostic, then killed. */
+  | {
+      readonly _tag: "Unresponsive"
+      readonly taskId: TaskId
+      readonly pid: number
+      readonly signal: string
+      readonly at: number
+    }
+  /** A worker is being recycled: a replacement starts (and takes over once ready). */
+  | {
+      readonly _tag: "Recycling"
+      readonly taskId: TaskId
+      readonly pid: number
+      readonly reason: Recycled
+      readonly at: number
     }
   | { readonly _tag: "Finished"; readonly at: number }
 

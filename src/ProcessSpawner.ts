@@ -90,6 +90,20 @@ export interface SpawnRequest {
   readonly uid?: number | undefined
   /** The group id the worker runs as; its supplementary groups are dropped. */
   readonly gid?: number | undefined
+  /**
+   * Ask the worker for heartbeats this often (see `ProcessHandle.heartbeat`).
+   * Module and cluster workers beat from their own event loop with no code of
+   * their own (a blocked loop stops the beats); a command gets a pipe as
+   * `PREFORK_HEARTBEAT_FD` (and the interval in milliseconds as
+   * `PREFORK_HEARTBEAT_MS`) and beats by writing any byte to it.
+   */
+  readonly heartbeat?: Duration.Duration | undefined
+  /**
+   * Start a warm spare (module and cluster modes): `PREFORK_SPARE=1` instead
+   * of a task id, which `ProcessHandle.activate` gives it later;
+   * `Worker.taskId` waits until then.
+   */
+  readonly spare?: boolean | undefined
 }
 
 /**
@@ -155,6 +169,30 @@ export interface ProcessHandle {
    * leader's exit status.
    */
   readonly stop: Effect.Effect<ExitStatus>
+  /**
+   * Completes at the worker's next heartbeat after the call (never for a
+   * worker spawned without `heartbeat`, or once it has exited).
+   */
+  readonly heartbeat: Effect.Effect<void>
+  /**
+   * The resident memory of the worker's whole process group, in bytes,
+   * sampled now (`/proc` on Linux, `ps` elsewhere); none once it is gone.
+   */
+  readonly memory: Effect.Effect<Option.Option<number>>
+  /**
+   * Gives a spare (`SpawnRequest.spare`) its task id: one IPC message. The
+   * handle's `taskId` is that id from then on.
+   */
+  readonly activate: (taskId: TaskId) => Effect.Effect<void>
+  /**
+   * Sends the leader alone a signal that makes it print a diagnostic before
+   * it is killed as unresponsive, and says which: SIGUSR1 to a Node worker
+   * (module and cluster modes: Node starts its inspector on a thread of its
+   * own, so it answers even while the event loop is blocked), SIGABRT to any
+   * other program (Python's faulthandler and Go print their stacks on it, as
+   * gunicorn relies on). Does nothing once the leader is reaped.
+   */
+  readonly diagnose: Effect.Effect<Signal>
 }
 
 /**

@@ -140,6 +140,43 @@ export interface Options extends RestartPolicy.RestartOptions {
   readonly user?: string | number | undefined
   /** Run every worker with this group (a name or a gid). Needs root to change. */
   readonly group?: string | number | undefined
+  /**
+   * Hung-worker detection (gunicorn's `timeout`): a worker that sends no
+   * heartbeat for `timeout` once ready is killed and restarted as a failure
+   * (`Unresponsive`). A duration is the timeout. Module and cluster workers
+   * beat from their own event loop every `interval` (default a quarter of the
+   * timeout, at most 1 second) with no code of their own, so a blocked loop is
+   * caught; a command beats by writing a byte to `PREFORK_HEARTBEAT_FD`.
+   */
+  readonly heartbeat?:
+    | Duration.Input
+    | { readonly timeout: Duration.Input; readonly interval?: Duration.Input | undefined }
+    | undefined
+  /**
+   * Recycle a worker whose resident memory (its whole process group) stays
+   * above this many bytes, or `"512M"`, `"1.5G"`, `"800K"`: two samples in a
+   * row above it. Recycling is a graceful, readiness-gated replacement that
+   * spends no budget (`Recycled`).
+   */
+  readonly maxMemory?: number | string | undefined
+  /** How often memory is sampled with `maxMemory`. Default 5 seconds. */
+  readonly memoryInterval?: Duration.Input | undefined
+  /**
+   * Recycle each worker after this long (counted from when it is ready), plus
+   * a random jitter in `[0, lifetimeJitter]` drawn per worker so they do not
+   * recycle together (gunicorn's `max_requests_jitter`).
+   */
+  readonly maxLifetime?: Duration.Input | undefined
+  /** The most jitter added to `maxLifetime`. Default a tenth of `maxLifetime`. */
+  readonly lifetimeJitter?: Duration.Input | undefined
+  /**
+   * Keep this many warm spares (module and cluster modes): workers booted,
+   * their code loaded, waiting for a task id. When a worker dies a spare
+   * takes its task id at once and another spare boots in the background.
+   * Spares never count as workers, never get a task id or traffic before
+   * they are activated, die with the supervisor and are refreshed on reload.
+   */
+  readonly spares?: number | undefined
 }
 
 /**
@@ -196,6 +233,8 @@ export interface SupervisorHandle {
    * removed ones are reaped. `processes` must be an integer >= 1.
    */
   readonly scale: (processes: number) => Effect.Effect<void, InvalidOptions>
+  /** The pids of the warm spares booted now (see `Options.spares`), oldest first: the next one taken first. */
+  readonly spares: Effect.Effect<ReadonlyArray<number>>
 }
 
 const EVENT_REPLAY = 1024
@@ -277,7 +316,9 @@ export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.
       `listen needs workers started with fork or spawn: use mode "module" or "command" (a node:cluster worker cannot serve an inherited socket)`
     )
   }
+  const health = yield* healthConfig(options, mode)
   return {
+    ...health,
     processes,
     mode,
     command: options.command,
@@ -297,6 +338,90 @@ export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.
     listen: mode === "cluster" ? [] : activated.length > 0 ? activated : given,
     sockets: mode === "cluster" ? [] : (options.sockets ?? [])
   }
+})
+
+const SIZE = /^(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?$/i
+const UNITS: Record<string, number> = { k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }
+
+/**
+ * A size in bytes: a number, or a string such as `"512M"`, `"1.5G"`,
+ * `"800KiB"` (powers of 1024, as PM2's `max_memory_restart`).
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const parseBytes = (input: number | string): Option.Option<number> => {
+  if (typeof input === "number")
+    return Number.isFinite(input) && input > 0 ? Option.some(Math.floor(input)) : Option.none()
+  const match = SIZE.exec(input.trim())
+  if (match === null) return Option.none()
+  const bytes = Math.floor(Number(match[1]) * (match[2] === undefined ? 1 : UNITS[match[2].toLowerCase()]!))
+  return bytes > 0 ? Option.some(bytes) : Option.none()
+}
+
+const healthConfig = Effect.fnUntraced(function* (options: Options, mode: Mode) {
+  let heartbeat: Config["heartbeat"]
+  if (options.heartbeat !== undefined) {
+    const given = options.heartbeat
+    const isObject = typeof given === "object" && given !== null && "timeout" in given
+    const timeout = yield* RestartPolicy.decodeDuration(
+      "heartbeat.timeout",
+      isObject ? given.timeout : (given as Duration.Input),
+      0
+    )
+    const defaultInterval = Duration.min(Duration.seconds(1), Duration.divideUnsafe(timeout, 4))
+    const interval = yield* RestartPolicy.decodeDuration(
+      "heartbeat.interval",
+      isObject ? given.interval : undefined,
+      defaultInterval
+    )
+    if (Duration.toMillis(interval) < 1 || Duration.isLessThanOrEqualTo(timeout, interval)) {
+      return yield* invalid(
+        "heartbeat",
+        `heartbeat timeout must be longer than its interval (>= 1 ms), got timeout ${Duration.format(timeout)} and interval ${Duration.format(interval)}`
+      )
+    }
+    heartbeat = { timeout, interval }
+  }
+  let maxMemory: number | undefined
+  if (options.maxMemory !== undefined) {
+    const parsed =
+      typeof options.maxMemory === "number" || typeof options.maxMemory === "string"
+        ? parseBytes(options.maxMemory)
+        : Option.none()
+    if (Option.isNone(parsed)) {
+      return yield* invalid(
+        "maxMemory",
+        `maxMemory must be a positive number of bytes or a size such as "512M" or "1.5G", got ${JSON.stringify(options.maxMemory)}`
+      )
+    }
+    maxMemory = parsed.value
+  }
+  const memoryInterval = yield* RestartPolicy.decodeDuration("memoryInterval", options.memoryInterval, "5 seconds")
+  if (Duration.toMillis(memoryInterval) < 1) {
+    return yield* invalid("memoryInterval", "memoryInterval must be at least 1 ms")
+  }
+  let maxLifetime: Duration.Duration | undefined
+  if (options.maxLifetime !== undefined) {
+    maxLifetime = yield* RestartPolicy.decodeDuration("maxLifetime", options.maxLifetime, 0)
+    if (Duration.toMillis(maxLifetime) < 1) return yield* invalid("maxLifetime", "maxLifetime must be at least 1 ms")
+  }
+  const lifetimeJitter = yield* RestartPolicy.decodeDuration(
+    "lifetimeJitter",
+    options.lifetimeJitter,
+    maxLifetime === undefined ? 0 : Duration.divideUnsafe(maxLifetime, 10)
+  )
+  const spares = options.spares ?? 0
+  if (typeof spares !== "number" || !Number.isInteger(spares) || spares < 0) {
+    return yield* invalid("spares", `spares must be a whole number >= 0, got ${String(spares)}`)
+  }
+  if (spares > 0 && mode === "command") {
+    return yield* invalid(
+      "spares",
+      `spares need workers that wait for their task id over IPC: use mode "module" or "cluster"`
+    )
+  }
+  return { heartbeat, maxMemory, memoryInterval, maxLifetime, lifetimeJitter, spares }
 })
 
 /**
@@ -334,7 +459,8 @@ export const start = Effect.fnUntraced(function* (
     stop: Effect.asVoid(Fiber.interrupt(loop.fiber)),
     restart: loop.restart,
     reload: loop.reload,
-    scale: loop.scale
+    scale: loop.scale,
+    spares: loop.spares
   }
 })
 

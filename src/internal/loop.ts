@@ -29,6 +29,7 @@ import * as Fiber from "effect/Fiber"
 import * as FiberMap from "effect/FiberMap"
 import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
+import * as Random from "effect/Random"
 import * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
 import * as Stream from "effect/Stream"
@@ -37,10 +38,13 @@ import {
   type BindFailed,
   ExitRecord,
   InvalidOptions,
+  type ExitReason,
   NotReady,
+  Recycled,
   ReloadFailed,
   type SpawnFailed,
-  TooManyRestarts
+  TooManyRestarts,
+  Unresponsive
 } from "../Errors.ts"
 import * as ExitStatus from "../ExitStatus.ts"
 import * as Listen from "../Listen.ts"
@@ -65,6 +69,44 @@ interface Ended {
   readonly requested: boolean
   /** Replaced by a surge reload: this worker, already ready, is the slot's next one. */
   readonly next?: Acquired | undefined
+  /** Why the supervisor ended it, when it did so itself (not ready, unresponsive, recycled). */
+  readonly reason?: ExitReason | undefined
+}
+
+/** How a live worker is asked to be replaced, and why when it is recycled. */
+interface Ask {
+  readonly how: "replace" | "surge"
+  readonly reason?: Recycled | undefined
+}
+
+/** What the health watch of a running worker saw. */
+type Health = { readonly _tag: "Unresponsive" } | { readonly _tag: "Recycle"; readonly reason: Recycled }
+
+/** What ends the wait of a running worker. */
+type Running = { readonly _tag: "exited" } | { readonly _tag: "asked"; readonly ask: Ask } | Health
+
+/** How long an unresponsive worker has, after its diagnostic signal, before SIGKILL. */
+const DIAGNOSE_GRACE = Duration.seconds(1)
+
+/** How many memory samples in a row must be above the limit before a worker is recycled. */
+const MEMORY_SAMPLES_ABOVE = 2
+
+/** Reasons that make an exit a failure, whatever its status: not ready in time, unresponsive. */
+const isFailureReason = (reason: ExitReason | undefined): boolean =>
+  reason?._tag === "NotReady" || reason?._tag === "Unresponsive"
+
+/** The attributes an incarnation's span ends with. */
+const exitAttributes = (status: ExitStatus.ExitStatus, reason: ExitReason | undefined): Record<string, unknown> => ({
+  ...(status._tag === "Exited" ? { "process.exit.code": status.code } : { "process.exit.signal": status.signal }),
+  "prefork.exit.status": ExitStatus.describe(status),
+  ...(reason === undefined
+    ? {}
+    : { "prefork.exit.reason": reason._tag === "Recycled" ? `recycled:${reason.reason}` : reason._tag })
+})
+
+/** A spare that has booted, waiting for a task id. */
+interface Spare extends Acquired {
+  readonly activated: Deferred.Deferred<void>
 }
 
 /**
@@ -74,7 +116,7 @@ interface Ended {
  */
 interface Request {
   readonly incarnation: number
-  readonly asked: Deferred.Deferred<"replace" | "surge">
+  readonly asked: Deferred.Deferred<Ask>
   readonly answer: Deferred.Deferred<void, ReloadFailed>
 }
 
@@ -113,6 +155,8 @@ export interface Loop {
   readonly restart: (taskId: number) => Effect.Effect<void>
   readonly reload: (options?: ReloadOptions) => Effect.Effect<void, ReloadFailed | InvalidOptions>
   readonly scale: (processes: number) => Effect.Effect<void, InvalidOptions>
+  /** The warm spares booted now, oldest first. */
+  readonly spares: Effect.Effect<ReadonlyArray<number>>
 }
 
 /**
@@ -168,14 +212,24 @@ export const start = Effect.fnUntraced(function* (
 
   const slots = yield* FiberMap.make<number, void, Failure>()
   const reapers = yield* FiberSet.make<void>()
+  /** Recycles waiting for their turn (one at a time), and the fibers that keep the spares. */
+  const recyclers = yield* FiberSet.make<void>()
+  const spareFibers = yield* FiberSet.make<void>()
+  const recycleLock = Semaphore.makeUnsafe(1)
+  /** Booted spares, oldest first. */
+  const pool = yield* SubscriptionRef.make<ReadonlyArray<Spare>>([])
+  /** Spares that died before a slot took them, since the last activation: the backoff before the next. */
+  let spareFailures = 0
 
-  const spawnRequest = (taskId: TaskId): SpawnRequest => ({
+  const spawnRequest = (taskId: TaskId, spare = false): SpawnRequest => ({
     taskId,
     mode: cfg.mode,
     command: cfg.command,
     args: cfg.args,
     execArgv: cfg.execArgv,
-    env: { ...cfg.env, [ENV_VAR]: String(taskId) },
+    env: spare ? cfg.env : { ...cfg.env, [ENV_VAR]: String(taskId) },
+    heartbeat: cfg.heartbeat?.interval,
+    spare,
     cwd: cfg.cwd,
     stdio: cfg.stdio,
     onOutput: cfg.onOutput,
@@ -189,10 +243,25 @@ export const start = Effect.fnUntraced(function* (
   const readySignal = (handle: ProcessHandle): Effect.Effect<void> =>
     typeof cfg.ready === "object" ? Effect.sleep(cfg.ready.delay) : handle.ready
 
-  /** Spawns a worker for the slot into a scope of its own, and tells it: one uninterruptible step. */
-  const spawnInto = (taskId: TaskId, transition: (pid: number) => Slot.Transition) =>
+  /**
+   * Spawns a worker for the slot into a scope of its own, and tells it: one
+   * uninterruptible step. A warm spare, when there is one (and `spares` is
+   * allowed), takes the slot instead: one message gives it the task id.
+   */
+  const spawnInto = (taskId: TaskId, transition: (pid: number) => Slot.Transition, spares = true) =>
     Effect.uninterruptible(
       Effect.gen(function* () {
+        const spare = spares ? yield* takeSpare : undefined
+        if (spare !== undefined) {
+          const { handle } = spare
+          yield* handle.activate(taskId)
+          yield* apply(taskId, transition(handle.pid))
+          yield* Effect.logDebug(`child ${taskId} is spare pid ${handle.pid}`).pipe(
+            Effect.annotateLogs({ taskId, pid: handle.pid })
+          )
+          yield* publish({ _tag: "Started", taskId, pid: handle.pid, at: now(), spare: true })
+          return { scope: spare.scope, handle } satisfies Acquired
+        }
         const scope = yield* Scope.make()
         const spawned = yield* Effect.exit(Scope.provide(spawner.spawn(spawnRequest(taskId)), scope))
         if (Exit.isFailure(spawned)) {
@@ -220,10 +289,10 @@ export const start = Effect.fnUntraced(function* (
    * the replacement exits or is not ready in time, it is stopped, the old
    * worker keeps serving and the caller gets `ReloadFailed`; no budget is spent.
    */
-  const surge = (taskId: TaskId, old: ProcessHandle, request: Request) =>
+  const surge = (taskId: TaskId, old: ProcessHandle, request: Request, spares: boolean) =>
     Effect.gen(function* () {
       const spawned = yield* Effect.exit(
-        spawnInto(taskId, (pid) => ({ _tag: "Surging", pid })).pipe(
+        spawnInto(taskId, (pid) => ({ _tag: "Surging", pid }), spares).pipe(
           Effect.tap((next) => Effect.sync(() => pendings.set(taskId, next))),
           Effect.uninterruptible
         )
@@ -345,6 +414,102 @@ export const start = Effect.fnUntraced(function* (
       )
     )
 
+  /** The oldest live spare, out of the pool (it is now the caller's). */
+  const takeSpare: Effect.Effect<Spare | undefined> = Effect.gen(function* () {
+    while (true) {
+      const spare = yield* SubscriptionRef.modify(pool, (p): readonly [Spare | undefined, ReadonlyArray<Spare>] =>
+        p.length === 0 ? [undefined, p] : [p[0], p.slice(1)]
+      )
+      if (spare === undefined) return undefined
+      yield* Deferred.succeed(spare.activated, void 0)
+      if (Option.isNone(yield* spare.handle.exitStatus)) {
+        spareFailures = 0
+        return spare
+      }
+      yield* spareGone(spare, false)
+    }
+  })
+
+  /** A spare that left the pool without a task id: its group stopped, and told. */
+  const spareGone = (spare: Spare, stopped: boolean) =>
+    Effect.uninterruptible(
+      Scope.close(spare.scope, Exit.void).pipe(
+        Effect.andThen(spare.handle.exitStatus),
+        Effect.flatMap((status) =>
+          Option.isNone(status)
+            ? Effect.void
+            : (stopped
+                ? Effect.logDebug(`spare pid ${spare.handle.pid} stopped`)
+                : Effect.logWarning(
+                    `spare pid ${spare.handle.pid} ${ExitStatus.describe(status.value)} before it was given a task id`
+                  )
+              ).pipe(
+                Effect.annotateLogs({ pid: spare.handle.pid }),
+                Effect.andThen(
+                  publish({ _tag: "SpareExited", pid: spare.handle.pid, status: status.value, at: now(), stopped })
+                )
+              )
+        )
+      )
+    )
+
+  /** Boots one spare into the pool, and watches it until a slot takes it or it dies. */
+  const bootSpare = Effect.uninterruptible(
+    Effect.gen(function* () {
+      const scope = yield* Scope.make()
+      const spawned = yield* Effect.exit(Scope.provide(spawner.spawn(spawnRequest(TaskId(0), true)), scope))
+      if (Exit.isFailure(spawned)) {
+        yield* Scope.close(scope, spawned)
+        return yield* Effect.failCause(spawned.cause)
+      }
+      const spare: Spare = { scope, handle: spawned.value, activated: Deferred.makeUnsafe() }
+      yield* SubscriptionRef.update(pool, (p) => [...p, spare])
+      yield* publish({ _tag: "SpareStarted", pid: spare.handle.pid, at: now() })
+      yield* FiberSet.run(
+        spareFibers,
+        Effect.raceFirst(Effect.as(spare.handle.exit, true), Effect.as(Deferred.await(spare.activated), false)).pipe(
+          Effect.interruptible,
+          Effect.flatMap((died) => {
+            if (!died) return Effect.void
+            return SubscriptionRef.modify(pool, (p) => [p.includes(spare), p.filter((s) => s !== spare)] as const).pipe(
+              Effect.flatMap((wasIn) => {
+                if (!wasIn) return Effect.void
+                spareFailures++
+                return spareGone(spare, false)
+              })
+            )
+          })
+        )
+      )
+    })
+  )
+
+  /** Keeps `cfg.spares` spares booted; a spare that dies before it is taken backs the next one off. */
+  const keepSpares = Effect.gen(function* () {
+    while (true) {
+      yield* SubscriptionRef.changes(pool).pipe(
+        Stream.filter((p) => p.length < cfg.spares),
+        Stream.runHead
+      )
+      if (spareFailures > 0) {
+        yield* Effect.sleep(Duration.millis(Math.min(30_000, 100 * 2 ** Math.min(spareFailures - 1, 10))))
+      }
+      const booted = yield* Effect.exit(bootSpare)
+      if (Exit.isFailure(booted)) {
+        spareFailures++
+        yield* Effect.logWarning(`cannot start a spare: ${Cause.pretty(booted.cause)}`)
+      }
+    }
+  })
+
+  /** Stops every spare in the pool (a reload refreshes them; the supervisor stopping ends them). */
+  const drainSpares = Effect.flatMap(SubscriptionRef.getAndSet(pool, []), (old) =>
+    Effect.forEach(old, (spare) => Effect.andThen(Deferred.succeed(spare.activated, void 0), spareGone(spare, true)), {
+      concurrency: "unbounded",
+      discard: true
+    })
+  )
+
   /**
    * The worker's life once spawned: until ready (or not in time), then until
    * it exits or is asked to be replaced (stopped then started again, or a
@@ -368,34 +533,147 @@ export const start = Effect.fnUntraced(function* (
           Effect.as(readySignal(handle), "ready" as const),
           Effect.as(handle.exit, "exited" as const),
           // Before it is ready, any ask replaces it: there is nothing to keep serving.
-          Effect.as(Deferred.await(request.asked), "requested" as const)
+          Effect.map(Deferred.await(request.asked), (ask) => ({ requested: ask }))
         ]).pipe(Effect.timeoutOption(cfg.readyTimeout))
         if (Option.isNone(outcome)) {
           const notReady = new NotReady({ taskId, pid, timeoutMillis: Duration.toMillis(cfg.readyTimeout) })
           return ended(yield* handle.stop, { notReady: Option.some(notReady) })
         }
-        if (outcome.value === "requested") {
+        if (typeof outcome.value === "object") {
           yield* Deferred.succeed(request.answer, void 0)
-          return ended(yield* handle.stop, { requested: true })
+          return ended(yield* handle.stop, { requested: true, reason: outcome.value.requested.reason })
         }
       }
       if (!ready && Option.isNone(yield* handle.exitStatus)) {
         // Published first, so whoever `awaitReady` wakes finds the event already in the stream.
         yield* publish({ _tag: "Ready", taskId, pid, at: now() })
         yield* apply(taskId, { _tag: "Ready" })
+        yield* Effect.annotateCurrentSpan("prefork.ready", true)
       }
+      const heartbeat = heartbeatWatch(handle)
+      let recycle = yield* recycleWatch(handle, undefined)
       while (true) {
-        const outcome = yield* Effect.raceFirst(
-          Effect.as(handle.exit, "exited" as const),
-          Deferred.await(request.asked)
-        )
-        if (outcome === "exited") return ended(yield* handle.exit)
-        if (outcome === "replace") return ended(yield* handle.stop, { requested: true })
-        const replaced = yield* surge(taskId, handle, request)
-        if (Option.isSome(replaced)) return { ...replaced.value, startedAt }
-        // The surge failed: this worker keeps serving; a later reload asks again.
+        const watched: Array<Effect.Effect<Running>> = [
+          Effect.as(handle.exit, { _tag: "exited" } as const),
+          Effect.map(Deferred.await(request.asked), (ask) => ({ _tag: "asked", ask }) as const),
+          heartbeat,
+          recycle
+        ]
+        const outcome = yield* Effect.raceAll(watched)
+        if (outcome._tag === "exited") return ended(yield* handle.exit)
+        if (outcome._tag === "Unresponsive") return yield* unresponsive(taskId, handle, ended)
+        if (outcome._tag === "Recycle") {
+          // Asked like an operator's reload, one worker at a time; until then this worker serves on.
+          recycle = Effect.never
+          const { reason } = outcome
+          yield* publish({ _tag: "Recycling", taskId, pid, reason, at: now() })
+          yield* Effect.logInfo(`${reason.message}, replacing it`).pipe(Effect.annotateLogs({ taskId, pid }))
+          yield* FiberSet.run(
+            recyclers,
+            recycleLock.withPermits(1)(Effect.catch(replace(taskId, recycleHow, { reason, pid }), () => Effect.void))
+          )
+          continue
+        }
+        const { ask } = outcome
+        if (ask.how === "replace") return ended(yield* handle.stop, { requested: true, reason: ask.reason })
+        // A recycle may take a spare; a reload may not (the spares run the code it replaces).
+        const replaced = yield* surge(taskId, handle, request, ask.reason !== undefined)
+        if (Option.isSome(replaced)) return { ...replaced.value, startedAt, reason: ask.reason }
+        // The surge failed: this worker keeps serving; a later reload asks again, a recycle after a pause.
         request = yield* newRequest(taskId)
+        if (ask.reason !== undefined) recycle = yield* recycleWatch(handle, cfg.readyTimeout)
       }
+    })
+
+  /** Recycles replace a worker beside the live one where that is safe: the sockets are shared. */
+  const recycleHow: "surge" | "replace" = sockets.length > 0 || cfg.mode === "cluster" ? "surge" : "replace"
+
+  /** Completes when a running worker misses its heartbeat deadline; never without heartbeats. */
+  const heartbeatWatch = (handle: ProcessHandle): Effect.Effect<Health> => {
+    const hb = cfg.heartbeat
+    if (hb === undefined) return Effect.never
+    const late: Health = { _tag: "Unresponsive" }
+    return Effect.gen(function* () {
+      while (true) {
+        const beat = yield* Effect.raceFirst(
+          Effect.as(handle.heartbeat, true),
+          Effect.as(Effect.sleep(hb.timeout), false)
+        )
+        if (!beat) return late
+      }
+    })
+  }
+
+  /**
+   * Completes when a running worker is to be recycled: its memory stayed above
+   * the limit for `MEMORY_SAMPLES_ABOVE` samples in a row, or its lifetime
+   * (with its jitter, drawn now) is reached. Waits `pause` first.
+   */
+  const recycleWatch = (handle: ProcessHandle, retryAfter: Duration.Duration | undefined) =>
+    Effect.gen(function* () {
+      const watches: Array<Effect.Effect<Health>> = []
+      const { pid, taskId } = handle
+      if (cfg.maxLifetime !== undefined) {
+        const jitter = Duration.toMillis(cfg.lifetimeJitter)
+        const lifetime =
+          retryAfter !== undefined
+            ? Duration.toMillis(retryAfter)
+            : Duration.toMillis(cfg.maxLifetime) + (jitter > 0 ? yield* Random.nextBetween(0, jitter) : 0)
+        const lifetimeMillis = Math.round(lifetime)
+        watches.push(
+          Effect.as(Effect.sleep(Duration.millis(lifetimeMillis)), {
+            _tag: "Recycle",
+            reason: new Recycled({ taskId, pid, reason: "lifetime", lifetimeMillis })
+          } as const)
+        )
+      }
+      const limit = cfg.maxMemory
+      if (limit !== undefined) {
+        watches.push(
+          Effect.gen(function* () {
+            let above = 0
+            if (retryAfter !== undefined) yield* Effect.sleep(retryAfter)
+            while (true) {
+              yield* Effect.sleep(cfg.memoryInterval)
+              const sample = yield* handle.memory
+              if (Option.isNone(sample)) continue
+              above = sample.value > limit ? above + 1 : 0
+              if (above >= MEMORY_SAMPLES_ABOVE) {
+                return {
+                  _tag: "Recycle",
+                  reason: new Recycled({ taskId, pid, reason: "memory", rssBytes: sample.value, limitBytes: limit })
+                } as const
+              }
+            }
+          })
+        )
+      }
+      if (watches.length === 0) return Effect.never as Effect.Effect<Health>
+      return Effect.raceAll(watches)
+    })
+
+  /**
+   * A worker that missed its heartbeat deadline: it gets its diagnostic
+   * signal, a moment to print, then SIGKILL; its exit is a failure.
+   */
+  const unresponsive = (
+    taskId: TaskId,
+    handle: ProcessHandle,
+    ended: (status: ExitStatus.ExitStatus, more?: Partial<Ended>) => Ended
+  ) =>
+    Effect.gen(function* () {
+      const { pid } = handle
+      const timeoutMillis = Duration.toMillis(cfg.heartbeat!.timeout)
+      const signal = yield* handle.diagnose
+      const grace = Duration.min(DIAGNOSE_GRACE, cfg.stopTimeout)
+      yield* publish({ _tag: "Unresponsive", taskId, pid, signal, at: now() })
+      yield* Effect.logWarning(
+        `child ${taskId} (pid ${pid}) unresponsive: no heartbeat for ${timeoutMillis} ms; sent ${signal} for a diagnostic, SIGKILL in ${Duration.toMillis(grace)} ms`
+      ).pipe(Effect.annotateLogs({ taskId, pid }))
+      yield* Effect.raceFirst(Effect.asVoid(handle.exit), Effect.sleep(grace))
+      yield* handle.kill("SIGKILL")
+      const status = yield* handle.stop
+      return ended(status, { reason: new Unresponsive({ taskId, pid, timeoutMillis, signal }) })
     })
 
   /**
@@ -417,7 +695,10 @@ export const start = Effect.fnUntraced(function* (
           ),
       ({ handle }) =>
         Effect.uninterruptibleMask((restore) =>
-          Effect.flatMap(restore(live(taskId, handle, adopted !== undefined)), (ended) => tell(taskId, ended))
+          Effect.annotateCurrentSpan({ "process.pid": handle.pid }).pipe(
+            Effect.andThen(restore(live(taskId, handle, adopted !== undefined))),
+            Effect.flatMap((ended) => tell(taskId, ended))
+          )
         ),
       ({ handle, scope }, exit) => {
         restartRequests.delete(taskId)
@@ -426,7 +707,7 @@ export const start = Effect.fnUntraced(function* (
         }
         return Scope.close(scope, exit).pipe(Effect.andThen(stopped(taskId, handle)))
       }
-    )
+    ).pipe(Effect.withSpan("prefork.worker", { attributes: { "prefork.task_id": taskId } }))
 
   /** A worker the supervisor stopped for good (it is stopping, or the slot was scaled away). */
   const stopped = (taskId: TaskId, handle: ProcessHandle) =>
@@ -459,13 +740,18 @@ export const start = Effect.fnUntraced(function* (
     const { notReady, pid, requested, status } = ended
     const what = Option.isSome(notReady)
       ? `not ready within ${notReady.value.timeoutMillis} ms`
-      : ended.next !== undefined
-        ? `${ExitStatus.describe(status)} (replaced by pid ${ended.next.handle.pid})`
-        : requested
-          ? `${ExitStatus.describe(status)} (restart requested)`
-          : ExitStatus.describe(status)
+      : ended.reason?._tag === "Unresponsive"
+        ? `unresponsive (no heartbeat for ${ended.reason.timeoutMillis} ms), ${ExitStatus.describe(status)}`
+        : ended.reason?._tag === "Recycled"
+          ? `${ExitStatus.describe(status)} (recycled: ${ended.reason.reason}${ended.next === undefined ? "" : `, replaced by pid ${ended.next.handle.pid}`})`
+          : ended.next !== undefined
+            ? `${ExitStatus.describe(status)} (replaced by pid ${ended.next.handle.pid})`
+            : requested
+              ? `${ExitStatus.describe(status)} (restart requested)`
+              : ExitStatus.describe(status)
     const line = `child ${taskId} (pid ${pid}) ${what}${restart && ended.next === undefined ? ", restarting" : ""}`
-    const normal = requested || (Option.isNone(notReady) && RestartPolicy.isNormal(policy, status))
+    const normal =
+      requested || (!isFailureReason(ended.reason) && Option.isNone(notReady) && RestartPolicy.isNormal(policy, status))
     return (normal ? Effect.logInfo(line) : Effect.logWarning(line)).pipe(
       Effect.annotateLogs({
         taskId,
@@ -491,12 +777,14 @@ export const start = Effect.fnUntraced(function* (
     Effect.gen(function* () {
       const { notReady, pid, requested, status } = ended
       const at = now()
+      const reason: ExitReason | undefined = Option.isSome(notReady) ? notReady.value : ended.reason
       const record = new ExitRecord({
         taskId,
         pid,
         status,
         at,
-        ...(Option.isSome(notReady) ? { notReady: notReady.value } : {})
+        ...(Option.isSome(notReady) ? { notReady: notReady.value } : {}),
+        ...(reason === undefined ? {} : { reason })
       })
       remember(record)
       // An exit seen while the supervisor stops this slot is not a restart and spends no budget.
@@ -505,11 +793,22 @@ export const start = Effect.fnUntraced(function* (
       const restart =
         !stopping &&
         (requested ||
-          (Option.isSome(notReady) ? policy.restart !== "never" : RestartPolicy.shouldRestart(policy, status)))
+          (isFailureReason(reason) ? policy.restart !== "never" : RestartPolicy.shouldRestart(policy, status)))
       if (requested) requestedExits.add(record)
       yield* apply(taskId, { _tag: "Exited", status, restart })
       yield* logExit(taskId, ended, restart)
-      yield* publish({ _tag: "Exited", taskId, pid, status, at, restart, notReady, requested })
+      yield* publish({
+        _tag: "Exited",
+        taskId,
+        pid,
+        status,
+        at,
+        restart,
+        notReady,
+        requested,
+        ...(reason === undefined ? {} : { reason })
+      })
+      yield* Effect.annotateCurrentSpan(exitAttributes(status, reason))
       return { ...ended, at, record, restart }
     })
 
@@ -532,7 +831,8 @@ export const start = Effect.fnUntraced(function* (
         return yield* new TooManyRestarts({
           restarts,
           exits: exits.filter(
-            (e) => !requestedExits.has(e) && (e.notReady !== undefined || RestartPolicy.shouldRestart(policy, e.status))
+            (e) =>
+              !requestedExits.has(e) && (isFailureReason(e.reason) || RestartPolicy.shouldRestart(policy, e.status))
           )
         })
       }
@@ -601,7 +901,10 @@ export const start = Effect.fnUntraced(function* (
           yield* apply(slot.taskId, { _tag: "Stopping", remove: false })
         }
       }
-      yield* FiberMap.clear(slots)
+      yield* Effect.all(
+        [FiberMap.clear(slots), FiberSet.clear(recyclers), Effect.andThen(FiberSet.clear(spareFibers), drainSpares)],
+        { concurrency: "unbounded", discard: true }
+      )
       yield* FiberSet.awaitEmpty(reapers)
       yield* Scope.close(socketScope, Exit.void)
     })
@@ -626,6 +929,7 @@ export const start = Effect.fnUntraced(function* (
           for (const slot of Slot.list(SubscriptionRef.getUnsafe(table))) launch(slot.taskId)
         })
       ),
+      Effect.andThen(cfg.spares > 0 ? FiberSet.run(spareFibers, Effect.interruptible(keepSpares)) : Effect.void),
       // Started at once, so that its shutdown runs whenever it is interrupted, however soon.
       Effect.andThen(Effect.forkScoped(Effect.interruptible(run), { startImmediately: true }))
     )
@@ -642,11 +946,17 @@ export const start = Effect.fnUntraced(function* (
    * one synchronous step: the slot's own fiber does the work, and a caller
    * that stops waiting leaves it to finish.
    */
-  const replace = (taskId: number, how: "replace" | "surge"): Effect.Effect<void, ReloadFailed> =>
+  const replace = (
+    taskId: number,
+    how: "replace" | "surge",
+    recycle?: { readonly reason: Recycled; readonly pid: number }
+  ): Effect.Effect<void, ReloadFailed> =>
     Effect.suspend(() => {
       const tb = SubscriptionRef.getUnsafe(table)
       const slot = Slot.get(tb, taskId)
       if (tb.closed || Option.isNone(slot) || slot.value.removing) return Effect.void
+      // A recycle is for one worker: if the slot has another by now, there is nothing to recycle.
+      if (recycle !== undefined && !Option.contains(slot.value.pid, recycle.pid)) return Effect.void
       const { incarnation, phase } = slot.value
       if (phase === "exited" || phase === "stopped" || phase === "stopping") return Effect.void
       const ended = (tb: Slot.Table) =>
@@ -663,7 +973,7 @@ export const start = Effect.fnUntraced(function* (
       )
       const request = restartRequests.get(taskId)
       if (request === undefined || request.incarnation !== incarnation) return replaced
-      Deferred.doneUnsafe(request.asked, Effect.succeed(how))
+      Deferred.doneUnsafe(request.asked, Effect.succeed({ how, reason: recycle?.reason }))
       if (how === "replace") return replaced
       // A surge answers whether the replacement took over; the supervision ending answers too.
       return Effect.raceFirst(
@@ -687,19 +997,26 @@ export const start = Effect.fnUntraced(function* (
       }
       const how = options.surge === false ? "replace" : "surge"
       const reloaded: Array<number> = []
-      return Effect.forEach(
-        Slot.list(SubscriptionRef.getUnsafe(table)).filter((s) => !s.removing),
-        (slot) => Effect.tap(replace(slot.taskId, how), () => Effect.sync(() => reloaded.push(slot.taskId))),
-        { concurrency, discard: true }
-      ).pipe(
-        Effect.mapError(
-          (error) =>
-            new ReloadFailed({
-              taskId: error.taskId,
-              ...(error.pid === undefined ? {} : { pid: error.pid }),
-              reloaded: reloaded.slice(),
-              message: error.message
-            })
+      // The spares run the code being replaced: they are stopped, and new ones boot with the new code.
+      return Effect.andThen(
+        cfg.spares > 0 ? drainSpares : Effect.void,
+        Effect.forEach(
+          Slot.list(SubscriptionRef.getUnsafe(table)).filter((s) => !s.removing),
+          (slot) => Effect.tap(replace(slot.taskId, how), () => Effect.sync(() => reloaded.push(slot.taskId))),
+          { concurrency, discard: true }
+        ).pipe(
+          Effect.mapError(
+            (error) =>
+              new ReloadFailed({
+                taskId: error.taskId,
+                ...(error.pid === undefined ? {} : { pid: error.pid }),
+                reloaded: reloaded.slice(),
+                message: error.message
+              })
+          ),
+          Effect.withSpan("prefork.reload", {
+            attributes: { "prefork.reload.surge": how === "surge", "prefork.reload.concurrency": concurrency }
+          })
         )
       )
     })
@@ -751,7 +1068,7 @@ export const start = Effect.fnUntraced(function* (
             })
           )
           yield* waitFor((tb) => tb.closed || tb.removing === 0)
-        })
+        }).pipe(Effect.withSpan("prefork.scale", { attributes: { "prefork.scale.to": processes } }))
       )
     })
 
@@ -763,6 +1080,7 @@ export const start = Effect.fnUntraced(function* (
     awaitReady,
     restart,
     reload,
-    scale
+    scale,
+    spares: Effect.map(SubscriptionRef.get(pool), (p) => p.map((spare) => spare.handle.pid))
   }
 })

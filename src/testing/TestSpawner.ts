@@ -112,7 +112,16 @@ export interface KillRecord {
  */
 export interface TestProcess {
   readonly pid: number
+  /** Its task id: for a spare, the one `activate` gave it (the request's until then). */
   readonly taskId: TaskId
+  /** Started as a warm spare (`SpawnRequest.spare`). */
+  readonly spare: boolean
+  /** When a spare was given its task id, if it was. */
+  readonly activatedAt: Option.Option<number>
+  /** Heartbeats sent so far. */
+  readonly heartbeats: number
+  /** Whether its event loop is blocked (`hang`): it sends no heartbeats. */
+  readonly hung: boolean
   /** What the supervisor asked to start. */
   readonly request: SpawnRequest
   /** 0 for the first process spawned, 1 for the next, … */
@@ -158,6 +167,11 @@ export interface Options {
    * the test calls `ready(pid)`.
    */
   readonly readyAfter?: Duration.Input | undefined
+  /**
+   * The resident memory a process reports (`ProcessHandle.memory`), in bytes,
+   * until the test sets it with `setMemory`. Default 50 MiB.
+   */
+  readonly memory?: number | undefined
 }
 
 /**
@@ -209,12 +223,27 @@ export class TestSpawner extends Context.Service<
     readonly onSignal: (pid: number, signal: Signal, behavior: SignalBehavior) => Effect.Effect<void>
     /** Sets how every process without its own setting reacts to a signal, from now on (live ones included). */
     readonly setSignalDefault: (signal: Signal, behavior: SignalBehavior) => Effect.Effect<void>
+    /**
+     * Blocks the process's event loop: it sends no more heartbeats (a
+     * process spawned with `heartbeat` beats by itself at that interval on
+     * `Clock` until then). Dies on an unknown pid.
+     */
+    readonly hang: (pid: number) => Effect.Effect<void>
+    /** The process sends one heartbeat now (if alive). Dies on an unknown pid. */
+    readonly beat: (pid: number) => Effect.Effect<void>
+    /** Sets the resident memory the process reports, in bytes. Dies on an unknown pid. */
+    readonly setMemory: (pid: number, bytes: number) => Effect.Effect<void>
   }
 >()("effect-prefork/testing/TestSpawner") {}
 
 interface ProcessState {
   readonly pid: number
-  readonly taskId: TaskId
+  taskId: TaskId
+  activatedAt: Option.Option<number>
+  heartbeats: number
+  hung: boolean
+  memory: number
+  beat: Deferred.Deferred<void>
   readonly request: SpawnRequest
   readonly index: number
   readonly spawnedAt: number
@@ -230,6 +259,10 @@ interface ProcessState {
 const snapshot = (p: ProcessState): TestProcess => ({
   pid: p.pid,
   taskId: p.taskId,
+  spare: p.request.spare === true,
+  activatedAt: p.activatedAt,
+  heartbeats: p.heartbeats,
+  hung: p.hung,
   request: p.request,
   index: p.index,
   spawnedAt: p.spawnedAt,
@@ -339,12 +372,45 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
             })
           )
 
+      /** One heartbeat: wakes whoever waits for the next one. */
+      const beatUnsafe = (p: ProcessState): void => {
+        if (Option.isSome(p.exit)) return
+        p.heartbeats++
+        const current = p.beat
+        p.beat = Deferred.makeUnsafe<void>()
+        Deferred.doneUnsafe(current, Effect.void)
+      }
+
+      /** A process spawned with `heartbeat` beats at that interval until it hangs or exits. */
+      const beatEvery = (p: ProcessState, interval: Duration.Duration) =>
+        Effect.gen(function* () {
+          while (Option.isNone(p.exit) && !p.hung) {
+            yield* Effect.sleep(interval)
+            if (!p.hung) beatUnsafe(p)
+          }
+        }).pipe(Effect.forkIn(scope), Effect.asVoid)
+
       const handleOf = (p: ProcessState): ProcessHandle => {
         const exit = Deferred.await(p.exited)
         const exitStatus = Effect.sync(() => Option.map(p.exit, (e) => e.status))
         return {
-          taskId: p.taskId,
+          get taskId() {
+            return p.taskId
+          },
           pid: p.pid,
+          heartbeat: Effect.suspend(() => (Option.isSome(p.exit) ? Effect.never : Deferred.await(p.beat))),
+          memory: Effect.sync(() => (Option.isSome(p.exit) ? Option.none() : Option.some(p.memory))),
+          activate: (taskId) =>
+            Effect.clockWith((clock) =>
+              Effect.sync(() => {
+                p.taskId = taskId
+                p.activatedAt = Option.some(clock.currentTimeMillisUnsafe())
+              })
+            ),
+          diagnose: Effect.suspend(() => {
+            const signal: Signal = p.request.mode === "command" ? "SIGABRT" : "SIGUSR1"
+            return Effect.as(kill(p)(signal), signal)
+          }),
           exit,
           ready: Deferred.await(p.readyLatch),
           exitStatus,
@@ -380,6 +446,11 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
             const p: ProcessState = {
               pid: firstPid + index,
               taskId: request.taskId,
+              activatedAt: Option.none(),
+              heartbeats: 0,
+              hung: false,
+              memory: options.memory ?? 50 * 2 ** 20,
+              beat: Deferred.makeUnsafe<void>(),
               request,
               index,
               spawnedAt,
@@ -407,6 +478,7 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
             if (options.readyAfter !== undefined && Option.isNone(p.readyAt)) {
               effects.push(readyAfter(p, options.readyAfter))
             }
+            if (request.heartbeat !== undefined) effects.push(beatEvery(p, request.heartbeat))
             return Effect.as(Effect.all(effects, { discard: true }), handleOf(p))
           })
         )
@@ -509,7 +581,20 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
         setSignalDefault: (signal, behavior) =>
           Effect.sync(() => {
             defaults.set(signal, behavior)
-          })
+          }),
+        hang: (pid) =>
+          Effect.flatMap(lookup(pid), (p) =>
+            Effect.sync(() => {
+              p.hung = true
+            })
+          ),
+        beat: (pid) => Effect.flatMap(lookup(pid), (p) => Effect.sync(() => beatUnsafe(p))),
+        setMemory: (pid, bytes) =>
+          Effect.flatMap(lookup(pid), (p) =>
+            Effect.sync(() => {
+              p.memory = bytes
+            })
+          )
       })
 
       return Context.make(ProcessSpawner, spawner).pipe(Context.add(TestSpawner, control))
