@@ -471,13 +471,14 @@ export const start = Effect.fnUntraced(function* (
           Effect.interruptible,
           Effect.flatMap((died) => {
             if (!died) return Effect.void
-            return SubscriptionRef.modify(pool, (p) => [p.includes(spare), p.filter((s) => s !== spare)] as const).pipe(
-              Effect.flatMap((wasIn) => {
-                if (!wasIn) return Effect.void
-                spareFailures++
-                return spareGone(spare, false)
-              })
-            )
+            return Effect.suspend(() => {
+              if (!SubscriptionRef.getUnsafe(pool).includes(spare)) return Effect.void
+              // Counted before the pool shrinks: the fiber keeping the spares backs off at once.
+              spareFailures++
+              return SubscriptionRef.update(pool, (p) => p.filter((s) => s !== spare)).pipe(
+                Effect.andThen(spareGone(spare, false))
+              )
+            })
           })
         )
       )

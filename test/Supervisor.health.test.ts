@@ -1,0 +1,430 @@
+/**
+ * The production lifecycle under `TestClock`, with the in-memory spawner:
+ * the heartbeat deadline, memory sampling, lifetimes with jitter, recycling
+ * and warm spares. Every timing rule is checked to the millisecond.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Exit, Fiber, Layer, Logger, Option, Stream } from "effect"
+import * as Duration from "effect/Duration"
+import type * as Scope from "effect/Scope"
+import { TestClock } from "effect/testing"
+import type { InvalidOptions } from "../src/Errors.ts"
+import type { ProcessSpawner } from "../src/ProcessSpawner.ts"
+import * as Supervisor from "../src/Supervisor.ts"
+import * as TestSpawner from "../src/testing/TestSpawner.ts"
+
+type Control = TestSpawner.TestSpawner["Service"]
+
+const withSpawner = <A, E>(
+  body: (spawner: Control) => Effect.Effect<A, E, ProcessSpawner | Scope.Scope>,
+  options?: TestSpawner.Options
+): Effect.Effect<A, E, Scope.Scope> =>
+  Effect.gen(function* () {
+    const spawner = yield* TestSpawner.TestSpawner
+    return yield* body(spawner)
+  }).pipe(Effect.provide(Layer.merge(TestSpawner.layer(options), Logger.layer([]))))
+
+/** Lets every fiber that can run do so (bounded). */
+const settle = Effect.gen(function* () {
+  for (let i = 0; i < 50; i++) yield* Effect.yieldNow
+})
+
+const now = Effect.clockWith((clock) => Effect.succeed(clock.currentTimeMillisUnsafe()))
+
+/** Moves the clock `ms` forward in 1 ms steps, settling after each (so timers fire at their exact time). */
+const advance = (ms: number) =>
+  Effect.gen(function* () {
+    for (let i = 0; i < ms; i++) {
+      yield* TestClock.adjust(1)
+      yield* settle
+    }
+  })
+
+/** Starts a supervisor and records its events. */
+const started = (options: Supervisor.Options) =>
+  Effect.gen(function* () {
+    const handle = yield* Supervisor.start(options)
+    const events: Array<Supervisor.Event> = []
+    yield* handle.events.pipe(
+      Stream.runForEach((e) => Effect.sync(() => events.push(e))),
+      Effect.forkScoped
+    )
+    yield* settle
+    return { handle, events }
+  })
+
+const base = { command: "worker", mode: "module", stopTimeout: "5 seconds" } as const
+
+const exited = (events: ReadonlyArray<Supervisor.Event>) =>
+  events.filter((e): e is Extract<Supervisor.Event, { _tag: "Exited" }> => e._tag === "Exited")
+
+describe("heartbeats", () => {
+  it.effect(
+    "a worker that stops beating is sent its diagnostic signal at the deadline, SIGKILL 1 s later, and is restarted as a failure",
+    () =>
+      withSpawner((spawner) =>
+        Effect.gen(function* () {
+          const { events, handle } = yield* started({
+            ...base,
+            processes: 1,
+            heartbeat: { timeout: "1 second", interval: "250 millis" }
+          })
+          const [first] = yield* spawner.awaitSpawns(1)
+          assert.strictEqual(durationMs(first!.request.heartbeat), 250)
+          // Beating: nothing happens for a long while.
+          yield* advance(3000)
+          assert.isAbove((yield* spawner.process(first!.pid)).heartbeats, 10)
+          assert.deepStrictEqual(yield* spawner.kills, [])
+          // The last beat was at 3000 (a multiple of 250): the loop blocks now.
+          yield* spawner.hang(first!.pid)
+          yield* advance(999)
+          assert.deepStrictEqual(yield* spawner.kills, [], "nothing before the deadline")
+          yield* advance(1)
+          const kills1 = yield* spawner.kills
+          assert.deepStrictEqual(
+            kills1.map((k) => [k.signal, k.at]),
+            [["SIGUSR1", 4000]]
+          )
+          yield* advance(1000)
+          const kills2 = (yield* spawner.kills).filter((k) => k.pid === first!.pid && k.delivered)
+          assert.deepStrictEqual(
+            kills2.map((k) => [k.signal, k.at]),
+            [
+              ["SIGUSR1", 4000],
+              ["SIGKILL", 5000]
+            ]
+          )
+          const exit = exited(events)[0]!
+          assert.strictEqual(exit.reason?._tag, "Unresponsive")
+          assert.isTrue(exit.restart)
+          assert.isTrue(events.some((e) => e._tag === "Unresponsive" && e.signal === "SIGUSR1" && e.at === 4000))
+          // Restarted with the same task id, as a failure: the budget was spent.
+          const [, second] = yield* spawner.awaitSpawns(2)
+          assert.strictEqual(second!.taskId, 0)
+          const status = yield* handle.status
+          assert.strictEqual(status[0]!.restarts, 1)
+        })
+      ).pipe(Effect.scoped)
+  )
+
+  it.effect("a command gets SIGABRT as its diagnostic signal", () =>
+    withSpawner((spawner) =>
+      Effect.gen(function* () {
+        yield* started({ ...base, mode: "command", processes: 1, heartbeat: "800 millis" })
+        const [first] = yield* spawner.awaitSpawns(1)
+        // The default interval: a quarter of the timeout.
+        assert.strictEqual(durationMs(first!.request.heartbeat), 200)
+        yield* spawner.hang(first!.pid)
+        yield* advance(2000)
+        assert.deepStrictEqual(
+          (yield* spawner.kills).map((k) => k.signal),
+          ["SIGABRT", "SIGKILL"]
+        )
+      })
+    ).pipe(Effect.scoped)
+  )
+
+  it.effect(
+    "the deadline starts once the worker is ready: a silent worker before that is NotReady, not Unresponsive",
+    () =>
+      withSpawner((spawner) =>
+        Effect.gen(function* () {
+          const { events } = yield* started({
+            ...base,
+            processes: 1,
+            ready: "message",
+            readyTimeout: "5 seconds",
+            heartbeat: "1 second"
+          })
+          const [first] = yield* spawner.awaitSpawns(1)
+          yield* spawner.hang(first!.pid)
+          yield* advance(4999)
+          assert.deepStrictEqual(yield* spawner.kills, [])
+          yield* advance(1)
+          const exit = exited(events)[0]!
+          assert.strictEqual(exit.reason?._tag, "NotReady")
+          assert.isFalse((yield* spawner.kills).some((k) => k.signal === "SIGUSR1"))
+        })
+      ).pipe(Effect.scoped)
+  )
+
+  it.effect("unresponsive exits spend the budget: TooManyRestarts carries them", () =>
+    withSpawner((spawner) =>
+      Effect.gen(function* () {
+        const fiber = yield* Effect.forkChild(
+          Supervisor.run({ ...base, processes: 1, maxRestarts: 1, heartbeat: "1 second" })
+        )
+        for (let n = 1; n <= 2; n++) {
+          const spawned = yield* spawner.awaitSpawns(n)
+          yield* spawner.hang(spawned[n - 1]!.pid)
+          yield* advance(2200)
+        }
+        const exit = yield* Fiber.await(fiber)
+        assert.isTrue(Exit.isFailure(exit))
+        const error = yield* Effect.flip(Fiber.join(fiber))
+        assert.strictEqual(error._tag, "TooManyRestarts")
+        if (error._tag !== "TooManyRestarts") return
+        assert.deepStrictEqual(
+          error.exits.map((e) => e.reason?._tag),
+          ["Unresponsive", "Unresponsive"]
+        )
+        assert.strictEqual((yield* spawner.live).length, 0)
+      })
+    ).pipe(Effect.scoped)
+  )
+})
+
+describe("memory", () => {
+  it.effect("sampled every memoryInterval; recycled after two samples in a row above the limit, not after one", () =>
+    withSpawner(
+      (spawner) =>
+        Effect.gen(function* () {
+          const { events } = yield* started({
+            ...base,
+            processes: 1,
+            maxRestarts: 0,
+            maxMemory: "100M",
+            memoryInterval: "5 seconds"
+          })
+          const [first] = yield* spawner.awaitSpawns(1)
+          // A spike seen by one sample only (at 5 s) is not a recycle.
+          yield* spawner.setMemory(first!.pid, 200 * 2 ** 20)
+          yield* advance(5000)
+          yield* spawner.setMemory(first!.pid, 10 * 2 ** 20)
+          yield* advance(5000)
+          assert.isFalse(events.some((e) => e._tag === "Recycling"))
+          // Above at 15 s and 20 s: recycled at 20 s.
+          yield* spawner.setMemory(first!.pid, 200 * 2 ** 20)
+          yield* advance(9999)
+          assert.isFalse(events.some((e) => e._tag === "Recycling"))
+          yield* advance(1)
+          const recycling = events.find((e) => e._tag === "Recycling")
+          assert.isDefined(recycling)
+          if (recycling?._tag !== "Recycling") return
+          assert.strictEqual(recycling.at, 20_000)
+          assert.strictEqual(recycling.reason.reason, "memory")
+          assert.strictEqual(recycling.reason.rssBytes, 200 * 2 ** 20)
+          assert.strictEqual(recycling.reason.limitBytes, 100 * 2 ** 20)
+          yield* settle
+          // No sockets, module mode: stop, then start (a surge could fight over a port the worker binds).
+          const exit = exited(events)[0]!
+          assert.strictEqual(exit.reason?._tag, "Recycled")
+          assert.isTrue(exit.requested)
+          const spawned = yield* spawner.awaitSpawns(2)
+          assert.strictEqual(spawned[1]!.taskId, 0)
+          assert.isTrue(Option.isSome((yield* spawner.process(first!.pid)).exitStatus))
+        }),
+      { memory: 10 * 2 ** 20 }
+    ).pipe(Effect.scoped)
+  )
+
+  it.effect(
+    "with owned sockets a recycle is a surge: the replacement is ready before the old worker gets SIGTERM; no budget is spent",
+    () =>
+      withSpawner(
+        (spawner) =>
+          Effect.gen(function* () {
+            const { events, handle } = yield* started({
+              ...base,
+              processes: 2,
+              maxRestarts: 0,
+              ready: "message",
+              listen: ["127.0.0.1:0"],
+              maxMemory: 1000,
+              memoryInterval: "1 second"
+            })
+            const [a, b] = yield* spawner.awaitSpawns(2)
+            yield* spawner.ready(a!.pid)
+            yield* spawner.ready(b!.pid)
+            yield* advance(2000)
+            // Both are above the limit, but they recycle one at a time.
+            const third = (yield* spawner.awaitSpawns(3))[2]!
+            assert.strictEqual((yield* spawner.processes).length, 3)
+            assert.deepStrictEqual(yield* spawner.kills, [], "the old worker serves until the replacement is ready")
+            yield* advance(500)
+            assert.strictEqual((yield* spawner.processes).length, 3, "the second recycle waits for the first")
+            yield* spawner.ready(third.pid)
+            yield* settle
+            const termed = (yield* spawner.kills).filter((k) => k.signal === "SIGTERM")
+            assert.deepStrictEqual(
+              termed.map((k) => k.pid),
+              [third.taskId === 0 ? a!.pid : b!.pid]
+            )
+            const fourth = (yield* spawner.awaitSpawns(4))[3]!
+            yield* spawner.ready(fourth.pid)
+            yield* settle
+            const status = yield* handle.status
+            assert.deepStrictEqual(
+              status.map((s) => s.restarts),
+              [0, 0]
+            )
+            assert.deepStrictEqual(
+              exited(events).map((e) => e.reason?._tag),
+              ["Recycled", "Recycled"]
+            )
+          }),
+        { memory: 5000 }
+      ).pipe(Effect.scoped)
+  )
+})
+
+describe("lifetime", () => {
+  it.effect("each worker recycles within [maxLifetime, maxLifetime + jitter] of being ready, at different times", () =>
+    withSpawner((spawner) =>
+      Effect.gen(function* () {
+        const { events } = yield* started({
+          ...base,
+          processes: 4,
+          listen: ["127.0.0.1:0"],
+          maxLifetime: "60 seconds",
+          lifetimeJitter: "10 seconds"
+        })
+        yield* spawner.awaitSpawns(4)
+        yield* TestClock.adjust(59_999)
+        yield* settle
+        assert.isFalse(events.some((e) => e._tag === "Recycling"))
+        for (let i = 0; i < 10_001; i += 100) {
+          yield* TestClock.adjust(100)
+          yield* settle
+          // Each recycle is a surge: ready at once ("spawn"), so they complete as they come.
+        }
+        const recycles = events.filter((e) => e._tag === "Recycling")
+        assert.strictEqual(recycles.length, 4)
+        for (const r of recycles) {
+          if (r._tag !== "Recycling") continue
+          assert.strictEqual(r.reason.reason, "lifetime")
+          assert.isAtLeast(r.reason.lifetimeMillis!, 60_000)
+          assert.isAtMost(r.reason.lifetimeMillis!, 70_000)
+        }
+        const lifetimes = new Set(recycles.map((r) => (r._tag === "Recycling" ? r.reason.lifetimeMillis : 0)))
+        assert.isAbove(lifetimes.size, 1, "the jitter spreads the recycles")
+      })
+    ).pipe(Effect.scoped)
+  )
+
+  it.effect("the default jitter is a tenth of the lifetime", () =>
+    Effect.gen(function* () {
+      const cfg = yield* Supervisor.config({ ...base, maxLifetime: "1 hour" })
+      assert.strictEqual(durationMs(cfg.lifetimeJitter), 360_000)
+    })
+  )
+})
+
+describe("warm spares", () => {
+  it.effect(
+    "spares boot without a task id; a dead worker's id goes to the oldest spare at once and another boots",
+    () =>
+      withSpawner((spawner) =>
+        Effect.gen(function* () {
+          const { events, handle } = yield* started({ ...base, processes: 2, spares: 2 })
+          const spawned = yield* spawner.awaitSpawns(4)
+          const spares = spawned.filter((p) => p.spare)
+          assert.strictEqual(spares.length, 2)
+          for (const s of spares) assert.isUndefined(s.request.env["PREFORK_TASK_ID"])
+          assert.deepStrictEqual(
+            yield* handle.spares,
+            spares.map((s) => s.pid)
+          )
+          const worker = spawned.find((p) => !p.spare && p.taskId === 1)!
+          const at = yield* now
+          yield* spawner.exit(worker.pid, { _tag: "Exited", code: 1 })
+          yield* settle
+          const taken = yield* spawner.process(spares[0]!.pid)
+          assert.strictEqual(taken.taskId, 1)
+          assert.deepStrictEqual(taken.activatedAt, Option.some(at), "activated at the moment of the exit, no delay")
+          const started1 = events.filter((e) => e._tag === "Started" && e.taskId === 1)
+          assert.strictEqual(started1.length, 2)
+          assert.deepStrictEqual(started1[1], { _tag: "Started", taskId: 1, pid: spares[0]!.pid, at, spare: true })
+          const fifth = (yield* spawner.awaitSpawns(5))[4]!
+          assert.isTrue(fifth.spare)
+          assert.deepStrictEqual(yield* handle.spares, [spares[1]!.pid, fifth.pid])
+          const status = yield* handle.status
+          assert.deepStrictEqual(status[1]!.pid, Option.some(spares[0]!.pid))
+        })
+      ).pipe(Effect.scoped)
+  )
+
+  it.effect("spares die with the supervisor", () =>
+    withSpawner((spawner) =>
+      Effect.gen(function* () {
+        const fiber = yield* Effect.forkChild(Supervisor.run({ ...base, processes: 1, spares: 3 }))
+        yield* spawner.awaitSpawns(4)
+        yield* Fiber.interrupt(fiber)
+        assert.deepStrictEqual(yield* spawner.live, [])
+      })
+    ).pipe(Effect.scoped)
+  )
+
+  it.effect("a reload refreshes the spares: the old ones stop, new ones boot; its surges do not take spares", () =>
+    withSpawner((spawner) =>
+      Effect.gen(function* () {
+        const { events, handle } = yield* started({ ...base, processes: 1, spares: 1 })
+        const [, oldSpare] = yield* spawner.awaitSpawns(2)
+        assert.isTrue(oldSpare!.spare)
+        yield* handle.reload()
+        yield* settle
+        const all = yield* spawner.processes
+        assert.isTrue(Option.isSome(all.find((p) => p.pid === oldSpare!.pid)!.exitStatus))
+        assert.isTrue(Option.isNone(all.find((p) => p.pid === oldSpare!.pid)!.activatedAt))
+        assert.isTrue(events.some((e) => e._tag === "SpareExited" && e.pid === oldSpare!.pid && e.stopped))
+        const live = yield* spawner.live
+        assert.deepStrictEqual(live.map((p) => p.spare).sort(), [false, true])
+        assert.isFalse(live.some((p) => p.pid === oldSpare!.pid))
+      })
+    ).pipe(Effect.scoped)
+  )
+
+  it.effect(
+    "a spare that dies before it is taken is replaced after a backoff, and never counts against the budget",
+    () =>
+      withSpawner((spawner) =>
+        Effect.gen(function* () {
+          const { events, handle } = yield* started({ ...base, processes: 1, spares: 1, maxRestarts: 0 })
+          const [, spare] = yield* spawner.awaitSpawns(2)
+          yield* spawner.exit(spare!.pid, { _tag: "Exited", code: 1 })
+          yield* settle
+          assert.isTrue(events.some((e) => e._tag === "SpareExited" && e.pid === spare!.pid && !e.stopped))
+          assert.strictEqual((yield* spawner.processes).length, 2, "the next spare waits for its backoff")
+          yield* advance(100)
+          assert.strictEqual((yield* spawner.processes).length, 3)
+          assert.isTrue((yield* spawner.processes)[2]!.spare)
+          assert.strictEqual((yield* handle.status)[0]!.restarts, 0)
+        })
+      ).pipe(Effect.scoped)
+  )
+})
+
+describe("options", () => {
+  const invalid = (options: Supervisor.Options) =>
+    Effect.map(Effect.flip(Supervisor.config(options)), (e: InvalidOptions) => e.field)
+
+  it.effect("bad health options are InvalidOptions naming the field", () =>
+    Effect.gen(function* () {
+      assert.strictEqual(yield* invalid({ ...base, mode: "command", spares: 1 }), "spares")
+      assert.strictEqual(yield* invalid({ ...base, spares: -1 }), "spares")
+      assert.strictEqual(yield* invalid({ ...base, spares: 1.5 }), "spares")
+      assert.strictEqual(yield* invalid({ ...base, maxMemory: "lots" }), "maxMemory")
+      assert.strictEqual(yield* invalid({ ...base, maxMemory: 0 }), "maxMemory")
+      assert.strictEqual(yield* invalid({ ...base, maxMemory: "-5M" }), "maxMemory")
+      assert.strictEqual(
+        yield* invalid({ ...base, heartbeat: { timeout: "1 second", interval: "2 seconds" } }),
+        "heartbeat"
+      )
+      assert.strictEqual(yield* invalid({ ...base, heartbeat: "soon" }), "heartbeat.timeout")
+      assert.strictEqual(yield* invalid({ ...base, maxLifetime: 0 }), "maxLifetime")
+      assert.strictEqual(yield* invalid({ ...base, memoryInterval: 0 }), "memoryInterval")
+    })
+  )
+
+  it("sizes parse as PM2's max_memory_restart does (powers of 1024)", () => {
+    assert.deepStrictEqual(Supervisor.parseBytes("512M"), Option.some(512 * 2 ** 20))
+    assert.deepStrictEqual(Supervisor.parseBytes("1.5G"), Option.some(1.5 * 2 ** 30))
+    assert.deepStrictEqual(Supervisor.parseBytes("800KiB"), Option.some(800 * 1024))
+    assert.deepStrictEqual(Supervisor.parseBytes("4096"), Option.some(4096))
+    assert.deepStrictEqual(Supervisor.parseBytes(1e6), Option.some(1e6))
+    assert.isTrue(Option.isNone(Supervisor.parseBytes("1.5X")))
+    assert.isTrue(Option.isNone(Supervisor.parseBytes(Number.NaN)))
+  })
+})
+
+const durationMs = (d: Duration.Duration | undefined): number => (d === undefined ? Number.NaN : Duration.toMillis(d))
