@@ -11,7 +11,9 @@
  * - every process has exactly one `Started` and one `Exited` event;
  * - the budget is spent exactly as Tornado counts: one per restart of an
  *   abnormal exit, none for requested restarts or exits while stopping;
- * - every handle call has returned (no waiter left behind).
+ * - every handle call has returned (no waiter left behind);
+ * - with health on: spares are never workers (no task id, not in `status`) until a slot takes one, and die
+ *   with the supervisor; hung workers spend the budget, recycles never do.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Layer, Logger, Option, Schema, Scope, Stream } from "effect"
@@ -44,19 +46,60 @@ const Op = Schema.Union([
     surge: Schema.Boolean,
     concurrency: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 3 }))
   }),
-  Schema.TaggedStruct("AwaitReady", { cut: Step })
+  Schema.TaggedStruct("AwaitReady", { cut: Step }),
+  // With `health`: a worker's event loop blocks (no more heartbeats), its memory grows or shrinks, a spare dies.
+  Schema.TaggedStruct("Hang", { slot: Slot }),
+  Schema.TaggedStruct("Memory", { slot: Slot, high: Schema.Boolean }),
+  Schema.TaggedStruct("SpareDies", { code: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 2 })) })
 ])
 type Op = typeof Op.Type
+
+/** The operations that matter most with health on, so that random runs reach unresponsive workers, recycles and spares often. */
+const HealthOp = Schema.Union([
+  Schema.TaggedStruct("Hang", { slot: Slot }),
+  Schema.TaggedStruct("Memory", { slot: Slot, high: Schema.Boolean }),
+  Schema.TaggedStruct("SpareDies", { code: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 2 })) }),
+  Schema.TaggedStruct("Advance", { millis: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 3000 })) }),
+  Schema.TaggedStruct("Advance", { millis: Schema.Int.check(Schema.isBetween({ minimum: 1000, maximum: 3000 })) }),
+  Schema.TaggedStruct("Crash", {
+    slot: Slot,
+    newest: Schema.Boolean,
+    code: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 3 }))
+  }),
+  Schema.TaggedStruct("Ready", { slot: Slot }),
+  Schema.TaggedStruct("Ready", { slot: Slot }),
+  Schema.TaggedStruct("Restart", { slot: Slot, cut: Step }),
+  Schema.TaggedStruct("Scale", { to: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 5 })), cut: Step }),
+  Schema.TaggedStruct("Reload", {
+    cut: Step,
+    surge: Schema.Boolean,
+    concurrency: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 3 }))
+  })
+])
 
 const Scenario = Schema.Struct({
   processes: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 4 })),
   maxRestarts: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 6 })),
   readyMessage: Schema.Boolean,
   listen: Schema.Boolean,
-  ops: Schema.Array(Op).check(Schema.isMaxLength(24)),
+  /** Heartbeats, memory and lifetime recycling; and with `readyMessage` (module mode), this many warm spares. */
+  health: Schema.Boolean,
+  spares: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 2 })),
+  ops: Schema.Array(Op).check(Schema.isMinLength(8), Schema.isMaxLength(24)),
   ending: Schema.Literals(["stop", "interrupt", "finish"])
 })
 type Scenario = typeof Scenario.Type
+
+const HealthScenario = Schema.Struct({
+  processes: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 4 })),
+  maxRestarts: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 6 })),
+  readyMessage: Schema.Boolean,
+  listen: Schema.Boolean,
+  health: Schema.Literal(true),
+  spares: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 2 })),
+  ops: Schema.Array(HealthOp).check(Schema.isMinLength(14), Schema.isMaxLength(30)),
+  ending: Schema.Literals(["stop", "interrupt", "finish"])
+})
 
 const STOP_TIMEOUT = 2000
 
@@ -67,8 +110,14 @@ const settle = Effect.gen(function* () {
 
 type Control = TestSpawner.TestSpawner["Service"]
 
+/** A spare not yet given a task id: not a worker. */
+const idleSpare = (p: TestSpawner.TestProcess) => p.spare && Option.isNone(p.activatedAt)
+
+/** The live workers: every live process but the idle spares. */
+const workers = (spawner: Control) => Effect.map(spawner.live, (live) => live.filter((p) => !idleSpare(p)))
+
 const liveOf = (spawner: Control, slot: number) =>
-  Effect.map(spawner.live, (live) => live.find((p) => p.taskId === slot))
+  Effect.map(workers(spawner), (live) => live.find((p) => p.taskId === slot))
 
 /**
  * At most one live worker per slot, two during a surge reload (the second its
@@ -76,7 +125,13 @@ const liveOf = (spawner: Control, slot: number) =>
  */
 const checkConsistent = (spawner: Control, handle: Supervisor.SupervisorHandle, where: string) =>
   Effect.gen(function* () {
-    const live = yield* spawner.live
+    const live = yield* workers(spawner)
+    const spares = (yield* spawner.live).filter(idleSpare)
+    assert.deepStrictEqual(
+      yield* handle.spares,
+      spares.map((p) => p.pid),
+      `${where}: the spares and the idle spare processes differ`
+    )
     const status = yield* handle.status
     const named = status.flatMap((s) => [
       ...(Option.isSome(s.pid) ? [[s.taskId as number, s.pid.value] as const] : []),
@@ -121,7 +176,16 @@ const runScenario = (scenario: Scenario) =>
       ready: scenario.readyMessage ? "message" : "spawn",
       readyTimeout: "4 seconds",
       mode: scenario.readyMessage ? "module" : "command",
-      ...(scenario.listen ? { listen: ["127.0.0.1:0", "unix:/run/app.sock"] } : {})
+      ...(scenario.listen ? { listen: ["127.0.0.1:0", "unix:/run/app.sock"] } : {}),
+      ...(scenario.health
+        ? {
+            heartbeat: "1 second",
+            maxMemory: "100M",
+            memoryInterval: "1 second",
+            maxLifetime: "5 seconds",
+            spares: scenario.readyMessage ? scenario.spares : 0
+          }
+        : {})
     }).pipe(Scope.provide(scope))
     const collector = yield* Effect.forkChild(Stream.runCollect(handle.events))
     const result = yield* Effect.forkChild(handle.await)
@@ -144,10 +208,28 @@ const runScenario = (scenario: Scenario) =>
     const step = (op: Op) =>
       Effect.gen(function* () {
         switch (op._tag) {
+          case "Hang": {
+            const p = yield* liveOf(spawner, op.slot)
+            if (p !== undefined && !p.hung) {
+              if (scenario.health) faults++
+              yield* spawner.hang(p.pid)
+            }
+            return
+          }
+          case "Memory": {
+            const p = yield* liveOf(spawner, op.slot)
+            if (p !== undefined) yield* spawner.setMemory(p.pid, op.high ? 200 * 2 ** 20 : 10 * 2 ** 20)
+            return
+          }
+          case "SpareDies": {
+            const p = (yield* spawner.live).find(idleSpare)
+            if (p !== undefined) yield* spawner.exit(p.pid, ExitStatus.exited(op.code))
+            return
+          }
           case "Crash":
           case "Kill":
           case "ExitZero": {
-            const mine = (yield* spawner.live).filter((p) => p.taskId === op.slot)
+            const mine = (yield* workers(spawner)).filter((p) => p.taskId === op.slot)
             const p = op._tag !== "ExitZero" && op.newest ? mine.at(-1) : mine[0]
             if (p === undefined) return
             if (op._tag !== "ExitZero") faults++
@@ -166,11 +248,17 @@ const runScenario = (scenario: Scenario) =>
           }
           case "Ready": {
             // Every live worker of the slot: the old one and, during a surge, its replacement.
-            for (const p of yield* spawner.live) if (p.taskId === op.slot) yield* spawner.ready(p.pid)
+            for (const p of yield* workers(spawner)) if (p.taskId === op.slot) yield* spawner.ready(p.pid)
             return
           }
-          case "Advance":
-            return yield* TestClock.adjust(op.millis)
+          case "Advance": {
+            // In steps, as real time passes: timers that re-arm (heartbeats, samples) fire again within one advance.
+            for (let left = op.millis; left > 0; left -= 250) {
+              yield* TestClock.adjust(Math.min(250, left))
+              yield* settle
+            }
+            return
+          }
           case "Restart": {
             const before = (yield* liveOf(spawner, op.slot))?.pid
             const taskId = op.slot as Model.SlotStatus["taskId"]
@@ -188,7 +276,9 @@ const runScenario = (scenario: Scenario) =>
             if (!surging && result.pollUnsafe() === undefined && slot !== undefined && slot.state !== "stopping") {
               const old = yield* spawner.process(before)
               assert.isTrue(
-                Option.isSome(old.exitStatus) || old.signals.some((r) => r.signal === "SIGTERM"),
+                // An unresponsive worker being killed (its diagnostic signal sent) joins that kill instead.
+                Option.isSome(old.exitStatus) ||
+                  old.signals.some((r) => r.signal === "SIGTERM" || r.signal === "SIGABRT" || r.signal === "SIGUSR1"),
                 "restart left the worker alone"
               )
             }
@@ -265,7 +355,7 @@ const runScenario = (scenario: Scenario) =>
     } else {
       // Workers end normally whenever they are there; time passes for delays, readiness and stops.
       for (let i = 0; i < 200 && result.pollUnsafe() === undefined; i++) {
-        for (const p of yield* spawner.live) {
+        for (const p of yield* workers(spawner)) {
           yield* spawner.ready(p.pid)
           yield* spawner.exit(p.pid, ExitStatus.exited(0))
         }
@@ -297,20 +387,36 @@ const runScenario = (scenario: Scenario) =>
       if (fiber.pollUnsafe() === undefined) assert.fail("a handle call still waits after the supervisor returned")
     }
 
-    // Every process: one Started, one Exited.
+    // Every process: one Started (a spare: one SpareStarted, and one Started if a slot took it), one Exited
+    // (a spare no slot took: one SpareExited).
     const processes = yield* spawner.processes
-    const startedPids = events.flatMap((e) => (e._tag === "Started" ? [e.pid] : []))
+    const startedPids = events.flatMap((e) => (e._tag === "Started" && e.spare !== true ? [e.pid] : []))
+    const spareStarted = events.flatMap((e) => (e._tag === "SpareStarted" ? [e.pid] : []))
+    const activated = events.flatMap((e) => (e._tag === "Started" && e.spare === true ? [e.pid] : []))
     const exited = events.filter((e): e is Extract<Model.Event, { _tag: "Exited" }> => e._tag === "Exited")
+    const spareExited = events.flatMap((e) => (e._tag === "SpareExited" ? [e.pid] : []))
     assert.deepStrictEqual(
-      startedPids.slice().sort(),
+      [...startedPids, ...spareStarted].sort(),
       processes.map((p) => p.pid).sort(),
       "Started events and spawned processes differ"
     )
     assert.deepStrictEqual(
-      exited.map((e) => e.pid).sort(),
+      activated.slice().sort(),
+      processes
+        .filter((p) => Option.isSome(p.activatedAt))
+        .map((p) => p.pid)
+        .sort(),
+      "a spare was taken without a Started event"
+    )
+    assert.deepStrictEqual(
+      [...exited.map((e) => e.pid), ...spareExited].sort(),
       processes.map((p) => p.pid).sort(),
       "Exited events and spawned processes differ"
     )
+    for (const p of processes) {
+      if (!p.spare) continue
+      assert.isTrue(Option.isNone(p.activatedAt) || !spareExited.includes(p.pid), "a taken spare told as a spare")
+    }
     assert.strictEqual(events.at(-1)?._tag, "Finished")
 
     // The budget, as Tornado counts it: each abnormal exit that is restarted spends one.
@@ -343,5 +449,12 @@ describe("Supervisor properties (in-memory spawner, TestClock)", () => {
     { scenario: Scenario },
     ({ scenario }) => runScenario(scenario),
     { timeout: 60_000, arbitrary: { runs: 300 } }
+  )
+
+  it.effect.prop(
+    "with heartbeats, recycling and spares: hung workers, memory and dying spares keep every invariant",
+    { scenario: HealthScenario },
+    ({ scenario }) => runScenario(scenario),
+    { timeout: 60_000, arbitrary: { runs: 200 } }
   )
 })
