@@ -88,6 +88,15 @@ export interface RestartPolicy {
     readonly factor: number
   }>
   readonly resetAfter: Duration.Duration
+  /**
+   * The budget's limits when it was built from `maxRestarts` and `intensity`
+   * (none for a custom `budget`): what the `prefork.restart.budget.remaining`
+   * gauge is computed from.
+   */
+  readonly limits?: {
+    readonly maxRestarts?: number | undefined
+    readonly intensity?: { readonly maxRestarts: number; readonly within: Duration.Duration } | undefined
+  }
 }
 
 /**
@@ -210,6 +219,7 @@ export const make = Effect.fnUntraced(function* (
     return yield* invalid("normalExitCodes", `normalExitCodes must be a list of integers 0..255, got ${String(codes)}`)
   }
   let budget: Budget
+  let limits: RestartPolicy["limits"]
   if (options.budget !== undefined) {
     if (!Schedule.isSchedule(options.budget)) {
       return yield* invalid("budget", "budget must be a Schedule")
@@ -223,6 +233,7 @@ export const make = Effect.fnUntraced(function* (
         return yield* invalid("maxRestarts", `maxRestarts must be a non-negative integer or Infinity, got ${String(n)}`)
       }
       parts.push(maxRestarts(n))
+      limits = { maxRestarts: n }
     }
     if (options.intensity !== undefined) {
       const n = options.intensity.maxRestarts
@@ -237,6 +248,7 @@ export const make = Effect.fnUntraced(function* (
         return yield* invalid("intensity.within", `intensity.within must be a positive duration`)
       }
       parts.push(intensity(n, within))
+      limits = { ...limits, intensity: { maxRestarts: n, within } }
     }
     budget = parts.length === 1 ? parts[0]! : Schedule.max([parts[0]!, parts[1]!])
   }
@@ -251,7 +263,14 @@ export const make = Effect.fnUntraced(function* (
     backoff = Option.some({ initial, max, factor })
   }
   const resetAfter = yield* decodeDuration("resetAfter", options.resetAfter, "10 seconds")
-  return { restart, normalExitCodes: new Set(codes), budget, backoff, resetAfter }
+  return {
+    restart,
+    normalExitCodes: new Set(codes),
+    budget,
+    backoff,
+    resetAfter,
+    ...(limits === undefined ? {} : { limits })
+  }
 })
 
 /**

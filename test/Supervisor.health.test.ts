@@ -9,6 +9,8 @@ import * as Duration from "effect/Duration"
 import type * as Scope from "effect/Scope"
 import { TestClock } from "effect/testing"
 import type { InvalidOptions } from "../src/Errors.ts"
+import * as ExitStatus from "../src/ExitStatus.ts"
+import { TaskId } from "../src/TaskId.ts"
 import type { ProcessSpawner } from "../src/ProcessSpawner.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import * as TestSpawner from "../src/testing/TestSpawner.ts"
@@ -327,14 +329,20 @@ describe("warm spares", () => {
           )
           const worker = spawned.find((p) => !p.spare && p.taskId === 1)!
           const at = yield* now
-          yield* spawner.exit(worker.pid, { _tag: "Exited", code: 1 })
+          yield* spawner.exit(worker.pid, ExitStatus.exited(1))
           yield* settle
           const taken = yield* spawner.process(spares[0]!.pid)
           assert.strictEqual(taken.taskId, 1)
           assert.deepStrictEqual(taken.activatedAt, Option.some(at), "activated at the moment of the exit, no delay")
           const started1 = events.filter((e) => e._tag === "Started" && e.taskId === 1)
           assert.strictEqual(started1.length, 2)
-          assert.deepStrictEqual(started1[1], { _tag: "Started", taskId: 1, pid: spares[0]!.pid, at, spare: true })
+          assert.deepStrictEqual(started1[1], {
+            _tag: "Started",
+            taskId: TaskId(1),
+            pid: spares[0]!.pid,
+            at,
+            spare: true
+          })
           const fifth = (yield* spawner.awaitSpawns(5))[4]!
           assert.isTrue(fifth.spare)
           assert.deepStrictEqual(yield* handle.spares, [spares[1]!.pid, fifth.pid])
@@ -381,7 +389,7 @@ describe("warm spares", () => {
         Effect.gen(function* () {
           const { events, handle } = yield* started({ ...base, processes: 1, spares: 1, maxRestarts: 0 })
           const [, spare] = yield* spawner.awaitSpawns(2)
-          yield* spawner.exit(spare!.pid, { _tag: "Exited", code: 1 })
+          yield* spawner.exit(spare!.pid, ExitStatus.exited(1))
           yield* settle
           assert.isTrue(events.some((e) => e._tag === "SpareExited" && e.pid === spare!.pid && !e.stopped))
           assert.strictEqual((yield* spawner.processes).length, 2, "the next spare waits for its backoff")
@@ -410,7 +418,7 @@ describe("options", () => {
         yield* invalid({ ...base, heartbeat: { timeout: "1 second", interval: "2 seconds" } }),
         "heartbeat"
       )
-      assert.strictEqual(yield* invalid({ ...base, heartbeat: "soon" }), "heartbeat.timeout")
+      assert.strictEqual(yield* invalid({ ...base, heartbeat: "soon" as never }), "heartbeat.timeout")
       assert.strictEqual(yield* invalid({ ...base, maxLifetime: 0 }), "maxLifetime")
       assert.strictEqual(yield* invalid({ ...base, memoryInterval: 0 }), "memoryInterval")
     })

@@ -48,6 +48,7 @@ import {
 } from "../Errors.ts"
 import * as ExitStatus from "../ExitStatus.ts"
 import * as Listen from "../Listen.ts"
+import * as Metrics from "../Metrics.ts"
 import type { Config, Event, SlotStatus, Summary } from "../Model.ts"
 import { type ProcessHandle, ProcessSpawner, type SpawnRequest } from "../ProcessSpawner.ts"
 import * as RestartPolicy from "../RestartPolicy.ts"
@@ -71,12 +72,16 @@ interface Ended {
   readonly next?: Acquired | undefined
   /** Why the supervisor ended it, when it did so itself (not ready, unresponsive, recycled). */
   readonly reason?: ExitReason | undefined
+  /** For a requested replacement: who asked. */
+  readonly by?: "restart" | "reload" | undefined
 }
 
 /** How a live worker is asked to be replaced, and why when it is recycled. */
 interface Ask {
   readonly how: "replace" | "surge"
   readonly reason?: Recycled | undefined
+  /** Who asked: an operator's `restart`, or a reload (recycles have a `reason`). */
+  readonly by: "restart" | "reload"
 }
 
 /** What the health watch of a running worker saw. */
@@ -200,6 +205,21 @@ export const start = Effect.fnUntraced(function* (
     )
 
   const exits: Array<ExitRecord> = []
+  /** When each budget-spending restart was made (the most recent ones): the intensity window's count. */
+  const counted: Array<number> = []
+  /** The restarts left before `TooManyRestarts`, when the budget is built from counts. */
+  const updateBudget = Effect.suspend(() => {
+    const limits = policy.limits
+    if (limits === undefined) return Effect.void
+    let left = Infinity
+    if (limits.maxRestarts !== undefined) left = limits.maxRestarts - restarts
+    if (limits.intensity !== undefined) {
+      const window = Duration.toMillis(limits.intensity.within)
+      const at = now()
+      left = Math.min(left, limits.intensity.maxRestarts - counted.filter((t) => at - t < window).length)
+    }
+    return Number.isFinite(left) ? Metrics.setBudgetRemaining(Math.max(0, left)) : Effect.void
+  })
   /** Exits caused by `restart`: never restarts of a failure, never part of `TooManyRestarts`. */
   const requestedExits = new WeakSet<ExitRecord>()
   let restarts = 0
@@ -263,7 +283,9 @@ export const start = Effect.fnUntraced(function* (
           return { scope: spare.scope, handle } satisfies Acquired
         }
         const scope = yield* Scope.make()
+        const asked = clock.currentTimeNanosUnsafe()
         const spawned = yield* Effect.exit(Scope.provide(spawner.spawn(spawnRequest(taskId)), scope))
+        if (Exit.isSuccess(spawned)) yield* Metrics.recordSpawn(Number(clock.currentTimeNanosUnsafe() - asked) / 1e9)
         if (Exit.isFailure(spawned)) {
           yield* Scope.close(scope, spawned)
           return yield* Effect.failCause(spawned.cause)
@@ -542,13 +564,18 @@ export const start = Effect.fnUntraced(function* (
         }
         if (typeof outcome.value === "object") {
           yield* Deferred.succeed(request.answer, void 0)
-          return ended(yield* handle.stop, { requested: true, reason: outcome.value.requested.reason })
+          return ended(yield* handle.stop, {
+            requested: true,
+            reason: outcome.value.requested.reason,
+            by: outcome.value.requested.by
+          })
         }
       }
       if (!ready && Option.isNone(yield* handle.exitStatus)) {
         // Published first, so whoever `awaitReady` wakes finds the event already in the stream.
         yield* publish({ _tag: "Ready", taskId, pid, at: now() })
         yield* apply(taskId, { _tag: "Ready" })
+        yield* Metrics.recordReady((now() - startedAt) / 1000)
         yield* Effect.annotateCurrentSpan("prefork.ready", true)
       }
       const heartbeat = heartbeatWatch(handle)
@@ -571,15 +598,17 @@ export const start = Effect.fnUntraced(function* (
           yield* Effect.logInfo(`${reason.message}, replacing it`).pipe(Effect.annotateLogs({ taskId, pid }))
           yield* FiberSet.run(
             recyclers,
-            recycleLock.withPermits(1)(Effect.catch(replace(taskId, recycleHow, { reason, pid }), () => Effect.void))
+            recycleLock.withPermits(1)(
+              Effect.catch(replace(taskId, recycleHow, "reload", { reason, pid }), () => Effect.void)
+            )
           )
           continue
         }
         const { ask } = outcome
-        if (ask.how === "replace") return ended(yield* handle.stop, { requested: true, reason: ask.reason })
+        if (ask.how === "replace") return ended(yield* handle.stop, { requested: true, reason: ask.reason, by: ask.by })
         // A recycle may take a spare; a reload may not (the spares run the code it replaces).
         const replaced = yield* surge(taskId, handle, request, ask.reason !== undefined)
-        if (Option.isSome(replaced)) return { ...replaced.value, startedAt, reason: ask.reason }
+        if (Option.isSome(replaced)) return { ...replaced.value, startedAt, reason: ask.reason, by: ask.by }
         // The surge failed: this worker keeps serving; a later reload asks again, a recycle after a pause.
         request = yield* newRequest(taskId)
         if (ask.reason !== undefined) recycle = yield* recycleWatch(handle, cfg.readyTimeout)
@@ -638,6 +667,7 @@ export const start = Effect.fnUntraced(function* (
               yield* Effect.sleep(cfg.memoryInterval)
               const sample = yield* handle.memory
               if (Option.isNone(sample)) continue
+              yield* Metrics.setWorkerMemory(taskId, sample.value)
               above = sample.value > limit ? above + 1 : 0
               if (above >= MEMORY_SAMPLES_ABOVE) {
                 return {
@@ -796,6 +826,9 @@ export const start = Effect.fnUntraced(function* (
         (requested ||
           (isFailureReason(reason) ? policy.restart !== "never" : RestartPolicy.shouldRestart(policy, status)))
       if (requested) requestedExits.add(record)
+      if (requested && restart) {
+        yield* Metrics.recordRestart(reason?._tag === "Recycled" ? reason.reason : (ended.by ?? "restart"))
+      }
       yield* apply(taskId, { _tag: "Exited", status, restart })
       yield* logExit(taskId, ended, restart)
       yield* publish({
@@ -838,7 +871,17 @@ export const start = Effect.fnUntraced(function* (
         })
       }
       restarts++
+      counted.push(at)
+      if (counted.length > EXIT_HISTORY) counted.shift()
       yield* apply(taskId, { _tag: "Counted" })
+      yield* Metrics.recordRestart(
+        record.reason?._tag === "NotReady"
+          ? "not_ready"
+          : record.reason?._tag === "Unresponsive"
+            ? "unresponsive"
+            : "exit"
+      )
+      yield* updateBudget
       const wait = Duration.max(delay.value, RestartPolicy.backoffDelay(policy, failures))
       // Never respawn synchronously from the exit: let the primary's timers and I/O run first.
       if (Duration.isZero(wait)) {
@@ -936,6 +979,17 @@ export const start = Effect.fnUntraced(function* (
     )
   )
 
+  // The `prefork.workers` gauge (and the budget left) follow the table and the spares as they change.
+  yield* Stream.merge(SubscriptionRef.changes(table), SubscriptionRef.changes(pool)).pipe(
+    Stream.runForEach(() =>
+      Metrics.setWorkers({
+        ...SubscriptionRef.getUnsafe(table).counts,
+        spare: SubscriptionRef.getUnsafe(pool).length
+      }).pipe(Effect.andThen(updateBudget))
+    ),
+    Effect.forkScoped
+  )
+
   const awaitReady: Effect.Effect<void, Failure> = Effect.flatMap(
     waitFor((tb) => tb.closed || Slot.allRunning(tb)),
     (tb) => (tb.closed ? Effect.asVoid(Fiber.join(fiber)) : Effect.void)
@@ -950,6 +1004,7 @@ export const start = Effect.fnUntraced(function* (
   const replace = (
     taskId: number,
     how: "replace" | "surge",
+    by: "restart" | "reload",
     recycle?: { readonly reason: Recycled; readonly pid: number }
   ): Effect.Effect<void, ReloadFailed> =>
     Effect.suspend(() => {
@@ -974,7 +1029,7 @@ export const start = Effect.fnUntraced(function* (
       )
       const request = restartRequests.get(taskId)
       if (request === undefined || request.incarnation !== incarnation) return replaced
-      Deferred.doneUnsafe(request.asked, Effect.succeed({ how, reason: recycle?.reason }))
+      Deferred.doneUnsafe(request.asked, Effect.succeed({ how, by, reason: recycle?.reason }))
       if (how === "replace") return replaced
       // A surge answers whether the replacement took over; the supervision ending answers too.
       return Effect.raceFirst(
@@ -983,7 +1038,8 @@ export const start = Effect.fnUntraced(function* (
       )
     })
 
-  const restart = (taskId: number): Effect.Effect<void> => Effect.catch(replace(taskId, "replace"), () => Effect.void)
+  const restart = (taskId: number): Effect.Effect<void> =>
+    Effect.catch(replace(taskId, "replace", "restart"), () => Effect.void)
 
   const reload = (options: ReloadOptions = {}): Effect.Effect<void, ReloadFailed | InvalidOptions> =>
     Effect.suspend((): Effect.Effect<void, ReloadFailed | InvalidOptions> => {
@@ -1003,7 +1059,8 @@ export const start = Effect.fnUntraced(function* (
         cfg.spares > 0 ? drainSpares : Effect.void,
         Effect.forEach(
           Slot.list(SubscriptionRef.getUnsafe(table)).filter((s) => !s.removing),
-          (slot) => Effect.tap(replace(slot.taskId, how), () => Effect.sync(() => reloaded.push(slot.taskId))),
+          (slot) =>
+            Effect.tap(replace(slot.taskId, how, "reload"), () => Effect.sync(() => reloaded.push(slot.taskId))),
           { concurrency, discard: true }
         ).pipe(
           Effect.mapError(

@@ -138,6 +138,8 @@ export interface Table {
   readonly slots: HashMap.HashMap<number, Slot>
   /** Slots whose worker is ready now. */
   readonly running: number
+  /** How many slots are in each phase (for the `prefork.workers` gauge). */
+  readonly counts: Readonly<Record<Phase, number>>
   /** Slots not being scaled away: the number of processes asked for. */
   readonly target: number
   /** Slots being scaled away that have not left yet. */
@@ -150,9 +152,24 @@ export interface Table {
 export const makeTable = (processes: number): Table => ({
   slots: HashMap.make(...Array.from({ length: processes }, (_, i) => [i, newSlot(i)] as const)),
   running: 0,
+  counts: { ...NO_COUNTS, starting: processes },
   target: processes,
   removing: 0,
   closed: false
+})
+
+const NO_COUNTS: Readonly<Record<Phase, number>> = {
+  starting: 0,
+  running: 0,
+  restarting: 0,
+  stopping: 0,
+  exited: 0,
+  stopped: 0
+}
+
+const count = (counts: Readonly<Record<Phase, number>>, phase: Phase, n: number): Readonly<Record<Phase, number>> => ({
+  ...counts,
+  [phase]: counts[phase] + n
 })
 
 const replace = (table: Table, before: Slot, after: Slot): Table =>
@@ -161,6 +178,8 @@ const replace = (table: Table, before: Slot, after: Slot): Table =>
     : {
         ...table,
         slots: HashMap.set(table.slots, after.taskId, after),
+        counts:
+          before.phase === after.phase ? table.counts : count(count(table.counts, before.phase, -1), after.phase, 1),
         running: table.running + (after.phase === "running" ? 1 : 0) - (before.phase === "running" ? 1 : 0),
         target: table.target - (after.removing && !before.removing ? 1 : 0),
         removing: table.removing + (after.removing && !before.removing ? 1 : 0)
@@ -179,7 +198,7 @@ export const get = (table: Table, taskId: number): Option.Option<Slot> => HashMa
 export const grow = (table: Table, processes: number): Table => {
   let slots = table.slots
   for (let i = table.target; i < processes; i++) slots = HashMap.set(slots, i, newSlot(i))
-  return { ...table, slots, target: processes }
+  return { ...table, slots, target: processes, counts: count(table.counts, "starting", processes - table.target) }
 }
 
 /** A slot scaled away whose worker is gone leaves the table. @internal */
@@ -189,6 +208,7 @@ export const drop = (table: Table, taskId: number): Table => {
   return {
     ...table,
     slots: HashMap.remove(table.slots, taskId),
+    counts: count(table.counts, slot.value.phase, -1),
     running: table.running - (slot.value.phase === "running" ? 1 : 0),
     removing: table.removing - (slot.value.removing ? 1 : 0),
     target: table.target - (slot.value.removing ? 0 : 1)
