@@ -211,7 +211,9 @@ export interface SupervisorHandle {
    * SIGKILL) and starts it again at once with the same task id. This is not a
    * failure: it spends no budget and resets the slot's backoff. Completes when
    * the new worker is ready, or at once for a slot that has ended or does not
-   * exist; the supervision ending also completes it.
+   * exist; the supervision ending also completes it. A restart of a worker
+   * being replaced already (a surge, a recycle, a kill as unresponsive) joins
+   * that replacement.
    */
   readonly restart: (taskId: TaskId) => Effect.Effect<void>
   /**
