@@ -1,13 +1,13 @@
 /**
- * The messages a worker may send its primary over the IPC channel (`fork`
- * and cluster modes). The primary decodes each one with {@link decode};
- * anything else (garbage, unknown shapes, floods) is counted, logged and
- * dropped, never queued, so a misbehaving worker cannot crash the primary or
- * grow its memory.
+ * The messages a worker and its primary exchange over the IPC channel
+ * (`fork` and cluster modes). The primary decodes each message of a worker
+ * with {@link decode}; anything else (garbage, unknown shapes, floods) is
+ * counted, logged and dropped, never queued, so a misbehaving worker cannot
+ * crash the primary or grow its memory.
  *
- * The one message is checked by hand rather than with `effect/Schema`: this
- * module is on the import path of every primary, and loading `Schema` costs a
- * process ~13 MiB and ~100 ms (docs/production.md).
+ * The messages are checked by hand rather than with `effect/Schema`: this
+ * module is on the import path of every primary and worker, and loading
+ * `Schema` costs a process ~13 MiB and ~100 ms (docs/production.md).
  *
  * @since 0.1.0
  */
@@ -23,12 +23,39 @@ export interface Ready {
 }
 
 /**
+ * "My event loop is turning": sent every `PREFORK_HEARTBEAT_MS` milliseconds
+ * by the preload the spawner gives a worker started with `heartbeat`, from a
+ * timer on the worker's main event loop (so a blocked loop sends none).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Heartbeat {
+  readonly type: "effect-prefork/heartbeat"
+}
+
+/**
  * Every message a worker may send.
  *
  * @since 0.1.0
  * @category models
  */
-export type WorkerMessage = Ready
+export type WorkerMessage = Ready | Heartbeat
+
+/**
+ * "You are task `taskId` now": sent by the primary to a spare
+ * (`ProcessHandle.activate`); `Worker.taskId` waits for it in a spare.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Activate {
+  readonly type: "effect-prefork/activate"
+  readonly taskId: number
+}
+
+const typeOf = (u: unknown): unknown =>
+  typeof u === "object" && u !== null ? (u as { readonly type?: unknown }).type : undefined
 
 /**
  * Is this a `Ready` message? Extra fields are allowed (and dropped by
@@ -37,14 +64,37 @@ export type WorkerMessage = Ready
  * @since 0.1.0
  * @category guards
  */
-export const isReady = (u: unknown): u is Ready =>
-  typeof u === "object" && u !== null && (u as { readonly type?: unknown }).type === "effect-prefork/ready"
+export const isReady = (u: unknown): u is Ready => typeOf(u) === "effect-prefork/ready"
 
 /**
- * Decodes an IPC message: `undefined` when it is not a worker message.
+ * Is this a `Heartbeat` message? Extra fields are allowed (and dropped by
+ * {@link decode}).
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isHeartbeat = (u: unknown): u is Heartbeat => typeOf(u) === "effect-prefork/heartbeat"
+
+/**
+ * Is this an `Activate` message with a task id (a non-negative integer)?
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isActivate = (u: unknown): u is Activate => {
+  if (typeOf(u) !== "effect-prefork/activate") return false
+  const taskId = (u as { readonly taskId?: unknown }).taskId
+  return typeof taskId === "number" && Number.isSafeInteger(taskId) && taskId >= 0
+}
+
+const READY: Ready = { type: "effect-prefork/ready" }
+const HEARTBEAT: Heartbeat = { type: "effect-prefork/heartbeat" }
+
+/**
+ * Decodes a worker's IPC message: `undefined` when it is not a worker message.
  *
  * @since 0.1.0
  * @category decoding
  */
 export const decode = (u: unknown): WorkerMessage | undefined =>
-  isReady(u) ? { type: "effect-prefork/ready" } : undefined
+  isHeartbeat(u) ? HEARTBEAT : isReady(u) ? READY : undefined

@@ -6,8 +6,29 @@
  */
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import type * as Messages from "./Messages.ts"
+import * as Messages from "./Messages.ts"
 import { ENV_VAR, TaskId } from "./TaskId.ts"
+
+/**
+ * The environment variable a spare is started with (`PREFORK_SPARE=1`),
+ * instead of `PREFORK_TASK_ID`: it waits to be given a task id. It is
+ * removed, and `PREFORK_TASK_ID` set, when the task id arrives.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const SPARE_ENV_VAR = "PREFORK_SPARE"
+
+/**
+ * The `Symbol.for` key under which a spare's activation is published: a
+ * promise of its task id (`undefined` if its channel closed first). The
+ * preload the spawner gives a spare creates it before the worker's own code
+ * runs; {@link activated} creates it where there is none.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const ACTIVATION_KEY = "effect-prefork/activation"
 
 /**
  * Reads a task id from an environment: `Option.none()` when the variable is
@@ -22,10 +43,73 @@ export const taskIdFromEnv = (env: Readonly<Record<string, string | undefined>>)
   return TaskId.option(Number(raw))
 }
 
+const isSpare = (): boolean => process.env[SPARE_ENV_VAR] === "1"
+
+/**
+ * Waits for the primary's `Activate` message, as the preload does (for a
+ * spare started without it): sets `PREFORK_TASK_ID`, and removes its
+ * listeners at once, since they keep the IPC channel, and so the process,
+ * alive. Node queues the messages that arrive while a process has no
+ * `'message'` listener, so an activation sent earlier is not lost.
+ */
+const listenForActivation = (): Promise<TaskId | undefined> =>
+  new Promise((resolve) => {
+    if (process.send === undefined || !process.connected) return resolve(undefined)
+    const done = (id: TaskId | undefined) => {
+      process.off("message", onMessage)
+      process.off("disconnect", onDisconnect)
+      resolve(id)
+    }
+    const onMessage = (message: unknown) => {
+      if (!Messages.isActivate(message)) return
+      process.env[ENV_VAR] = String(message.taskId)
+      delete process.env[SPARE_ENV_VAR]
+      done(TaskId(message.taskId))
+    }
+    const onDisconnect = () => done(undefined)
+    process.on("message", onMessage)
+    process.on("disconnect", onDisconnect)
+  })
+
+/**
+ * This process's task id, for code outside Effect: resolves at once in a
+ * worker started with its task id, when the primary gives it one in a spare
+ * (then `process.env.PREFORK_TASK_ID` is set too), and with `undefined`
+ * outside a worker, or in a spare whose primary went away first.
+ *
+ * A spare is a worker started ahead of need, with `PREFORK_SPARE=1` and no
+ * `PREFORK_TASK_ID`: it loads its code and warms up, then waits here; the
+ * supervisor activates it in place of a worker that exited, which saves the
+ * replacement its start-up time. Read the task id (or anything that depends
+ * on it) only after this resolves.
+ *
+ * @example
+ * ```ts
+ * import { createServer } from "node:http"
+ * import { Worker } from "effect-prefork"
+ *
+ * const server = createServer((_, res) => res.end(`task ${process.env.PREFORK_TASK_ID}\n`))
+ * // ... load what takes time, before knowing which task this is ...
+ * const id = await Worker.activated()
+ * server.listen(8000 + (id ?? 0), "127.0.0.1")
+ * ```
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const activated = (): Promise<TaskId | undefined> => {
+  if (!isSpare()) return Promise.resolve(Option.getOrUndefined(taskIdFromEnv(process.env)))
+  const slots = globalThis as { [key: symbol]: Promise<TaskId | undefined> | undefined }
+  const key = Symbol.for(ACTIVATION_KEY)
+  return (slots[key] ??= listenForActivation())
+}
+
 /**
  * This process's task id (Tornado's `task_id()`): `Option.some(id)` in a worker
  * started by a supervisor, `Option.none()` anywhere else. It is read from the
- * `PREFORK_TASK_ID` environment variable, so any program can read it too.
+ * `PREFORK_TASK_ID` environment variable, so any program can read it too. In
+ * a spare (`PREFORK_SPARE=1`) it waits until the primary gives the worker its
+ * task id (see {@link activated}).
  *
  * @example
  * ```ts
@@ -41,7 +125,14 @@ export const taskIdFromEnv = (env: Readonly<Record<string, string | undefined>>)
  * @since 0.1.0
  * @category accessors
  */
-export const taskId: Effect.Effect<Option.Option<TaskId>> = Effect.sync(() => taskIdFromEnv(process.env))
+export const taskId: Effect.Effect<Option.Option<TaskId>> = Effect.suspend(() =>
+  isSpare()
+    ? Effect.map(
+        Effect.promise(() => activated()),
+        Option.fromUndefinedOr
+      )
+    : Effect.sync(() => taskIdFromEnv(process.env))
+)
 
 /**
  * Tells the primary this worker is ready to serve (the readiness handshake

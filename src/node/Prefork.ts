@@ -35,7 +35,7 @@ import type { BindFailed, InvalidOptions, SpawnFailed, TooManyRestarts } from ".
 import type * as Listen from "../Listen.ts"
 import type * as Supervisor from "../Supervisor.ts"
 import { Current, ENV_VAR, type TaskId } from "../TaskId.ts"
-import { socketsFromEnv, taskIdFromEnv } from "../Worker.ts"
+import * as Worker from "../Worker.ts"
 
 /**
  * The supervisor, loaded only in the primary: a worker needs its task id and
@@ -74,7 +74,10 @@ export interface Options extends Omit<Supervisor.Options, "command" | "mode" | "
  * @category predicates
  */
 export const isWorker = (): boolean =>
-  cluster.isWorker || (process.send !== undefined && process.env[ENV_VAR] !== undefined && process.env[FORKED] === "1")
+  cluster.isWorker ||
+  (process.send !== undefined &&
+    (process.env[ENV_VAR] !== undefined || process.env[Worker.SPARE_ENV_VAR] === "1") &&
+    process.env[FORKED] === "1")
 
 /** Set in the workers `forkProcesses` and `run` start with `fork` (when sockets are bound): they are workers. */
 const FORKED = "PREFORK_FORKED"
@@ -175,7 +178,7 @@ export const bindSockets = (
   Scope.Scope
 > =>
   Effect.suspend(() => {
-    if (isWorker()) return Effect.succeed(socketsFromEnv(process.env, process.pid))
+    if (isWorker()) return Effect.succeed(Worker.socketsFromEnv(process.env, process.pid))
     return Effect.gen(function* () {
       const { Listen, Sockets } = yield* primary
       const specs = yield* Listen.parseAll(addresses.map((a) => (typeof a === "number" ? { port: a } : a)))
@@ -192,17 +195,20 @@ export const bindSockets = (
     })
   })
 
-const workerTaskId = (): TaskId =>
-  Option.getOrElse(taskIdFromEnv(process.env), () => {
-    throw new Error("a cluster worker without PREFORK_TASK_ID: was it started by effect-prefork?")
-  })
+/** This worker's task id: a spare waits until it is given one (see `Worker.taskId`). */
+const workerTaskId: Effect.Effect<TaskId> = Effect.flatMap(Worker.taskId, (id) =>
+  Option.isSome(id)
+    ? Effect.succeed(id.value)
+    : Effect.die(new Error("a cluster worker without PREFORK_TASK_ID: was it started by effect-prefork?"))
+)
 
 /**
  * Tornado's `fork_processes(num_processes, max_restarts)`. In the primary it
  * supervises `processes` cluster workers of the running script and succeeds
  * with `Option.none()` once all of them exited normally, or fails with
  * `TooManyRestarts` after stopping them all. In a worker it succeeds at once
- * with `Option.some(taskId)`: what follows is the worker's code. A worker
+ * with `Option.some(taskId)` (a spare, when it is given its task id): what
+ * follows is the worker's code. A worker
  * ignores SIGINT: a terminal's Ctrl-C reaches the whole process group, and
  * the primary then stops each worker once with SIGTERM.
  *
@@ -234,8 +240,7 @@ export const forkProcesses = (
       ? Effect.sync(() => {
           // Ctrl-C reaches the whole process group: leave it to the primary, which stops each worker once.
           process.on("SIGINT", ignoreSignal)
-          return Option.some(workerTaskId())
-        })
+        }).pipe(Effect.andThen(workerTaskId), Effect.map(Option.some))
       : Effect.as(supervise({ ...options, processes }), Option.none<TaskId>())
   )
 
@@ -280,7 +285,8 @@ const runWorker = <A, E, R>(
 ): Effect.Effect<never, never, Exclude<R, Current>> =>
   Effect.uninterruptibleMask((restore) =>
     Effect.gen(function* () {
-      const id = workerTaskId()
+      // A spare waits here for its task id; SIGTERM meanwhile is its default death (nothing to clean up yet).
+      const id = yield* restore(workerTaskId)
       const fiber = yield* Effect.forkDetach(restore(Effect.provideService(worker(id), Current, id)))
       let signaled: NodeJS.Signals | undefined
       const onSignal = (signal: NodeJS.Signals) => {
