@@ -28,6 +28,10 @@
  *   primary, and the failed worker is taken out of `cluster.workers`.
  * - Bytes on a worker's IPC channel that are not a message cost the worker
  *   (SIGKILL, restarted as a crash), never the primary.
+ * - Heartbeats and spares work as for module workers, by a preload in the
+ *   worker's Node options (see `internal/preload.ts`). A heartbeat worker's
+ *   inspector port is 0 (any free port), also in the `--inspect-port` that
+ *   `node:cluster` appends to the options of a worker using the inspector.
  *
  * @since 0.1.0
  */
@@ -38,6 +42,7 @@ import type { SpawnFailed } from "../Errors.ts"
 import type { ProcessHandle, SpawnRequest } from "../ProcessSpawner.ts"
 import { attach, errorCode, failed, release, spawnError, type Runner, runner, type Started } from "./internal/child.ts"
 import { findUtilLinux } from "./internal/preflight.ts"
+import * as Preload from "./internal/preload.ts"
 import type { Watchdog } from "./internal/watchdog.ts"
 
 /**
@@ -63,22 +68,33 @@ export interface Options {
  * rest of the command line) unless it is empty. Only this one fork sees the
  * wrapper: `process.execPath` and `cluster.settings.execArgv` are put back
  * before it returns, so another `cluster.fork()` in the program is unaffected.
+ * The same goes for `inspectPort`, set for this fork when it is given.
  */
 const forkThrough = (
   wrapper: ReadonlyArray<string>,
   execArgv: ReadonlyArray<string>,
-  env: Record<string, string>
+  env: Record<string, string>,
+  inspectPort: number | undefined
 ): Worker => {
-  if (wrapper.length === 0) return cluster.fork(env)
+  const settings = cluster.settings as { inspectPort?: number | (() => number) | undefined }
+  const hadPort = "inspectPort" in settings
+  const port = settings.inspectPort
+  if (inspectPort !== undefined) settings.inspectPort = inspectPort
   const node = process.execPath
-  // `fork` runs `options.execPath || process.execPath` with `[...execArgv, script, ...args]`.
-  cluster.settings.execArgv = [...wrapper.slice(1), node, ...execArgv]
-  process.execPath = wrapper[0]!
+  if (wrapper.length > 0) {
+    // `fork` runs `options.execPath || process.execPath` with `[...execArgv, script, ...args]`.
+    cluster.settings.execArgv = [...wrapper.slice(1), node, ...execArgv]
+    process.execPath = wrapper[0]!
+  }
   try {
     return cluster.fork(env)
   } finally {
     process.execPath = node
     cluster.settings.execArgv = [...execArgv]
+    if (inspectPort !== undefined) {
+      if (hadPort) settings.inspectPort = port
+      else delete settings.inspectPort
+    }
   }
 }
 
@@ -103,7 +119,7 @@ export const make = (options: Options = {}) => {
         return Effect.fail(failed(request, undefined, "cluster workers can only be started from the cluster primary"))
       }
       const out = request.stdio
-      const execArgv = [...(request.execArgv ?? process.execArgv)]
+      const execArgv = Preload.nodeOptions(request, request.execArgv ?? process.execArgv)
       cluster.setupPrimary({
         exec: request.command,
         args: [...request.args],
@@ -118,7 +134,12 @@ export const make = (options: Options = {}) => {
       const watch = watchdog?.retain()
       let worker: Worker
       try {
-        worker = forkThrough(chain, execArgv, { ...request.env, ...watch?.env })
+        worker = forkThrough(
+          chain,
+          execArgv,
+          { ...Preload.environment(request), ...watch?.env },
+          Preload.inspectsOnAnyPort(execArgv) ? 0 : undefined
+        )
       } catch (error) {
         watch?.done()
         return Effect.fail(failed(request, errorCode(error), spawnError(error)))

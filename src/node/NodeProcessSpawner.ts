@@ -26,6 +26,15 @@
  *   backpressure when `onOutput` returns an effect; bytes on a module
  *   worker's IPC channel that are not a message cost the worker (SIGKILL,
  *   restarted as a crash), never the primary.
+ * - Heartbeats (`SpawnRequest.heartbeat`): a module worker beats from its
+ *   own event loop, by a preload given to `node` (see `internal/preload.ts`),
+ *   with no code of its own. A command gets a pipe as one more descriptor,
+ *   right after its sockets (descriptor 3 without sockets), named by
+ *   `PREFORK_HEARTBEAT_FD`, with the interval in milliseconds in
+ *   `PREFORK_HEARTBEAT_MS`: it beats by writing any byte to it (`printf . >&"$PREFORK_HEARTBEAT_FD"`
+ *   in a shell); every chunk the primary reads is a beat, and is dropped.
+ * - Spares (`SpawnRequest.spare`) are module (and cluster) workers only:
+ *   a command has no channel to be told its task id by.
  *
  * Cluster mode (`mode: "cluster"`) is served by the same layer through
  * `node:cluster`: see `NodeClusterSpawner`.
@@ -33,6 +42,7 @@
  * @since 0.1.0
  */
 import { type ChildProcess, spawn as nodeSpawn, type StdioOptions } from "node:child_process"
+import type { Readable } from "node:stream"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Option from "effect/Option"
@@ -42,6 +52,7 @@ import { ProcessSpawner, type SpawnRequest } from "../ProcessSpawner.ts"
 import { attach, errorCode, failed, release, spawnError, type Runner, runner, type Started } from "./internal/child.ts"
 import * as Preflight from "./internal/preflight.ts"
 import * as Listen from "../Listen.ts"
+import * as Preload from "./internal/preload.ts"
 import * as Sockets from "./internal/sockets.ts"
 import * as Watchdog from "./internal/watchdog.ts"
 import * as NodeClusterSpawner from "./NodeClusterSpawner.ts"
@@ -94,9 +105,14 @@ export interface Options {
 /** Exports `LISTEN_PID=$$` (the shell's pid, which `exec` hands on to the worker) and runs the worker. */
 const SET_LISTEN_PID = 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
 
-/** The supervisor's own socket-activation variables are not its workers': each worker gets its own or none. */
+/**
+ * The supervisor's own socket-activation variables are not its workers': each
+ * worker gets its own or none. Nor are the heartbeat and spare variables a
+ * supervisor may have been started with itself.
+ */
 const withoutActivation = (env: NodeJS.ProcessEnv): NodeJS.ProcessEnv => {
   const { LISTEN_FDNAMES: _names, LISTEN_FDS: _fds, LISTEN_PID: _pid, ...rest } = env
+  for (const name of Preload.OWN_VARS) delete rest[name]
   return rest
 }
 
@@ -127,7 +143,14 @@ export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Servi
       Effect.suspend(() => {
         const cwd = request.cwd ?? process.cwd()
         const sockets = request.sockets ?? []
-        const env = { ...withoutActivation(process.env), ...request.env, ...Listen.environment(sockets) }
+        // A command's heartbeat pipe comes right after its sockets.
+        const beatFd =
+          request.mode === "command" && Preload.heartbeatMillis(request) !== undefined ? 3 + sockets.length : undefined
+        const env = {
+          ...withoutActivation(process.env),
+          ...Preload.environment(request, beatFd),
+          ...Listen.environment(sockets)
+        }
         const out = request.stdio
         // The supervisor's sockets become the worker's descriptors 3, 4, …, before its IPC channel.
         const fds = sockets.map((s) => s.fd)
@@ -136,14 +159,23 @@ export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Servi
         let stdio: StdioOptions
         if (request.mode === "module") {
           file = process.execPath
-          argv = [...(request.execArgv ?? process.execArgv), request.command, ...request.args]
+          argv = [
+            ...Preload.nodeOptions(request, request.execArgv ?? process.execArgv),
+            request.command,
+            ...request.args
+          ]
           stdio = ["ignore", out, out, ...fds, "ipc"]
         } else {
+          if (request.spare === true) {
+            return Effect.fail(
+              failed(request, undefined, "a command cannot be a spare (only module and cluster workers)")
+            )
+          }
           const checked = Preflight.preflight(request.command, env.PATH, cwd)
           if ("code" in checked) return Effect.fail(failed(request, checked.code, checked.message))
           file = checked.file
           argv = [...request.args]
-          stdio = ["ignore", out, out, ...fds]
+          stdio = ["ignore", out, out, ...fds, ...(beatFd === undefined ? [] : ["pipe" as const])]
         }
         if (sockets.length > 0) {
           // LISTEN_PID is the worker's own pid: set by a shell that then execs the worker (same pid).
@@ -173,9 +205,12 @@ export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Servi
           return Effect.fail(failed(request, errorCode(error), spawnError(error)))
         }
         // `detached`: the child called setsid() before its exec, so it leads a group with its own pid.
+        // A pipe in `stdio` is a duplex socket; the primary only reads from it.
+        const beats = beatFd === undefined ? undefined : ((child.stdio[beatFd] as Readable | null) ?? undefined)
         return attach(request, child, {
           pgid: child.pid,
           watch: watch === undefined ? undefined : { watch, when: "now" },
+          beats,
           run
         })
       })

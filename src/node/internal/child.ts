@@ -11,22 +11,30 @@
  * - `kill` never signals anything once the leader has been reaped: its pid
  *   may have been reused.
  * - Readiness, decoded IPC messages (the channel guarded: see `channel.ts`),
- *   piped output line by line (see `output.ts`), and the watchdog's list
- *   (see `watchdog.ts`) are wired here, synchronously right after the spawn,
- *   so that no event of the child can come before its listener.
+ *   heartbeats (IPC messages, or for a command any bytes on its heartbeat
+ *   pipe), piped output line by line (see `output.ts`), and the watchdog's
+ *   list (see `watchdog.ts`) are wired here, synchronously right after the
+ *   spawn, so that no event of the child can come before its listener.
+ * - A spare's task id changes when it is activated: the handle's `taskId`,
+ *   log lines and output lines name the current one.
  */
 import type { ChildProcess } from "node:child_process"
+import type { Readable } from "node:stream"
+import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
+import * as Latch from "effect/Latch"
 import * as Option from "effect/Option"
 import { SpawnFailed } from "../../Errors.ts"
 import * as ExitStatus from "../../ExitStatus.ts"
 import * as Messages from "../../Messages.ts"
 import { makeStop, type ProcessHandle, type Signal, type SpawnRequest } from "../../ProcessSpawner.ts"
+import type { TaskId } from "../../TaskId.ts"
 import * as Channel from "./channel.ts"
 import * as Group from "./group.ts"
+import * as Memory from "./memory.ts"
 import * as Output from "./output.ts"
 import type { Watch, When } from "./watchdog.ts"
 
@@ -97,8 +105,32 @@ export interface AttachOptions {
    * when the watchdog kills the worker once the primary is gone.
    */
   readonly watch?: { readonly watch: Watch; readonly when: When } | undefined
+  /** A command's heartbeat pipe (the primary's end): every chunk read from it is a beat. */
+  readonly beats?: Readable | undefined
   readonly run: Runner
 }
+
+/**
+ * Counts every chunk read from `stream` as a beat, and drops it: what a
+ * worker writes there never accumulates. One chunk per turn of the event
+ * loop, as for the IPC channel (see `channel.ts`): a worker writing as fast
+ * as it can slows itself down, not the primary.
+ */
+const readBeats = (stream: Readable, onBeat: () => void): void => {
+  const resume = () => {
+    if (!stream.destroyed) stream.resume()
+  }
+  stream.on("data", () => {
+    onBeat()
+    stream.pause()
+    setImmediate(resume)
+  })
+  // A reset by a dying worker: its exit tells the rest.
+  stream.on("error", () => {})
+}
+
+/** What `diagnose` sends: Node's inspector for Node workers, an abort (a stack dump, a core) for any program. */
+const diagnosticSignal = (request: SpawnRequest): Signal => (request.mode === "command" ? "SIGABRT" : "SIGUSR1")
 
 /**
  * Wires a child that `spawn`/`fork` just returned (call it synchronously,
@@ -117,9 +149,17 @@ export const attach = (
   const exited = Deferred.makeUnsafe<ExitStatus.ExitStatus>()
   const closed = Deferred.makeUnsafe<void>()
   const ready = Deferred.makeUnsafe<void>()
+  /** Closed: each beat releases its waiters, and the next `heartbeat` waits for the one after. */
+  const beat = Latch.makeUnsafe(false)
+  const onBeat = () => {
+    beat.openUnsafe()
+    beat.closeUnsafe()
+  }
   const pid = child.pid
+  /** The task id: a spare's changes when it is activated. */
+  let taskId = request.taskId
   const annotate = <A>(effect: Effect.Effect<A>) =>
-    Effect.annotateLogs(effect, { taskId: request.taskId, ...(pid === undefined ? {} : { pid }) })
+    Effect.annotateLogs(effect, { taskId, ...(pid === undefined ? {} : { pid }) })
   let status: ExitStatus.ExitStatus | undefined
   let spawned = false
   let readers: Array<Output.Reader> = []
@@ -167,6 +207,7 @@ export const attach = (
     // Before 'spawn' this is a failure to start; afterwards (a failed kill or IPC send) the exit tells the rest.
     if (spawned) return
     unwatch()
+    options.beats?.destroy()
     for (const reader of readers) reader.interrupt()
     Deferred.doneUnsafe(started, Effect.fail(failed(request, errorCode(error), spawnError(error))))
   })
@@ -174,7 +215,9 @@ export const attach = (
   if (request.mode !== "command") {
     let dropped = 0
     child.on("message", (message: unknown) => {
-      if (Messages.decode(message) !== undefined) {
+      const decoded = Messages.decode(message)
+      if (decoded?.type === "effect-prefork/heartbeat") return onBeat()
+      if (decoded?.type === "effect-prefork/ready") {
         if (request.readiness !== "spawn") markReady()
         return
       }
@@ -184,14 +227,14 @@ export const attach = (
         run(
           annotate(
             Effect.logWarning(
-              `child ${request.taskId} (pid ${pid}) sent an unrecognized IPC message (${dropped} dropped so far): ${sample}`
+              `child ${taskId} (pid ${pid}) sent an unrecognized IPC message (${dropped} dropped so far): ${sample}`
             )
           )
         )
       }
     })
     Channel.guard(child, (reason) => {
-      run(annotate(Effect.logWarning(`child ${request.taskId} (pid ${pid}) ${reason}: stopping it with SIGKILL`)))
+      run(annotate(Effect.logWarning(`child ${taskId} (pid ${pid}) ${reason}: stopping it with SIGKILL`)))
       signalLeader("SIGKILL")
       try {
         if (child.connected) child.disconnect()
@@ -209,32 +252,77 @@ export const attach = (
       readers.push(
         Output.read(
           readable,
-          onOutput === undefined ? undefined : (line) => onOutput({ taskId: request.taskId, pid: pid!, stream, line }),
+          onOutput === undefined ? undefined : (line) => onOutput({ taskId, pid: pid!, stream, line }),
           run
         )
       )
     }
   }
 
+  if (options.beats !== undefined) readBeats(options.beats, onBeat)
+
+  /** The resident memory of the group (or of the leader alone), while anything of it lives. */
+  const memory: Effect.Effect<Option.Option<number>> = Effect.suspend(() => {
+    if (pgid === undefined) return status === undefined ? Memory.ofProcess(pid!) : Effect.succeedNone
+    // Once the group is empty its pgid may be reused: never measure it again.
+    if (status !== undefined && !alive()) return Effect.succeedNone
+    return Effect.flatMap(Clock.currentTimeMillis, (now) => Memory.ofGroup(pgid, now))
+  })
+
+  /** Sends the leader alone the diagnostic signal: SIGUSR1's default action would kill the group's other programs. */
+  const diagnose = (signal: Signal) => {
+    if (pid === undefined || status !== undefined) return
+    try {
+      process.kill(pid, signal)
+    } catch {
+      // gone meanwhile: its exit tells the rest
+    }
+  }
+
+  const activate = (id: TaskId): Effect.Effect<void> =>
+    Effect.callback<void>((resume) => {
+      taskId = id
+      if (request.mode === "command" || !child.connected) return resume(Effect.void)
+      const message: Messages.Activate = { type: "effect-prefork/activate", taskId: id }
+      try {
+        // A failed send (the worker is exiting) is told by its exit.
+        child.send(message, undefined, undefined, () => resume(Effect.void))
+      } catch {
+        resume(Effect.void)
+      }
+    })
+
   child.once("spawn", () => {
     spawned = true
     const exit = Deferred.await(exited)
     const exitStatus = Effect.sync(() => Option.fromUndefinedOr(status))
+    const signal = diagnosticSignal(request)
     const handle: ProcessHandle = {
-      taskId: request.taskId,
+      get taskId() {
+        return taskId
+      },
       pid: pid!,
       exit,
       exitStatus,
       ready: Deferred.await(ready),
       kill: (signal) => Effect.sync(() => signalLeader(signal)),
       stop: makeStop({
-        taskId: request.taskId,
+        get taskId() {
+          return taskId
+        },
         pid: pid!,
         exit,
         exitStatus,
         signalGroup: (signal) => Effect.sync(() => signalGroup(signal)),
         alive: Effect.sync(alive),
         timeout: request.stopTimeout
+      }),
+      heartbeat: beat.await,
+      memory,
+      activate,
+      diagnose: Effect.sync(() => {
+        diagnose(signal)
+        return signal
       })
     }
     const close = Effect.suspend(() =>
@@ -244,6 +332,7 @@ export const attach = (
         Effect.sync(() => {
           for (const reader of readers) reader.interrupt()
           readers = []
+          options.beats?.destroy()
           unwatch()
         })
       ),

@@ -1,0 +1,162 @@
+/**
+ * What the spawners add to a worker so that it beats and can be a spare with
+ * no code of its own: its environment (`PREFORK_HEARTBEAT_MS`,
+ * `PREFORK_HEARTBEAT_FD`, `PREFORK_SPARE`), and for Node workers (module and
+ * cluster modes) a preload in their Node options.
+ *
+ * The preload is a `data:` URL given to `--import`, not a file: a file would
+ * have to be found from wherever the library runs (`src/*.ts`, `dist`, or
+ * the `prefork` command bundled into one file), and a `data:` URL is the
+ * same string in all of them. In the worker's main thread, before its own
+ * code, it:
+ *
+ * - sends `{ type: "effect-prefork/heartbeat" }` over the IPC channel every
+ *   `PREFORK_HEARTBEAT_MS` milliseconds from an unref'd timer on the main
+ *   event loop: a blocked loop sends nothing, and the timer never keeps the
+ *   worker alive. A closed channel ends the timer; a failed send is ignored.
+ * - in a spare (`PREFORK_SPARE=1`), waits for the primary's
+ *   `{ type: "effect-prefork/activate", taskId }`, then sets
+ *   `PREFORK_TASK_ID`, removes `PREFORK_SPARE`, removes its listeners (a
+ *   `'message'` or `'disconnect'` listener keeps the channel, and so the
+ *   worker, alive), and resolves the promise it published at
+ *   `globalThis[Symbol.for("effect-prefork/activation")]`, which
+ *   `Worker.activated` returns (with `undefined` if the channel closes
+ *   first).
+ *
+ * It does all this only in a process whose parent is the primary that built
+ * it (its pid is in the URL): a worker's own `fork()` children inherit its
+ * Node options and environment, and must neither beat to the worker nor wait
+ * for an activation that is not theirs.
+ *
+ * Heartbeat workers also get `--inspect-port=0` (unless their options name a
+ * port): `ProcessHandle.diagnose` sends them SIGUSR1, which starts Node's
+ * inspector, and two hung workers must not fight over port 9229.
+ */
+import * as Duration from "effect/Duration"
+import type { SpawnRequest } from "../../ProcessSpawner.ts"
+import { ENV_VAR } from "../../TaskId.ts"
+import { ACTIVATION_KEY, SPARE_ENV_VAR } from "../../Worker.ts"
+
+/** The interval of a worker's heartbeats, in milliseconds. */
+export const HEARTBEAT_MS_VAR = "PREFORK_HEARTBEAT_MS"
+
+/** A command worker's heartbeat descriptor: it beats by writing any byte to it. */
+export const HEARTBEAT_FD_VAR = "PREFORK_HEARTBEAT_FD"
+
+/** The largest delay a Node timer takes (a longer one fires after 1 ms). */
+const MAX_TIMER = 2 ** 31 - 1
+
+/**
+ * The heartbeat interval in whole milliseconds (at least 1), or `undefined`
+ * when the request asks for none (no `heartbeat`, or an infinite one).
+ *
+ * @internal
+ */
+export const heartbeatMillis = (request: SpawnRequest): number | undefined => {
+  if (request.heartbeat === undefined || !Duration.isFinite(request.heartbeat)) return undefined
+  return Math.min(MAX_TIMER, Math.max(1, Math.ceil(Duration.toMillis(request.heartbeat))))
+}
+
+/** The preload's source, one line, for the primary `primaryPid`. No `%` or `#`: see {@link dataUrl}. */
+const source = (primaryPid: number): string =>
+  [
+    `const env = process.env, key = Symbol.for(${JSON.stringify(ACTIVATION_KEY)});`,
+    `if (typeof process.send === "function" && process.ppid === ${primaryPid}) {`,
+    `const ms = Number(env.${HEARTBEAT_MS_VAR});`,
+    `if (ms >= 1 && ms <= ${MAX_TIMER}) {`,
+    `const beat = { type: "effect-prefork/heartbeat" }, ignore = () => {};`,
+    `const timer = setInterval(() => {`,
+    `if (!process.connected) return clearInterval(timer);`,
+    `try { process.send(beat, undefined, undefined, ignore) } catch {}`,
+    `}, ms);`,
+    `timer.unref();`,
+    `}`,
+    `if (env.${SPARE_ENV_VAR} === "1" && globalThis[key] === undefined) {`,
+    `globalThis[key] = new Promise((resolve) => {`,
+    `const done = (id) => { process.off("message", onMessage); process.off("disconnect", onDisconnect); resolve(id) };`,
+    `const onMessage = (m) => {`,
+    `if (typeof m !== "object" || m === null || m.type !== "effect-prefork/activate") return;`,
+    `const id = m.taskId;`,
+    `if (!Number.isSafeInteger(id) || id < 0) return;`,
+    `env.${ENV_VAR} = String(id);`,
+    `delete env.${SPARE_ENV_VAR};`,
+    `done(id);`,
+    `};`,
+    `const onDisconnect = () => done(undefined);`,
+    `process.on("message", onMessage);`,
+    `process.on("disconnect", onDisconnect);`,
+    `});`,
+    `}`,
+    `}`
+  ].join(" ")
+
+/**
+ * The preload as a `data:` URL. Only what a URL would misread is escaped
+ * (`%`, `#`; the source has neither, but stay safe), so the worker's command
+ * line stays readable in `ps`.
+ */
+const dataUrl = (primaryPid: number): string =>
+  `data:text/javascript,${source(primaryPid).replaceAll("%", "%25").replaceAll("#", "%23")}`
+
+/** Does a Node option choose the inspector's port (or start it, with a port of its own)? */
+const namesInspectPort = (option: string): boolean =>
+  /^--(?:inspect|inspect-brk|inspect-wait|inspect-port|debug-port)=/.test(option)
+
+/**
+ * The Node options of a module or cluster worker: `base` (the request's own
+ * or the primary's), with the preload first when the worker beats or is a
+ * spare, and `--inspect-port=0` for a heartbeat worker whose options name no
+ * port.
+ *
+ * @internal
+ */
+export const nodeOptions = (
+  request: SpawnRequest,
+  base: ReadonlyArray<string>,
+  primaryPid: number = process.pid
+): Array<string> => {
+  const beats = heartbeatMillis(request) !== undefined
+  if (!beats && request.spare !== true) return [...base]
+  return [
+    `--import=${dataUrl(primaryPid)}`,
+    ...base,
+    ...(beats && !base.some(namesInspectPort) ? ["--inspect-port=0"] : [])
+  ]
+}
+
+/**
+ * Whether {@link nodeOptions} gave the worker `--inspect-port=0` (cluster
+ * mode must then tell `node:cluster` the port too: it appends an
+ * `--inspect-port` of its own to the options of a worker that uses the
+ * inspector).
+ *
+ * @internal
+ */
+export const inspectsOnAnyPort = (options: ReadonlyArray<string>): boolean => options.includes("--inspect-port=0")
+
+/**
+ * The variables a worker must not inherit from the primary's environment: a
+ * primary that is itself some supervisor's worker has them for itself.
+ *
+ * @internal
+ */
+export const OWN_VARS: ReadonlyArray<string> = [HEARTBEAT_MS_VAR, HEARTBEAT_FD_VAR, SPARE_ENV_VAR]
+
+/**
+ * The request's environment with the spawner's variables: a spare has
+ * `PREFORK_SPARE=1` and no `PREFORK_TASK_ID`; a heartbeat worker has
+ * `PREFORK_HEARTBEAT_MS` (and, given `fd`, `PREFORK_HEARTBEAT_FD`).
+ *
+ * @internal
+ */
+export const environment = (request: SpawnRequest, fd?: number): Record<string, string> => {
+  const ms = heartbeatMillis(request)
+  const { [ENV_VAR]: taskId, ...rest } = request.env
+  return {
+    ...rest,
+    ...(request.spare === true || taskId === undefined ? {} : { [ENV_VAR]: taskId }),
+    ...(request.spare === true ? { [SPARE_ENV_VAR]: "1" } : {}),
+    ...(ms === undefined ? {} : { [HEARTBEAT_MS_VAR]: String(ms) }),
+    ...(ms === undefined || fd === undefined ? {} : { [HEARTBEAT_FD_VAR]: String(fd) })
+  }
+}
