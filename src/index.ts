@@ -15,6 +15,9 @@ export { ExitRecord, InvalidOptions, NotReady, SpawnFailed, TooManyRestarts } fr
 export * as ExitStatus from "./ExitStatus.ts"
 
 /** @since 0.1.0 */
+export * as Metrics from "./Metrics.ts"
+
+/** @since 0.1.0 */
 export * as ProcessSpawner from "./ProcessSpawner.ts"
 
 /** @since 0.1.0 */
