@@ -129,3 +129,56 @@ export const parseCodes = (text: string): Option.Option<ReadonlyArray<number>> =
   if (!parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255)) return Option.none()
   return Option.some(parts.map(Number))
 }
+
+/**
+ * An address to serve on: `host:port`, `[v6]:port`, `:port` or `port` (no
+ * host: every interface). Port 0 asks the system for a free one.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface HostPort {
+  readonly host: string | undefined
+  readonly port: number
+}
+
+/**
+ * Reads `--metrics`: `127.0.0.1:9464`, `localhost:9464`, `[::1]:9464`,
+ * `:9464` or `9464` (every interface), a port from 0 to 65535.
+ *
+ * @since 0.1.0
+ * @category parsing
+ */
+export const parseHostPort = (text: string): Option.Option<HostPort> => {
+  const m = /^(?:(?:\[([0-9a-fA-F:.%\w-]+)\]|([^\s:[\]/]*)):)?(\d{1,5})$/.exec(text.trim())
+  if (m === null || Number(m[3]) > 65535) return Option.none()
+  const host = m[1] ?? m[2]
+  return Option.some({ host: host === undefined || host.length === 0 ? undefined : host, port: Number(m[3]) })
+}
+
+/**
+ * A {@link HostPort} as it is written: `127.0.0.1:9464`, `[::1]:9464`, `:9464`.
+ *
+ * @since 0.1.0
+ * @category parsing
+ */
+export const formatHostPort = ({ host, port }: HostPort): string =>
+  `${host === undefined ? "" : host.includes(":") ? `[${host}]` : host}:${port}`
+
+/**
+ * Reads a whole number >= 0 (`--spares`).
+ *
+ * @since 0.1.0
+ * @category parsing
+ */
+export const parseWhole = (text: string): Option.Option<number> =>
+  /^\d{1,9}$/.test(text.trim()) ? Option.some(Number(text.trim())) : Option.none()
+
+/**
+ * Reads a duration longer than zero (see {@link parseDuration}).
+ *
+ * @since 0.1.0
+ * @category parsing
+ */
+export const parsePositiveDuration = (text: string): Option.Option<Duration.Duration> =>
+  Option.filter(parseDuration(text), (d) => Duration.toMillis(d) > 0)

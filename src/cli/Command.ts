@@ -33,6 +33,8 @@ import * as Supervisor from "../Supervisor.ts"
 import * as Argv from "./Argv.ts"
 import * as ExitCode from "./ExitCode.ts"
 import * as Logging from "./Logging.ts"
+import * as Metrics from "../Metrics.ts"
+import * as MetricsServer from "./MetricsServer.ts"
 import * as Output from "./Output.ts"
 import { cpuCount } from "../internal/cpus.ts"
 import * as Control from "./Control.ts"
@@ -139,6 +141,66 @@ export const flags = {
     "ready-timeout",
     "A worker not ready this long after its start is stopped and counts as a failure",
     "30s"
+  ),
+  heartbeat: Flag.String("heartbeat").pipe(
+    Flag.withMetavar("duration"),
+    Flag.filterMap(Argv.parsePositiveDuration, () => "a duration above 0, such as 10s or 1m"),
+    Flag.withDescription(
+      describe(
+        "Kill and restart (a failure) a ready worker that sends no heartbeat for this long: Node workers with --ready message or --cluster beat by themselves; any other command writes a byte to the fd in PREFORK_HEARTBEAT_FD",
+        "off"
+      )
+    ),
+    Flag.optional
+  ),
+  maxMemory: Flag.String("max-memory").pipe(
+    Flag.withMetavar("size"),
+    Flag.filterMap(Supervisor.parseBytes, () => "a size such as 512M, 1.5G or 800K (powers of 1024), or bytes"),
+    Flag.withDescription(
+      describe(
+        "Recycle a worker whose process group stays above this resident memory (two samples in a row): a graceful replacement that spends no budget",
+        "none"
+      )
+    ),
+    Flag.optional
+  ),
+  maxLifetime: Flag.String("max-lifetime").pipe(
+    Flag.withMetavar("duration"),
+    Flag.filterMap(Argv.parsePositiveDuration, () => "a duration above 0, such as 6h"),
+    Flag.withDescription(
+      describe(
+        "Recycle each worker once it has been ready this long, plus a random --lifetime-jitter: a graceful replacement that spends no budget",
+        "none"
+      )
+    ),
+    Flag.optional
+  ),
+  lifetimeJitter: duration(
+    "lifetime-jitter",
+    "The most random time added to each worker's --max-lifetime, so workers do not recycle together",
+    "a tenth of --max-lifetime"
+  ),
+  spares: Flag.String("spares").pipe(
+    Flag.withMetavar("n"),
+    Flag.filterMap(Argv.parseWhole, () => "a whole number, 0 or more"),
+    Flag.withDescription(
+      describe(
+        "Keep this many Node workers booted and waiting for a task id (--ready message or --cluster): one takes over a dead worker's task id at once",
+        "0"
+      )
+    ),
+    Flag.optional
+  ),
+  metrics: Flag.String("metrics").pipe(
+    Flag.withMetavar("addr"),
+    Flag.filterMap(Argv.parseHostPort, () => "host:port or :port, such as 127.0.0.1:9464 (port 0: any free port)"),
+    Flag.withDescription(
+      describe(
+        "Serve Prometheus metrics on http://addr/metrics: workers by state, restarts by reason, spawn and ready durations, restart budget, memory",
+        "off"
+      )
+    ),
+    Flag.optional
   ),
   listen: Flag.String("listen").pipe(
     Flag.withMetavar("addr"),
@@ -274,6 +336,12 @@ export const VALUE_FLAGS: ReadonlySet<string> = new Set([
   "stop-timeout",
   "ready",
   "ready-timeout",
+  "heartbeat",
+  "max-memory",
+  "max-lifetime",
+  "lifetime-jitter",
+  "spares",
+  "metrics",
   "listen",
   "pid-file",
   "control",
@@ -328,6 +396,15 @@ export const toOptions = (
     const [command, ...args] = input.command as readonly [string, ...Array<string>]
     if (Option.isNone(input.backoff) && (Option.isSome(input.backoffMax) || Option.isSome(input.backoffFactor))) {
       return yield* usage("backoff", "--backoff-max and --backoff-factor need --backoff <duration>")
+    }
+    if (Option.isSome(input.lifetimeJitter) && Option.isNone(input.maxLifetime)) {
+      return yield* usage("lifetimeJitter", "--lifetime-jitter needs --max-lifetime <duration>")
+    }
+    if (Option.isSome(input.spares) && input.spares.value > 0 && !input.cluster && input.ready !== "message") {
+      return yield* usage(
+        "spares",
+        "--spares keeps Node workers booted until they get a task id over IPC: it needs --cluster or --ready message (a worker that calls Worker.ready)"
+      )
     }
     if (Option.isSome(input.cwd) && !isDirectory(input.cwd.value)) {
       return yield* usage("cwd", `--cwd: ${input.cwd.value} is not a directory`)
@@ -385,6 +462,11 @@ export const toOptions = (
       ready: input.ready,
       ...(input.listen.length > 0 ? { listen: input.listen } : {}),
       ...option("readyTimeout", input.readyTimeout),
+      ...option("heartbeat", input.heartbeat),
+      ...option("maxMemory", input.maxMemory),
+      ...option("maxLifetime", input.maxLifetime),
+      ...option("lifetimeJitter", input.lifetimeJitter),
+      ...option("spares", input.spares),
       env: Object.fromEntries(input.env),
       ...option("cwd", input.cwd),
       ...option("user", input.user),
@@ -468,6 +550,12 @@ export const supervise = (input: Input) => {
       yield* Effect.logInfo(`prefork pid ${process.pid} (signal this one: HUP reload, TERM stop, USR2 status)`)
       if (Option.isSome(input.pidFile)) yield* pidFile(input.pidFile.value)
       const signals = yield* Signals.listen()
+      if (Option.isSome(input.metrics)) {
+        // Serving before any worker starts: the first scrape sees them start.
+        yield* Metrics.register
+        const url = yield* MetricsServer.serve(input.metrics.value, Argv.formatHostPort(input.metrics.value))
+        yield* Effect.logInfo(`Metrics on ${url}`)
+      }
       const handle = yield* Supervisor.start(options)
       yield* Effect.forkScoped(Signals.control(handle, signals, report(handle)))
       const control = Option.getOrElse(input.control, () => Control.defaultPath())
