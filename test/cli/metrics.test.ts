@@ -72,6 +72,19 @@ const promtool = (body: string) => {
   assert.strictEqual(r.status, 0, body)
 }
 
+/** Sends `data` on a fresh connection and returns the status line of what comes back before the server closes it. */
+const raw = (port: number, data: string) =>
+  Effect.callback<string>((resume) => {
+    let got = ""
+    const socket = Net.connect({ host: "127.0.0.1", port }, () => socket.write(data))
+    socket.setTimeout(10_000)
+    socket.setEncoding("latin1")
+    socket.on("data", (chunk: string) => (got += chunk))
+    socket.once("timeout", () => socket.destroy())
+    socket.once("close", () => resume(Effect.succeed(got.split("\r\n")[0] ?? "")))
+    socket.once("error", () => {})
+  })
+
 /** Whether a TCP connection to the port is refused (nothing listens). */
 const refused = (port: number) =>
   Effect.callback<boolean>((resume) => {
@@ -89,17 +102,6 @@ const refused = (port: number) =>
   })
 
 const METRICS_LINE = /Metrics on (http:\/\/127\.0\.0\.1:(\d+)\/metrics)/
-
-/**
- * Whether the supervisor core updates src/Metrics.ts yet (the loop calls
- * `setWorkers` and `recordRestart`). Until it does, the worker counts and
- * the restart counter stay at what `Metrics.register` made, and the
- * assertions on them are skipped — they run by themselves once it does.
- */
-const instrumented = (() => {
-  const loop = readFileSync(new URL("../../src/internal/loop.ts", import.meta.url), "utf8")
-  return loop.includes("setWorkers") && loop.includes("recordRestart")
-})()
 
 describe("prefork --metrics (real processes)", () => {
   it.live(
@@ -127,6 +129,19 @@ describe("prefork --metrics (real processes)", () => {
           const elsewhere = ok(yield* get(url!.replace(/\/metrics$/, "/other")))
           assert.strictEqual(elsewhere.status, 404)
           assert.strictEqual(ok(yield* get(`${url}x`)).status, 404)
+          // One request per connection, closed after the answer; whatever a client sends, prefork only answers it.
+          const at = Number(port)
+          assert.strictEqual(yield* raw(at, "GET /metrics?x=1 HTTP/1.0\r\n\r\n"), "HTTP/1.1 200 OK")
+          assert.strictEqual(yield* raw(at, "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), "HTTP/1.1 200 OK")
+          assert.strictEqual(
+            yield* raw(at, "POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            "HTTP/1.1 405 Method Not Allowed"
+          )
+          assert.strictEqual(yield* raw(at, "garbage\r\n\r\n"), "HTTP/1.1 400 Bad Request")
+          assert.strictEqual(
+            yield* raw(at, `GET /metrics HTTP/1.1\r\nX: ${"a".repeat(20_000)}\r\n\r\n`),
+            "HTTP/1.1 431 Request Header Fields Too Large"
+          )
 
           p.signal("SIGTERM")
           const { code } = yield* p.exit
@@ -136,7 +151,7 @@ describe("prefork --metrics (real processes)", () => {
       )
   )
 
-  it.live.skipIf(!instrumented)(
+  it.live(
     "counts the running workers, and a killed worker's restart (reason exit), in scrapes that promtool accepts",
     () =>
       Effect.scoped(
