@@ -188,6 +188,8 @@ export const start = Effect.fnUntraced(function* (
     yield* publish({ _tag: "Listening", sockets, at: clock.currentTimeMillisUnsafe() })
   }
   const { policy } = cfg
+  // Every restart reason at zero, so the first restart is an increase a scraper sees.
+  yield* Metrics.register
   const step = yield* RestartPolicy.start(policy)
   const budgetLock = Semaphore.makeUnsafe(1)
   const resetAfter = Duration.toMillis(policy.resetAfter)
@@ -924,7 +926,7 @@ export const start = Effect.fnUntraced(function* (
                     ? Slot.update(tb, taskId, { _tag: "Stopped" })
                     : tb
             })
-          )
+          ).pipe(Effect.andThen(cfg.maxMemory === undefined ? Effect.void : Metrics.clearWorkerMemory(taskId)))
         })
       )
     )
