@@ -117,6 +117,8 @@ export interface OutputLine {
   readonly pid: number
   readonly stream: "stdout" | "stderr"
   readonly line: string
+  /** Set for a line of a warm spare not yet given a task id (its `taskId` then means nothing). */
+  readonly spare?: boolean | undefined
 }
 
 /**

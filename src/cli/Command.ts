@@ -534,14 +534,16 @@ export const supervise = (input: Input) => {
     Effect.gen(function* () {
       const now = yield* Clock.currentTimeMillis
       const slots = yield* handle.status
+      const spares = yield* handle.spares
       if (input.logFormat === "pretty") {
-        stderr.write(`${Status.table(slots, now)}\n`)
+        stderr.write(`${Status.table(slots, now)}\n${spares.length > 0 ? `spares: ${spares.join(", ")}\n` : ""}`)
         return
       }
       // The same key names as every other record: taskId and pid.
       for (const { task, ...row } of Status.rows(slots, now)) {
         yield* Effect.logInfo("status").pipe(Effect.annotateLogs({ taskId: task, ...row }))
       }
+      if (spares.length > 0) yield* Effect.logInfo("status").pipe(Effect.annotateLogs({ spares: spares.join(",") }))
     })
   return Effect.scoped(
     Effect.gen(function* () {

@@ -139,7 +139,8 @@ const answer = (handle: SupervisorHandle, request: Request): Effect.Effect<Recor
           ...r,
           ...(r.pid === null ? { cpuPercent: null, rssBytes: null } : use.get(r.pid)!)
         }))
-        return { ok: true, processes: handle.processes, workers }
+        const spares = yield* handle.spares
+        return { ok: true, processes: handle.processes, workers, spares }
       })
     case "restart": {
       if (!Number.isInteger(request.task) || request.task < 0 || request.task >= handle.processes) {

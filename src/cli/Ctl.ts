@@ -127,8 +127,11 @@ export const main = async (
     err.write(`prefork ctl: ${String(reply["error"] ?? "failed")}\n`)
     return 1
   }
-  if (cmd === "status") out.write(`${table(reply["workers"] as ReadonlyArray<Control.StatusRow>)}\n`)
-  else if (cmd === "scale") out.write(`${String(reply["processes"])} workers\n`)
+  if (cmd === "status") {
+    out.write(`${table(reply["workers"] as ReadonlyArray<Control.StatusRow>)}\n`)
+    const spares = (reply["spares"] ?? []) as ReadonlyArray<number>
+    if (spares.length > 0) out.write(`spares: ${spares.join(", ")}\n`)
+  } else if (cmd === "scale") out.write(`${String(reply["processes"])} workers\n`)
   else out.write("done\n")
   return 0
 }

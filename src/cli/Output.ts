@@ -45,14 +45,14 @@ export const useColor = (stream: Pick<Stream, "isTTY">, env: Readonly<Record<str
 }
 
 /**
- * The prefix of a worker's line: `[3:41523] `, colored by task id.
+ * The prefix of a worker's line: `[3:41523] `, colored by task id; `[spare:41524] ` for a warm spare not yet given one.
  *
  * @since 0.1.0
  * @category formatting
  */
-export const prefix = (taskId: number, pid: number, color: boolean): string => {
-  const text = `[${taskId}:${pid}]`
-  return color ? `\x1b[${PALETTE[taskId % PALETTE.length]}m${text}\x1b[0m ` : `${text} `
+export const prefix = (taskId: number, pid: number, color: boolean, spare = false): string => {
+  const text = `[${spare ? "spare" : taskId}:${pid}]`
+  return color && !spare ? `\x1b[${PALETTE[taskId % PALETTE.length]}m${text}\x1b[0m ` : `${text} `
 }
 
 /**
@@ -76,8 +76,8 @@ export const make = (options: {
 }
 
 /** A logfmt value: bare when it can be, else quoted as JSON quotes it. */
-const logfmtValue = (value: string | number): string =>
-  typeof value === "number" || /^[^\s"=\\]+$/.test(value) ? String(value) : JSON.stringify(value)
+const logfmtValue = (value: string | number | boolean): string =>
+  typeof value !== "string" || /^[^\s"=\\]+$/.test(value) ? String(value) : JSON.stringify(value)
 
 /**
  * One worker line as a record of the log format: the same keys as prefork's
@@ -88,7 +88,10 @@ const logfmtValue = (value: string | number): string =>
  * @category formatting
  */
 export const record = (line: OutputLine, format: "json" | "logfmt", date: Date = new Date()): string => {
-  const annotations = { taskId: line.taskId as number, pid: line.pid, stream: line.stream }
+  const annotations =
+    line.spare === true
+      ? { spare: true, pid: line.pid, stream: line.stream }
+      : { taskId: line.taskId as number, pid: line.pid, stream: line.stream }
   if (format === "json") {
     return JSON.stringify({ message: line.line, level: "INFO", timestamp: date.toISOString(), annotations, spans: {} })
   }
@@ -109,7 +112,9 @@ const writer = (stream: Stream, color: boolean, format: "pretty" | "json" | "log
   return (line: OutputLine) => {
     if (closed) return
     stream.write(
-      format === "pretty" ? `${prefix(line.taskId, line.pid, color)}${line.line}\n` : `${record(line, format)}\n`
+      format === "pretty"
+        ? `${prefix(line.taskId, line.pid, color, line.spare === true)}${line.line}\n`
+        : `${record(line, format)}\n`
     )
   }
 }

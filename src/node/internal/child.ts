@@ -158,6 +158,7 @@ export const attach = (
   const pid = child.pid
   /** The task id: a spare's changes when it is activated. */
   let taskId = request.taskId
+  let spare = request.spare === true
   const annotate = <A>(effect: Effect.Effect<A>) =>
     Effect.annotateLogs(effect, { taskId, ...(pid === undefined ? {} : { pid }) })
   let status: ExitStatus.ExitStatus | undefined
@@ -252,7 +253,9 @@ export const attach = (
       readers.push(
         Output.read(
           readable,
-          onOutput === undefined ? undefined : (line) => onOutput({ taskId, pid: pid!, stream, line }),
+          onOutput === undefined
+            ? undefined
+            : (line) => onOutput({ taskId, pid: pid!, stream, line, ...(spare ? { spare } : {}) }),
           run
         )
       )
@@ -282,6 +285,7 @@ export const attach = (
   const activate = (id: TaskId): Effect.Effect<void> =>
     Effect.callback<void>((resume) => {
       taskId = id
+      spare = false
       if (request.mode === "command" || !child.connected) return resume(Effect.void)
       const message: Messages.Activate = { type: "effect-prefork/activate", taskId: id }
       try {
