@@ -400,10 +400,11 @@ export const toOptions = (
     if (Option.isSome(input.lifetimeJitter) && Option.isNone(input.maxLifetime)) {
       return yield* usage("lifetimeJitter", "--lifetime-jitter needs --max-lifetime <duration>")
     }
-    if (Option.isSome(input.spares) && input.spares.value > 0 && !input.cluster && input.ready !== "message") {
+    const spares = Option.isSome(input.spares) && input.spares.value > 0
+    if (spares && (!isNode(command) || args.length === 0)) {
       return yield* usage(
         "spares",
-        "--spares keeps Node workers booted until they get a task id over IPC: it needs --cluster or --ready message (a worker that calls Worker.ready)"
+        "--spares keeps Node workers booted until they get a task id over IPC: prefork --spares 1 -- node app.js (a worker that awaits Worker.activated() or Worker.taskId before it listens)"
       )
     }
     if (Option.isSome(input.cwd) && !isDirectory(input.cwd.value)) {
@@ -438,6 +439,9 @@ export const toOptions = (
           "--ready message needs a Node program that calls Worker.ready: prefork --ready message -- node script.js"
         )
       }
+      run = { mode: "module", command: args[0]!, args: args.slice(1), execArgv: [] }
+    } else if ((Option.isSome(input.heartbeat) || spares) && isNode(command) && args.length > 0) {
+      // A Node program beats from its own event loop, and a spare waits for its task id, over IPC: module mode.
       run = { mode: "module", command: args[0]!, args: args.slice(1), execArgv: [] }
     }
     const option = <A, K extends string>(key: K, value: Option.Option<A>) =>

@@ -233,8 +233,8 @@ describe("prefork --metrics (real processes)", () => {
       ],
       [
         "--spares for a command that cannot wait for its task id",
-        ["--spares", "2", "--", "node", "x.js"],
-        "--spares keeps Node workers booted until they get a task id over IPC: it needs --cluster or --ready message"
+        ["--spares", "2", "--", "python3", "x.py"],
+        "--spares keeps Node workers booted until they get a task id over IPC: prefork --spares 1 -- node app.js"
       ]
     ]
     for (const [name, args, message] of cases) {
@@ -313,6 +313,25 @@ describe("the health options reach the supervisor", () => {
       assert.strictEqual(options.spares, 1)
       assert.strictEqual(options.mode, "module")
     })
+  )
+
+  it.effect(
+    "--heartbeat or --spares run `node app.js` with an IPC channel (module mode): a Node worker then beats by itself",
+    () =>
+      Effect.gen(function* () {
+        for (const given of [{ heartbeat: Option.some(Duration.seconds(10)) }, { spares: Option.some(1) }]) {
+          const options = yield* Command.toOptions(input(given), undefined)
+          assert.strictEqual(options.mode, "module")
+          assert.strictEqual(options.command, "app.js")
+          assert.strictEqual(options.ready, "spawn")
+        }
+        // Any other program keeps its command mode, and beats through PREFORK_HEARTBEAT_FD.
+        const other = yield* Command.toOptions(
+          input({ heartbeat: Option.some(Duration.seconds(10)), command: ["python3", "app.py"] }),
+          undefined
+        )
+        assert.strictEqual(other.mode ?? "command", "command")
+      })
   )
 
   it.effect("without them, the supervisor's defaults stand", () =>
