@@ -190,6 +190,11 @@ export const start = Effect.fnUntraced(function* (
   const { policy } = cfg
   // Every restart reason at zero, so the first restart is an increase a scraper sees.
   yield* Metrics.register
+  if (cfg.heartbeat !== undefined && cfg.mode === "command" && /(^|\/)node(js)?$/.test(cfg.command)) {
+    yield* Effect.logWarning(
+      `heartbeat: ${cfg.command} runs in "command" mode, where a worker beats only by writing to PREFORK_HEARTBEAT_FD; use mode "module" for a Node program to beat by itself`
+    )
+  }
   const step = yield* RestartPolicy.start(policy)
   const budgetLock = Semaphore.makeUnsafe(1)
   const resetAfter = Duration.toMillis(policy.resetAfter)
