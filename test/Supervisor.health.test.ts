@@ -4,7 +4,7 @@
  * and warm spares. Every timing rule is checked to the millisecond.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer, Logger, Option, Stream } from "effect"
+import { Effect, Exit, Fiber, Layer, Logger, Metric, Option, Stream, Tracer } from "effect"
 import * as Duration from "effect/Duration"
 import type * as Scope from "effect/Scope"
 import { TestClock } from "effect/testing"
@@ -12,6 +12,7 @@ import type { InvalidOptions } from "../src/Errors.ts"
 import * as ExitStatus from "../src/ExitStatus.ts"
 import { TaskId } from "../src/TaskId.ts"
 import type { ProcessSpawner } from "../src/ProcessSpawner.ts"
+import * as Metrics from "../src/Metrics.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import * as TestSpawner from "../src/testing/TestSpawner.ts"
 
@@ -399,6 +400,59 @@ describe("warm spares", () => {
           assert.strictEqual((yield* handle.status)[0]!.restarts, 0)
         })
       ).pipe(Effect.scoped)
+  )
+})
+
+describe("spans and metrics", () => {
+  it.effect(
+    "one span per worker (task id, pid, exit status, reason), one per reload; restarts counted by reason",
+    () => {
+      const spans: Array<Tracer.NativeSpan> = []
+      const tracer = Tracer.make({
+        span: (options) => {
+          const span = new Tracer.NativeSpan(options)
+          spans.push(span)
+          return span
+        }
+      })
+      const count = (reason: Metrics.RestartReason) =>
+        Effect.map(Metric.value(Metric.withAttributes(Metrics.restarts, { reason })), (state) => state.count)
+      return withSpawner((spawner) =>
+        Effect.gen(function* () {
+          const before = {
+            exit: yield* count("exit"),
+            unresponsive: yield* count("unresponsive"),
+            reload: yield* count("reload")
+          }
+          const { handle } = yield* started({ ...base, processes: 1, heartbeat: "1 second" })
+          const [first] = yield* spawner.awaitSpawns(1)
+          yield* spawner.exit(first!.pid, ExitStatus.exited(3))
+          yield* settle
+          const [, second] = yield* spawner.awaitSpawns(2)
+          yield* spawner.hang(second!.pid)
+          yield* advance(2100)
+          yield* handle.reload()
+          yield* settle
+          const workers = spans.filter((s) => s.name === "prefork.worker")
+          assert.isAtLeast(workers.length, 3)
+          const attributes = (span: Tracer.NativeSpan) => Object.fromEntries(span.attributes)
+          assert.deepInclude(attributes(workers[0]!), {
+            "prefork.task_id": 0,
+            "process.pid": first!.pid,
+            "process.exit.code": 3
+          })
+          assert.deepInclude(attributes(workers[1]!), {
+            "process.pid": second!.pid,
+            "process.exit.signal": "SIGKILL",
+            "prefork.exit.reason": "Unresponsive"
+          })
+          assert.isTrue(spans.some((s) => s.name === "prefork.reload"))
+          assert.strictEqual((yield* count("exit")) - before.exit, 1)
+          assert.strictEqual((yield* count("unresponsive")) - before.unresponsive, 1)
+          assert.strictEqual((yield* count("reload")) - before.reload, 1)
+        })
+      ).pipe(Effect.provideService(Tracer.Tracer, tracer), Effect.scoped)
+    }
   )
 })
 
