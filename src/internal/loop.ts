@@ -14,7 +14,12 @@
  *   scope's release stops the worker and waits; when the worker's leader
  *   exited by itself, what is left of its process group is stopped in the
  *   background (a `FiberSet` of reapers), so the replacement does not wait,
- *   while the run does not end before every reaper is done.
+ *   while the run does not end before every reaper is done;
+ * - a running worker races its exit, the requests to replace it (`restart`,
+ *   `reload`, a recycle) and its health watch (`health.ts`: the heartbeat
+ *   deadline, memory, lifetime); recycles queue behind one semaphore;
+ * - warm spares in a pool of their own (`spares.ts`), taken by a slot that
+ *   needs a worker, stopped with the run.
  *
  * So the fiber tree is the process tree: the run's result, whatever it is,
  * surfaces only once every process it started is gone.
@@ -29,7 +34,6 @@ import * as Fiber from "effect/Fiber"
 import * as FiberMap from "effect/FiberMap"
 import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
-import * as Random from "effect/Random"
 import * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
 import * as Stream from "effect/Stream"
@@ -40,11 +44,10 @@ import {
   InvalidOptions,
   type ExitReason,
   NotReady,
-  Recycled,
+  type Recycled,
   ReloadFailed,
   type SpawnFailed,
-  TooManyRestarts,
-  Unresponsive
+  TooManyRestarts
 } from "../Errors.ts"
 import * as ExitStatus from "../ExitStatus.ts"
 import * as Listen from "../Listen.ts"
@@ -53,7 +56,9 @@ import type { Config, Event, SlotStatus, Summary } from "../Model.ts"
 import { type ProcessHandle, ProcessSpawner, type SpawnRequest } from "../ProcessSpawner.ts"
 import * as RestartPolicy from "../RestartPolicy.ts"
 import { ENV_VAR, TaskId } from "../TaskId.ts"
+import * as Health from "./health.ts"
 import * as Slot from "./slot.ts"
+import * as Spares from "./spares.ts"
 
 /** How many of the most recent exits a supervisor keeps for `Summary` and `TooManyRestarts`. */
 export const EXIT_HISTORY = 1000
@@ -84,17 +89,8 @@ interface Ask {
   readonly by: "restart" | "reload"
 }
 
-/** What the health watch of a running worker saw. */
-type Health = { readonly _tag: "Unresponsive" } | { readonly _tag: "Recycle"; readonly reason: Recycled }
-
 /** What ends the wait of a running worker. */
-type Running = { readonly _tag: "exited" } | { readonly _tag: "asked"; readonly ask: Ask } | Health
-
-/** How long an unresponsive worker has, after its diagnostic signal, before SIGKILL. */
-const DIAGNOSE_GRACE = Duration.seconds(1)
-
-/** How many memory samples in a row must be above the limit before a worker is recycled. */
-const MEMORY_SAMPLES_ABOVE = 2
+type Running = { readonly _tag: "exited" } | { readonly _tag: "asked"; readonly ask: Ask } | Health.Health
 
 /** Reasons that make an exit a failure, whatever its status: not ready in time, unresponsive. */
 const isFailureReason = (reason: ExitReason | undefined): boolean =>
@@ -108,11 +104,6 @@ const exitAttributes = (status: ExitStatus.ExitStatus, reason: ExitReason | unde
     ? {}
     : { "prefork.exit.reason": reason._tag === "Recycled" ? `recycled:${reason.reason}` : reason._tag })
 })
-
-/** A spare that has booted, waiting for a task id. */
-interface Spare extends Acquired {
-  readonly activated: Deferred.Deferred<void>
-}
 
 /**
  * How a live worker is asked to be replaced, once per incarnation: `asked`
@@ -243,10 +234,6 @@ export const start = Effect.fnUntraced(function* (
   const recyclers = yield* FiberSet.make<void>()
   const spareFibers = yield* FiberSet.make<void>()
   const recycleLock = Semaphore.makeUnsafe(1)
-  /** Booted spares, oldest first. */
-  const pool = yield* SubscriptionRef.make<ReadonlyArray<Spare>>([])
-  /** Spares that died before a slot took them, since the last activation: the backoff before the next. */
-  let spareFailures = 0
 
   const spawnRequest = (taskId: TaskId, spare = false): SpawnRequest => ({
     taskId,
@@ -267,6 +254,15 @@ export const start = Effect.fnUntraced(function* (
     gid: cfg.gid
   })
 
+  /** Warm spares, started as workers are but without a task id. */
+  const pool = yield* Spares.make({
+    target: cfg.spares,
+    spawn: spawner.spawn(spawnRequest(TaskId(0), true)),
+    fibers: spareFibers,
+    publish,
+    now
+  })
+
   const readySignal = (handle: ProcessHandle): Effect.Effect<void> =>
     typeof cfg.ready === "object" ? Effect.sleep(cfg.ready.delay) : handle.ready
 
@@ -278,7 +274,7 @@ export const start = Effect.fnUntraced(function* (
   const spawnInto = (taskId: TaskId, transition: (pid: number) => Slot.Transition, spares = true) =>
     Effect.uninterruptible(
       Effect.gen(function* () {
-        const spare = spares ? yield* takeSpare : undefined
+        const spare = spares ? yield* pool.take : undefined
         if (spare !== undefined) {
           const { handle } = spare
           yield* handle.activate(taskId)
@@ -443,103 +439,6 @@ export const start = Effect.fnUntraced(function* (
       )
     )
 
-  /** The oldest live spare, out of the pool (it is now the caller's). */
-  const takeSpare: Effect.Effect<Spare | undefined> = Effect.gen(function* () {
-    while (true) {
-      const spare = yield* SubscriptionRef.modify(pool, (p): readonly [Spare | undefined, ReadonlyArray<Spare>] =>
-        p.length === 0 ? [undefined, p] : [p[0], p.slice(1)]
-      )
-      if (spare === undefined) return undefined
-      yield* Deferred.succeed(spare.activated, void 0)
-      if (Option.isNone(yield* spare.handle.exitStatus)) {
-        spareFailures = 0
-        return spare
-      }
-      yield* spareGone(spare, false)
-    }
-  })
-
-  /** A spare that left the pool without a task id: its group stopped, and told. */
-  const spareGone = (spare: Spare, stopped: boolean) =>
-    Effect.uninterruptible(
-      Scope.close(spare.scope, Exit.void).pipe(
-        Effect.andThen(spare.handle.exitStatus),
-        Effect.flatMap((status) =>
-          Option.isNone(status)
-            ? Effect.void
-            : (stopped
-                ? Effect.logDebug(`spare pid ${spare.handle.pid} stopped`)
-                : Effect.logWarning(
-                    `spare pid ${spare.handle.pid} ${ExitStatus.describe(status.value)} before it was given a task id`
-                  )
-              ).pipe(
-                Effect.annotateLogs({ pid: spare.handle.pid }),
-                Effect.andThen(
-                  publish({ _tag: "SpareExited", pid: spare.handle.pid, status: status.value, at: now(), stopped })
-                )
-              )
-        )
-      )
-    )
-
-  /** Boots one spare into the pool, and watches it until a slot takes it or it dies. */
-  const bootSpare = Effect.uninterruptible(
-    Effect.gen(function* () {
-      const scope = yield* Scope.make()
-      const spawned = yield* Effect.exit(Scope.provide(spawner.spawn(spawnRequest(TaskId(0), true)), scope))
-      if (Exit.isFailure(spawned)) {
-        yield* Scope.close(scope, spawned)
-        return yield* Effect.failCause(spawned.cause)
-      }
-      const spare: Spare = { scope, handle: spawned.value, activated: Deferred.makeUnsafe() }
-      yield* SubscriptionRef.update(pool, (p) => [...p, spare])
-      yield* publish({ _tag: "SpareStarted", pid: spare.handle.pid, at: now() })
-      yield* FiberSet.run(
-        spareFibers,
-        Effect.raceFirst(Effect.as(spare.handle.exit, true), Effect.as(Deferred.await(spare.activated), false)).pipe(
-          Effect.interruptible,
-          Effect.flatMap((died) => {
-            if (!died) return Effect.void
-            return Effect.suspend(() => {
-              if (!SubscriptionRef.getUnsafe(pool).includes(spare)) return Effect.void
-              // Counted before the pool shrinks: the fiber keeping the spares backs off at once.
-              spareFailures++
-              return SubscriptionRef.update(pool, (p) => p.filter((s) => s !== spare)).pipe(
-                Effect.andThen(spareGone(spare, false))
-              )
-            })
-          })
-        )
-      )
-    })
-  )
-
-  /** Keeps `cfg.spares` spares booted; a spare that dies before it is taken backs the next one off. */
-  const keepSpares = Effect.gen(function* () {
-    while (true) {
-      yield* SubscriptionRef.changes(pool).pipe(
-        Stream.filter((p) => p.length < cfg.spares),
-        Stream.runHead
-      )
-      if (spareFailures > 0) {
-        yield* Effect.sleep(Duration.millis(Math.min(30_000, 100 * 2 ** Math.min(spareFailures - 1, 10))))
-      }
-      const booted = yield* Effect.exit(bootSpare)
-      if (Exit.isFailure(booted)) {
-        spareFailures++
-        yield* Effect.logWarning(`cannot start a spare: ${Cause.pretty(booted.cause)}`)
-      }
-    }
-  })
-
-  /** Stops every spare in the pool (a reload refreshes them; the supervisor stopping ends them). */
-  const drainSpares = Effect.flatMap(SubscriptionRef.getAndSet(pool, []), (old) =>
-    Effect.forEach(old, (spare) => Effect.andThen(Deferred.succeed(spare.activated, void 0), spareGone(spare, true)), {
-      concurrency: "unbounded",
-      discard: true
-    })
-  )
-
   /**
    * The worker's life once spawned: until ready (or not in time), then until
    * it exits or is asked to be replaced (stopped then started again, or a
@@ -585,8 +484,8 @@ export const start = Effect.fnUntraced(function* (
         yield* Metrics.recordReady((now() - startedAt) / 1000)
         yield* Effect.annotateCurrentSpan("prefork.ready", true)
       }
-      const heartbeat = heartbeatWatch(handle)
-      let recycle = yield* recycleWatch(handle, undefined)
+      const heartbeat = Health.heartbeat(cfg, handle)
+      let recycle = yield* Health.recycle(cfg, handle, undefined)
       while (true) {
         const watched: Array<Effect.Effect<Running>> = [
           Effect.as(handle.exit, { _tag: "exited" } as const),
@@ -596,7 +495,10 @@ export const start = Effect.fnUntraced(function* (
         ]
         const outcome = yield* Effect.raceAll(watched)
         if (outcome._tag === "exited") return ended(yield* handle.exit)
-        if (outcome._tag === "Unresponsive") return yield* unresponsive(taskId, handle, ended)
+        if (outcome._tag === "Unresponsive") {
+          const { reason, status } = yield* Health.kill(cfg, taskId, handle, publish, now)
+          return ended(status, { reason })
+        }
         if (outcome._tag === "Recycle") {
           // Asked like an operator's reload, one worker at a time; until then this worker serves on.
           recycle = Effect.never
@@ -618,101 +520,12 @@ export const start = Effect.fnUntraced(function* (
         if (Option.isSome(replaced)) return { ...replaced.value, startedAt, reason: ask.reason, by: ask.by }
         // The surge failed: this worker keeps serving; a later reload asks again, a recycle after a pause.
         request = yield* newRequest(taskId)
-        if (ask.reason !== undefined) recycle = yield* recycleWatch(handle, cfg.readyTimeout)
+        if (ask.reason !== undefined) recycle = yield* Health.recycle(cfg, handle, cfg.readyTimeout)
       }
     })
 
   /** Recycles replace a worker beside the live one where that is safe: the sockets are shared. */
   const recycleHow: "surge" | "replace" = sockets.length > 0 || cfg.mode === "cluster" ? "surge" : "replace"
-
-  /** Completes when a running worker misses its heartbeat deadline; never without heartbeats. */
-  const heartbeatWatch = (handle: ProcessHandle): Effect.Effect<Health> => {
-    const hb = cfg.heartbeat
-    if (hb === undefined) return Effect.never
-    const late: Health = { _tag: "Unresponsive" }
-    return Effect.gen(function* () {
-      while (true) {
-        const beat = yield* Effect.raceFirst(
-          Effect.as(handle.heartbeat, true),
-          Effect.as(Effect.sleep(hb.timeout), false)
-        )
-        if (!beat) return late
-      }
-    })
-  }
-
-  /**
-   * Completes when a running worker is to be recycled: its memory stayed above
-   * the limit for `MEMORY_SAMPLES_ABOVE` samples in a row, or its lifetime
-   * (with its jitter, drawn now) is reached. Waits `pause` first.
-   */
-  const recycleWatch = (handle: ProcessHandle, retryAfter: Duration.Duration | undefined) =>
-    Effect.gen(function* () {
-      const watches: Array<Effect.Effect<Health>> = []
-      const { pid, taskId } = handle
-      if (cfg.maxLifetime !== undefined) {
-        const jitter = Duration.toMillis(cfg.lifetimeJitter)
-        const lifetime =
-          retryAfter !== undefined
-            ? Duration.toMillis(retryAfter)
-            : Duration.toMillis(cfg.maxLifetime) + (jitter > 0 ? yield* Random.nextBetween(0, jitter) : 0)
-        const lifetimeMillis = Math.round(lifetime)
-        watches.push(
-          Effect.as(Effect.sleep(Duration.millis(lifetimeMillis)), {
-            _tag: "Recycle",
-            reason: new Recycled({ taskId, pid, reason: "lifetime", lifetimeMillis })
-          } as const)
-        )
-      }
-      const limit = cfg.maxMemory
-      if (limit !== undefined) {
-        watches.push(
-          Effect.gen(function* () {
-            let above = 0
-            if (retryAfter !== undefined) yield* Effect.sleep(retryAfter)
-            while (true) {
-              yield* Effect.sleep(cfg.memoryInterval)
-              const sample = yield* handle.memory
-              if (Option.isNone(sample)) continue
-              yield* Metrics.setWorkerMemory(taskId, sample.value)
-              above = sample.value > limit ? above + 1 : 0
-              if (above >= MEMORY_SAMPLES_ABOVE) {
-                return {
-                  _tag: "Recycle",
-                  reason: new Recycled({ taskId, pid, reason: "memory", rssBytes: sample.value, limitBytes: limit })
-                } as const
-              }
-            }
-          })
-        )
-      }
-      if (watches.length === 0) return Effect.never as Effect.Effect<Health>
-      return Effect.raceAll(watches)
-    })
-
-  /**
-   * A worker that missed its heartbeat deadline: it gets its diagnostic
-   * signal, a moment to print, then SIGKILL; its exit is a failure.
-   */
-  const unresponsive = (
-    taskId: TaskId,
-    handle: ProcessHandle,
-    ended: (status: ExitStatus.ExitStatus, more?: Partial<Ended>) => Ended
-  ) =>
-    Effect.gen(function* () {
-      const { pid } = handle
-      const timeoutMillis = Duration.toMillis(cfg.heartbeat!.timeout)
-      const signal = yield* handle.diagnose
-      const grace = Duration.min(DIAGNOSE_GRACE, cfg.stopTimeout)
-      yield* publish({ _tag: "Unresponsive", taskId, pid, signal, at: now() })
-      yield* Effect.logWarning(
-        `child ${taskId} (pid ${pid}) unresponsive: no heartbeat for ${timeoutMillis} ms; sent ${signal} for a diagnostic, SIGKILL in ${Duration.toMillis(grace)} ms`
-      ).pipe(Effect.annotateLogs({ taskId, pid }))
-      yield* Effect.raceFirst(Effect.asVoid(handle.exit), Effect.sleep(grace))
-      yield* handle.kill("SIGKILL")
-      const status = yield* handle.stop
-      return ended(status, { reason: new Unresponsive({ taskId, pid, timeoutMillis, signal }) })
-    })
 
   /**
    * One incarnation in a scope of its own. The spawn, its `Spawned` state and
@@ -953,7 +766,7 @@ export const start = Effect.fnUntraced(function* (
         }
       }
       yield* Effect.all(
-        [FiberMap.clear(slots), FiberSet.clear(recyclers), Effect.andThen(FiberSet.clear(spareFibers), drainSpares)],
+        [FiberMap.clear(slots), FiberSet.clear(recyclers), Effect.andThen(FiberSet.clear(spareFibers), pool.drain)],
         { concurrency: "unbounded", discard: true }
       )
       yield* FiberSet.awaitEmpty(reapers)
@@ -980,18 +793,18 @@ export const start = Effect.fnUntraced(function* (
           for (const slot of Slot.list(SubscriptionRef.getUnsafe(table))) launch(slot.taskId)
         })
       ),
-      Effect.andThen(cfg.spares > 0 ? FiberSet.run(spareFibers, Effect.interruptible(keepSpares)) : Effect.void),
+      Effect.andThen(cfg.spares > 0 ? FiberSet.run(spareFibers, Effect.interruptible(pool.keep)) : Effect.void),
       // Started at once, so that its shutdown runs whenever it is interrupted, however soon.
       Effect.andThen(Effect.forkScoped(Effect.interruptible(run), { startImmediately: true }))
     )
   )
 
   // The `prefork.workers` gauge (and the budget left) follow the table and the spares as they change.
-  yield* Stream.merge(SubscriptionRef.changes(table), SubscriptionRef.changes(pool)).pipe(
+  yield* Stream.merge(SubscriptionRef.changes(table), SubscriptionRef.changes(pool.spares)).pipe(
     Stream.runForEach(() =>
       Metrics.setWorkers({
         ...SubscriptionRef.getUnsafe(table).counts,
-        spare: SubscriptionRef.getUnsafe(pool).length
+        spare: SubscriptionRef.getUnsafe(pool.spares).length
       }).pipe(Effect.andThen(updateBudget))
     ),
     Effect.forkScoped
@@ -1063,7 +876,7 @@ export const start = Effect.fnUntraced(function* (
       const reloaded: Array<number> = []
       // The spares run the code being replaced: they are stopped, and new ones boot with the new code.
       return Effect.andThen(
-        cfg.spares > 0 ? drainSpares : Effect.void,
+        cfg.spares > 0 ? pool.drain : Effect.void,
         Effect.forEach(
           Slot.list(SubscriptionRef.getUnsafe(table)).filter((s) => !s.removing),
           (slot) =>
@@ -1146,6 +959,6 @@ export const start = Effect.fnUntraced(function* (
     restart,
     reload,
     scale,
-    spares: Effect.map(SubscriptionRef.get(pool), (p) => p.map((spare) => spare.handle.pid))
+    spares: Effect.map(SubscriptionRef.get(pool.spares), (p) => p.map((spare) => spare.handle.pid))
   }
 })

@@ -1,0 +1,127 @@
+/**
+ * The health watch of a running worker, as the loop races it against the
+ * worker's exit and the requests to replace it: its heartbeat deadline, its
+ * memory samples and its lifetime. Each watch is an effect that completes
+ * with what it saw, or never; the loop decides what to do.
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Random from "effect/Random"
+import { Recycled, Unresponsive } from "../Errors.ts"
+import type * as ExitStatus from "../ExitStatus.ts"
+import * as Metrics from "../Metrics.ts"
+import type { Config, Event } from "../Model.ts"
+import type { ProcessHandle } from "../ProcessSpawner.ts"
+import type { TaskId } from "../TaskId.ts"
+
+/** What the health watch of a running worker saw. @internal */
+export type Health = { readonly _tag: "Unresponsive" } | { readonly _tag: "Recycle"; readonly reason: Recycled }
+
+/** How long an unresponsive worker has, after its diagnostic signal, before SIGKILL. @internal */
+export const DIAGNOSE_GRACE = Duration.seconds(1)
+
+/** How many memory samples in a row must be above the limit before a worker is recycled. @internal */
+export const MEMORY_SAMPLES_ABOVE = 2
+
+/** Completes when a running worker misses its heartbeat deadline; never without heartbeats. @internal */
+export const heartbeat = (cfg: Config, handle: ProcessHandle): Effect.Effect<Health> => {
+  const hb = cfg.heartbeat
+  if (hb === undefined) return Effect.never
+  const late: Health = { _tag: "Unresponsive" }
+  return Effect.gen(function* () {
+    while (true) {
+      const beat = yield* Effect.raceFirst(
+        Effect.as(handle.heartbeat, true),
+        Effect.as(Effect.sleep(hb.timeout), false)
+      )
+      if (!beat) return late
+    }
+  })
+}
+
+/**
+ * The watch that completes when a running worker is to be recycled: its
+ * memory stayed above the limit for `MEMORY_SAMPLES_ABOVE` samples in a row,
+ * or its lifetime (with its jitter, drawn now) is reached. After a recycle
+ * that failed, `retryAfter`: the lifetime is spent, so it is tried again
+ * then, and memory sampling starts again then.
+ *
+ * @internal
+ */
+export const recycle = (
+  cfg: Config,
+  handle: ProcessHandle,
+  retryAfter: Duration.Duration | undefined
+): Effect.Effect<Effect.Effect<Health>> =>
+  Effect.gen(function* () {
+    const watches: Array<Effect.Effect<Health>> = []
+    const { pid, taskId } = handle
+    if (cfg.maxLifetime !== undefined) {
+      const jitter = Duration.toMillis(cfg.lifetimeJitter)
+      const lifetimeMillis = Math.round(
+        retryAfter !== undefined
+          ? Duration.toMillis(retryAfter)
+          : Duration.toMillis(cfg.maxLifetime) + (jitter > 0 ? yield* Random.nextBetween(0, jitter) : 0)
+      )
+      watches.push(
+        Effect.as(Effect.sleep(Duration.millis(lifetimeMillis)), {
+          _tag: "Recycle",
+          reason: new Recycled({ taskId, pid, reason: "lifetime", lifetimeMillis })
+        } as const)
+      )
+    }
+    const limit = cfg.maxMemory
+    if (limit !== undefined) {
+      watches.push(
+        Effect.gen(function* () {
+          let above = 0
+          if (retryAfter !== undefined) yield* Effect.sleep(retryAfter)
+          while (true) {
+            yield* Effect.sleep(cfg.memoryInterval)
+            const sample = yield* handle.memory
+            if (Option.isNone(sample)) continue
+            yield* Metrics.setWorkerMemory(taskId, sample.value)
+            above = sample.value > limit ? above + 1 : 0
+            if (above >= MEMORY_SAMPLES_ABOVE) {
+              return {
+                _tag: "Recycle",
+                reason: new Recycled({ taskId, pid, reason: "memory", rssBytes: sample.value, limitBytes: limit })
+              } as const
+            }
+          }
+        })
+      )
+    }
+    return watches.length === 0 ? (Effect.never as Effect.Effect<Health>) : Effect.raceAll(watches)
+  })
+
+/**
+ * Ends a worker that missed its heartbeat deadline: its diagnostic signal
+ * (told as an `Unresponsive` event and a warning), a moment to print, then
+ * SIGKILL to its group, and the stop of what is left. Its exit status and the
+ * typed reason.
+ *
+ * @internal
+ */
+export const kill = (
+  cfg: Config,
+  taskId: TaskId,
+  handle: ProcessHandle,
+  publish: (event: Event) => Effect.Effect<unknown>,
+  now: () => number
+): Effect.Effect<{ readonly status: ExitStatus.ExitStatus; readonly reason: Unresponsive }> =>
+  Effect.gen(function* () {
+    const { pid } = handle
+    const timeoutMillis = Duration.toMillis(cfg.heartbeat!.timeout)
+    const signal = yield* handle.diagnose
+    const grace = Duration.min(DIAGNOSE_GRACE, cfg.stopTimeout)
+    yield* publish({ _tag: "Unresponsive", taskId, pid, signal, at: now() })
+    yield* Effect.logWarning(
+      `child ${taskId} (pid ${pid}) unresponsive: no heartbeat for ${timeoutMillis} ms; sent ${signal} for a diagnostic, SIGKILL in ${Duration.toMillis(grace)} ms`
+    ).pipe(Effect.annotateLogs({ taskId, pid }))
+    yield* Effect.raceFirst(Effect.asVoid(handle.exit), Effect.sleep(grace))
+    yield* handle.kill("SIGKILL")
+    const status = yield* handle.stop
+    return { status, reason: new Unresponsive({ taskId, pid, timeoutMillis, signal }) }
+  })
