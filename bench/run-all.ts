@@ -42,7 +42,9 @@ const BENCHMARKS: ReadonlyArray<readonly [string, ReadonlyArray<string>, Readonl
   ["many-children", ["many-children"], []],
   ["import-cost", ["import-cost"], []],
   ["cli", ["cli"], []],
-  ["sockets", ["sockets"], []]
+  ["sockets", ["sockets"], []],
+  ["spares", ["spares"], []],
+  ["health-cost", ["health-cost"], []]
 ]
 
 const only = list("only", [])
