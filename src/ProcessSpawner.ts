@@ -91,7 +91,7 @@ export interface SpawnRequest {
   /** The group id the worker runs as; its supplementary groups are dropped. */
   readonly gid?: number | undefined
   /**
-   * Ask the worker for heartbeats this often (see `ProcessHandle.heartbeat`).
+   * Ask the worker for heartbeats this often (see `ProcessHandle.lastHeartbeat`).
    * Module and cluster workers beat from their own event loop with no code of
    * their own (a blocked loop stops the beats); a command gets a pipe as
    * `PREFORK_HEARTBEAT_FD` (and the interval in milliseconds as
@@ -172,10 +172,11 @@ export interface ProcessHandle {
    */
   readonly stop: Effect.Effect<ExitStatus>
   /**
-   * Completes at the worker's next heartbeat after the call (never for a
-   * worker spawned without `heartbeat`, or once it has exited).
+   * When the worker last beat, in epoch milliseconds on the spawner's clock
+   * (none before its first beat, or without `heartbeat`). A beat only stores
+   * the time: the supervisor looks at it once per deadline, not per beat.
    */
-  readonly heartbeat: Effect.Effect<void>
+  readonly lastHeartbeat: Effect.Effect<Option.Option<number>>
   /**
    * The resident memory of the worker's whole process group, in bytes,
    * sampled now (`/proc` on Linux, `ps` elsewhere); none once it is gone.

@@ -145,8 +145,9 @@ export interface Options extends RestartPolicy.RestartOptions {
    * heartbeat for `timeout` once ready is killed and restarted as a failure
    * (`Unresponsive`). A duration is the timeout. Module and cluster workers
    * beat from their own event loop every `interval` (default a quarter of the
-   * timeout, at most 1 second) with no code of their own, so a blocked loop is
-   * caught; a command beats by writing a byte to `PREFORK_HEARTBEAT_FD`.
+   * timeout) with no code of their own, so a blocked loop is caught; a command
+   * beats by writing a byte to `PREFORK_HEARTBEAT_FD`. The supervisor wakes
+   * once per deadline, not per beat: a beat costs it one IPC message.
    */
   readonly heartbeat?:
     | Duration.Input
@@ -371,7 +372,7 @@ const healthConfig = Effect.fnUntraced(function* (options: Options, mode: Mode) 
       isObject ? given.timeout : (given as Duration.Input),
       0
     )
-    const defaultInterval = Duration.min(Duration.seconds(1), Duration.divideUnsafe(timeout, 4))
+    const defaultInterval = Duration.divideUnsafe(timeout, 4)
     const interval = yield* RestartPolicy.decodeDuration(
       "heartbeat.interval",
       isObject ? given.interval : undefined,

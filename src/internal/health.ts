@@ -4,6 +4,7 @@
  * memory samples and its lifetime. Each watch is an effect that completes
  * with what it saw, or never; the loop decides what to do.
  */
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -24,18 +25,26 @@ export const DIAGNOSE_GRACE = Duration.seconds(1)
 /** How many memory samples in a row must be above the limit before a worker is recycled. @internal */
 export const MEMORY_SAMPLES_ABOVE = 2
 
-/** Completes when a running worker misses its heartbeat deadline; never without heartbeats. @internal */
+/**
+ * Completes when a running worker misses its heartbeat deadline: `timeout`
+ * after its last beat, or after the watch began (the worker was ready) if it
+ * has not beaten since. Never without heartbeats. It wakes once per deadline,
+ * not per beat: a beat costs the primary only the storing of its time.
+ *
+ * @internal
+ */
 export const heartbeat = (cfg: Config, handle: ProcessHandle): Effect.Effect<Health> => {
   const hb = cfg.heartbeat
   if (hb === undefined) return Effect.never
+  const timeout = Duration.toMillis(hb.timeout)
   const late: Health = { _tag: "Unresponsive" }
   return Effect.gen(function* () {
+    const since = yield* Clock.currentTimeMillis
     while (true) {
-      const beat = yield* Effect.raceFirst(
-        Effect.as(handle.heartbeat, true),
-        Effect.as(Effect.sleep(hb.timeout), false)
-      )
-      if (!beat) return late
+      const last = Option.getOrElse(yield* handle.lastHeartbeat, () => since)
+      const wait = Math.max(since, last) + timeout - (yield* Clock.currentTimeMillis)
+      if (wait <= 0) return late
+      yield* Effect.sleep(Duration.millis(wait))
     }
   })
 }

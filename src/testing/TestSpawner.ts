@@ -39,6 +39,7 @@
  *
  * @since 0.1.0
  */
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -243,7 +244,7 @@ interface ProcessState {
   heartbeats: number
   hung: boolean
   memory: number
-  beat: Deferred.Deferred<void>
+  lastBeat: Option.Option<number>
   readonly request: SpawnRequest
   readonly index: number
   readonly spawnedAt: number
@@ -372,13 +373,11 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
             })
           )
 
-      /** One heartbeat: wakes whoever waits for the next one. */
-      const beatUnsafe = (p: ProcessState): void => {
+      /** One heartbeat, at `at` on the test clock. */
+      const beatUnsafe = (p: ProcessState, at: number): void => {
         if (Option.isSome(p.exit)) return
         p.heartbeats++
-        const current = p.beat
-        p.beat = Deferred.makeUnsafe<void>()
-        Deferred.doneUnsafe(current, Effect.void)
+        p.lastBeat = Option.some(at)
       }
 
       /** A process spawned with `heartbeat` beats at that interval until it hangs or exits. */
@@ -386,7 +385,7 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
         Effect.gen(function* () {
           while (Option.isNone(p.exit) && !p.hung) {
             yield* Effect.sleep(interval)
-            if (!p.hung) beatUnsafe(p)
+            if (!p.hung) beatUnsafe(p, yield* Clock.currentTimeMillis)
           }
         }).pipe(Effect.forkIn(scope), Effect.asVoid)
 
@@ -398,7 +397,7 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
             return p.taskId
           },
           pid: p.pid,
-          heartbeat: Effect.suspend(() => (Option.isSome(p.exit) ? Effect.never : Deferred.await(p.beat))),
+          lastHeartbeat: Effect.sync(() => p.lastBeat),
           memory: Effect.sync(() => (Option.isSome(p.exit) ? Option.none() : Option.some(p.memory))),
           activate: (taskId) =>
             Effect.clockWith((clock) =>
@@ -450,7 +449,7 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
               heartbeats: 0,
               hung: false,
               memory: options.memory ?? 50 * 2 ** 20,
-              beat: Deferred.makeUnsafe<void>(),
+              lastBeat: Option.none(),
               request,
               index,
               spawnedAt,
@@ -588,7 +587,10 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
               p.hung = true
             })
           ),
-        beat: (pid) => Effect.flatMap(lookup(pid), (p) => Effect.sync(() => beatUnsafe(p))),
+        beat: (pid) =>
+          Effect.flatMap(lookup(pid), (p) =>
+            Effect.clockWith((clock) => Effect.sync(() => beatUnsafe(p, clock.currentTimeMillisUnsafe())))
+          ),
         setMemory: (pid, bytes) =>
           Effect.flatMap(lookup(pid), (p) =>
             Effect.sync(() => {

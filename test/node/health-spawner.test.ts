@@ -59,9 +59,18 @@ const json = (dir: string, name: string) =>
     (s): unknown => JSON.parse(s)
   )
 
-/** The next heartbeat, if one comes within `window`. */
+/** Whether a heartbeat comes within `window` (its time changes; polled every 10 ms). */
 const beatWithin = (handle: ProcessHandle, window: Duration.Input) =>
-  Effect.map(Effect.timeoutOption(handle.heartbeat, window), Option.isSome)
+  Effect.gen(function* () {
+    const before = yield* handle.lastHeartbeat
+    const deadline = Date.now() + Duration.toMillis(Duration.fromInputUnsafe(window))
+    while (Date.now() < deadline) {
+      yield* Effect.sleep(10)
+      const now = yield* handle.lastHeartbeat
+      if (Option.isSome(now) && (Option.isNone(before) || now.value !== before.value)) return true
+    }
+    return false
+  })
 
 /**
  * Waits until a whole second passes without a beat: beats sent just before
