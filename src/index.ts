@@ -9,7 +9,18 @@
 export * as Errors from "./Errors.ts"
 
 /** @since 0.1.0 */
-export { ExitRecord, InvalidOptions, NotReady, SpawnFailed, TooManyRestarts } from "./Errors.ts"
+export {
+  BindFailed,
+  ExitRecord,
+  InvalidOptions,
+  NotReady,
+  Recycled,
+  ReloadFailed,
+  SpawnFailed,
+  TooManyRestarts,
+  Unresponsive
+} from "./Errors.ts"
+export type { ExitReason } from "./Errors.ts"
 
 /** @since 0.1.0 */
 export * as ExitStatus from "./ExitStatus.ts"
