@@ -11,9 +11,12 @@ import { Effect, Fiber, Option } from "effect"
 import * as ExitStatus from "../../src/ExitStatus.ts"
 import type * as Listen from "../../src/Listen.ts"
 import type * as Supervisor from "../../src/Supervisor.ts"
+import { writeFileSync } from "node:fs"
+import * as Net from "node:net"
+import * as Path from "node:path"
 import { answered, type Answered, getJson } from "../helpers/http.ts"
 import { eventually, pidsWithTag } from "../helpers/procs.ts"
-import { fixture, supervise } from "../helpers/supervise.ts"
+import { fixture, supervise, tempDir } from "../helpers/supervise.ts"
 
 const tcpPort = (sockets: ReadonlyArray<Listen.Socket>): number => {
   const address = sockets[0]!.address
@@ -37,6 +40,15 @@ const server = {
   ready: "message",
   stopTimeout: "5 seconds"
 } as const
+
+/** A port free on 127.0.0.1 now (for node:cluster workers, which bind it themselves). */
+const freePort = Effect.callback<number>((resume) => {
+  const server = Net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const { port } = server.address() as Net.AddressInfo
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
 
 /** GETs one after another on fresh connections until interrupted (bounded). */
 const load = (port: number, answers: Array<Answered>) =>
@@ -218,6 +230,78 @@ describe("production lifecycle (real processes)", () => {
           assert.isTrue(Option.isSome(Option.fromUndefinedOr(next)))
           yield* handle.stop
           assert.deepStrictEqual(pidsWithTag(tag), [], "a worker or a spare outlived the supervisor")
+        })
+      ),
+    60_000
+  )
+
+  it.live(
+    "cluster mode: a spare does not listen, so node:cluster never hands it a connection, until it takes a dead worker's id",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const port = yield* freePort
+          const { events, handle, tag } = yield* supervise({
+            mode: "cluster",
+            command: fixture("cluster-spare.ts"),
+            processes: 2,
+            spares: 1,
+            env: { PORT: String(port) },
+            stopTimeout: "5 seconds"
+          })
+          yield* handle.awaitReady
+          const [spare] = yield* eventually(() => {
+            const s = Effect.runSync(handle.spares)
+            return s.length === 1 ? s : undefined
+          })
+          const before: Array<number> = []
+          for (let i = 0; i < 40; i++) before.push(answered(yield* getJson({ port })).pid)
+          assert.isFalse(before.includes(spare!), "the spare served before it was taken")
+          const victim = readyOf(events).find((e) => e.taskId === 1)!
+          process.kill(victim.pid, "SIGKILL")
+          yield* eventually(() => ofTag("Started")(events).find((e) => e.spare === true && e.pid === spare))
+          let served: Answered | undefined
+          for (let i = 0; i < 400 && served === undefined; i++) {
+            const a = answered(yield* getJson({ port }))
+            if (a.pid === spare) served = a
+          }
+          assert.strictEqual((served as { task: string } | undefined)?.task, "1")
+          yield* handle.stop
+          assert.deepStrictEqual(pidsWithTag(tag), [])
+        })
+      ),
+    60_000
+  )
+
+  it.live(
+    "any program beats by writing to PREFORK_HEARTBEAT_FD; when it stops it gets SIGABRT, then its group SIGKILL",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const stop = Path.join(dir, "stop")
+          // A shell that beats every 200 ms until the file exists, then hangs in `sleep` (a member of its group).
+          const script = `while [ ! -e "$1" ]; do printf . >&"$PREFORK_HEARTBEAT_FD"; sleep 0.2; done; sleep 1000`
+          const { events, handle, tag } = yield* supervise({
+            command: "/bin/sh",
+            args: ["-c", script, "sh", stop],
+            processes: 1,
+            heartbeat: "1500 millis",
+            maxRestarts: 0
+          })
+          const [first] = yield* eventually(() => (readyOf(events).length > 0 ? readyOf(events) : undefined))
+          // Beating: alive well past its deadline.
+          yield* Effect.sleep("3 seconds")
+          assert.deepStrictEqual(exitedOf(events), [])
+          writeFileSync(stop, "")
+          const error = yield* Effect.flip(handle.await)
+          assert.strictEqual(error._tag, "TooManyRestarts")
+          const exit = exitedOf(events).find((e) => e.pid === first!.pid)!
+          assert.strictEqual(exit.reason?._tag, "Unresponsive")
+          if (exit.reason?._tag === "Unresponsive") assert.strictEqual(exit.reason.signal, "SIGABRT")
+          assert.deepStrictEqual(exit.status, ExitStatus.signaled("SIGABRT"))
+          // The leader and its `sleep`: gone.
+          assert.deepStrictEqual(pidsWithTag(tag), [])
         })
       ),
     60_000
