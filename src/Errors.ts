@@ -38,8 +38,9 @@ export class NotReady extends Data.TaggedError("NotReady")<{
  * A worker stopped answering: no heartbeat from it for `timeoutMillis` (its
  * event loop was blocked, or it hung). The supervisor sent it a diagnostic
  * signal (`signal`: SIGUSR1 to a Node worker, so its inspector starts on a
- * thread of its own; SIGABRT to any other program, as gunicorn does), then
- * SIGKILL, and its exit counts against the budget like a crash.
+ * thread of its own, and the supervisor fetches from it the JavaScript stack
+ * the loop is stuck in, `stack`; SIGABRT to any other program, as gunicorn
+ * does), then SIGKILL, and its exit counts against the budget like a crash.
  *
  * @since 0.1.0
  * @category errors
@@ -49,6 +50,8 @@ export class Unresponsive extends Data.TaggedError("Unresponsive")<{
   readonly pid: number
   readonly timeoutMillis: number
   readonly signal: string
+  /** The JavaScript stack a Node worker's event loop was stuck in, when it could be fetched (Linux). */
+  readonly stack?: string
 }> {
   override get message(): string {
     return `child ${this.taskId} (pid ${this.pid}) unresponsive: no heartbeat for ${this.timeoutMillis} ms`

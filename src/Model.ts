@@ -112,6 +112,8 @@ export type Event =
       readonly taskId: TaskId
       readonly pid: number
       readonly signal: string
+      /** The JavaScript stack its event loop is stuck in, when it could be fetched (a Node worker, Linux). */
+      readonly stack?: string | undefined
       readonly at: number
     }
   /** A worker is being recycled: a replacement starts (and takes over once ready). */

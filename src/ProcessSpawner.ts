@@ -193,9 +193,23 @@ export interface ProcessHandle {
    * (module and cluster modes: Node starts its inspector on a thread of its
    * own, so it answers even while the event loop is blocked), SIGABRT to any
    * other program (Python's faulthandler and Go print their stacks on it, as
-   * gunicorn relies on). Does nothing once the leader is reaped.
+   * gunicorn relies on). For a Node worker on Linux it then connects to that
+   * inspector and fetches the JavaScript stack the loop is stuck in, within
+   * `withinMillis`. Does nothing once the leader is reaped.
    */
-  readonly diagnose: Effect.Effect<Signal>
+  readonly diagnose: (withinMillis: number) => Effect.Effect<Diagnosis>
+}
+
+/**
+ * What `ProcessHandle.diagnose` did: the signal it sent, and the JavaScript
+ * stack of a blocked Node worker when it could fetch it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Diagnosis {
+  readonly signal: Signal
+  readonly stack?: string | undefined
 }
 
 /**

@@ -63,7 +63,7 @@ const exited = (events: ReadonlyArray<Supervisor.Event>) =>
 
 describe("heartbeats", () => {
   it.effect(
-    "a worker that stops beating is sent its diagnostic signal at the deadline, SIGKILL 1 s later, and is restarted as a failure",
+    "a worker that stops beating is sent its diagnostic signal at the deadline, SIGKILL 2 s later, and is restarted as a failure",
     () =>
       withSpawner((spawner) =>
         Effect.gen(function* () {
@@ -88,13 +88,13 @@ describe("heartbeats", () => {
             kills1.map((k) => [k.signal, k.at]),
             [["SIGUSR1", 4000]]
           )
-          yield* advance(1000)
+          yield* advance(2000)
           const kills2 = (yield* spawner.kills).filter((k) => k.pid === first!.pid && k.delivered)
           assert.deepStrictEqual(
             kills2.map((k) => [k.signal, k.at]),
             [
               ["SIGUSR1", 4000],
-              ["SIGKILL", 5000]
+              ["SIGKILL", 6000]
             ]
           )
           const exit = exited(events)[0]!
@@ -118,7 +118,7 @@ describe("heartbeats", () => {
         // The default interval: a quarter of the timeout.
         assert.strictEqual(durationMs(first!.request.heartbeat), 200)
         yield* spawner.hang(first!.pid)
-        yield* advance(2000)
+        yield* advance(3000)
         assert.deepStrictEqual(
           (yield* spawner.kills).map((k) => k.signal),
           ["SIGABRT", "SIGKILL"]
@@ -160,7 +160,7 @@ describe("heartbeats", () => {
         for (let n = 1; n <= 2; n++) {
           const spawned = yield* spawner.awaitSpawns(n)
           yield* spawner.hang(spawned[n - 1]!.pid)
-          yield* advance(2200)
+          yield* advance(3200)
         }
         const exit = yield* Fiber.await(fiber)
         assert.isTrue(Exit.isFailure(exit))
@@ -430,7 +430,7 @@ describe("spans and metrics", () => {
           yield* settle
           const [, second] = yield* spawner.awaitSpawns(2)
           yield* spawner.hang(second!.pid)
-          yield* advance(2100)
+          yield* advance(3100)
           yield* handle.reload()
           yield* settle
           const workers = spans.filter((s) => s.name === "prefork.worker")

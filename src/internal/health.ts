@@ -19,8 +19,12 @@ import type { TaskId } from "../TaskId.ts"
 /** What the health watch of a running worker saw. @internal */
 export type Health = { readonly _tag: "Unresponsive" } | { readonly _tag: "Recycle"; readonly reason: Recycled }
 
-/** How long an unresponsive worker has, after its diagnostic signal, before SIGKILL. @internal */
-export const DIAGNOSE_GRACE = Duration.seconds(1)
+/**
+ * How long an unresponsive worker has, after its diagnostic signal, before
+ * SIGKILL: the time to fetch a Node worker's stack (~200 ms here), or for
+ * another program to print its own. @internal
+ */
+export const DIAGNOSE_GRACE = Duration.seconds(2)
 
 /** How many memory samples in a row must be above the limit before a worker is recycled. @internal */
 export const MEMORY_SAMPLES_ABOVE = 2
@@ -123,14 +127,23 @@ export const kill = (
   Effect.gen(function* () {
     const { pid } = handle
     const timeoutMillis = Duration.toMillis(cfg.heartbeat!.timeout)
-    const signal = yield* handle.diagnose
-    const grace = Duration.min(DIAGNOSE_GRACE, cfg.stopTimeout)
-    yield* publish({ _tag: "Unresponsive", taskId, pid, signal, at: now() })
+    const grace = Duration.toMillis(Duration.min(DIAGNOSE_GRACE, cfg.stopTimeout))
+    const started = now()
+    // A Node worker's stack is fetched from its inspector within the grace; any other program has the grace to print.
+    const { signal, stack } = yield* handle.diagnose(grace)
+    yield* publish({ _tag: "Unresponsive", taskId, pid, signal, at: now(), ...(stack === undefined ? {} : { stack }) })
     yield* Effect.logWarning(
-      `child ${taskId} (pid ${pid}) unresponsive: no heartbeat for ${timeoutMillis} ms; sent ${signal} for a diagnostic, SIGKILL in ${Duration.toMillis(grace)} ms`
+      `child ${taskId} (pid ${pid}) unresponsive: no heartbeat for ${timeoutMillis} ms; sent ${signal} for a diagnostic${
+        stack === undefined ? "" : `; its event loop is stuck in:\n${stack}`
+      }`
     ).pipe(Effect.annotateLogs({ taskId, pid }))
-    yield* Effect.raceFirst(Effect.asVoid(handle.exit), Effect.sleep(grace))
+    const left = grace - (now() - started)
+    if (stack === undefined && left > 0)
+      yield* Effect.raceFirst(Effect.asVoid(handle.exit), Effect.sleep(Duration.millis(left)))
     yield* handle.kill("SIGKILL")
     const status = yield* handle.stop
-    return { status, reason: new Unresponsive({ taskId, pid, timeoutMillis, signal }) }
+    return {
+      status,
+      reason: new Unresponsive({ taskId, pid, timeoutMillis, signal, ...(stack === undefined ? {} : { stack }) })
+    }
   })

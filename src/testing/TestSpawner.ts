@@ -406,10 +406,11 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
                 p.activatedAt = Option.some(clock.currentTimeMillisUnsafe())
               })
             ),
-          diagnose: Effect.suspend(() => {
-            const signal: Signal = p.request.mode === "command" ? "SIGABRT" : "SIGUSR1"
-            return Effect.as(kill(p)(signal), signal)
-          }),
+          diagnose: () =>
+            Effect.suspend(() => {
+              const signal: Signal = p.request.mode === "command" ? "SIGABRT" : "SIGUSR1"
+              return Effect.as(kill(p)(signal), { signal })
+            }),
           exit,
           ready: Deferred.await(p.readyLatch),
           exitStatus,

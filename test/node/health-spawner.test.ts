@@ -304,55 +304,60 @@ describe("spares (real processes)", () => {
 
 describe("diagnose (real processes)", () => {
   for (const mode of ["module", "cluster"] as const) {
-    it.live(`SIGUSR1 to blocked ${mode} workers: each prints its inspector's address, on a port of its own`, () =>
-      Effect.gen(function* () {
-        const { env, tag } = makeTag()
-        yield* Effect.scoped(
-          Effect.gen(function* () {
-            const dir = yield* tempDir
-            const spawner = yield* ProcessSpawner
-            const lines: Array<{ pid: number; line: string }> = []
-            const spawnOne = spawner.spawn(
-              request(env, {
-                mode,
-                args: [dir],
-                heartbeat: Duration.seconds(1),
-                stdio: "pipe",
-                onOutput: ({ line, pid, stream }) => {
-                  if (stream === "stderr") lines.push({ pid, line })
-                }
-              })
-            )
-            const workers = [yield* spawnOne, yield* spawnOne]
-            writeFileSync(Path.join(dir, "block"), "")
-            for (const worker of workers) yield* file(dir, `blocked-${worker.pid}`)
-            const ports: Array<string> = []
-            for (const worker of workers) {
-              assert.strictEqual(yield* worker.diagnose, "SIGUSR1")
-              const found = yield* eventually(
-                () =>
-                  lines
-                    .filter((l) => l.pid === worker.pid)
-                    .map((l) => /Debugger listening on ws:\/\/127\.0\.0\.1:(\d+)\//.exec(l.line)?.[1])
-                    .find((port) => port !== undefined),
-                "15 seconds"
+    it.live(
+      `SIGUSR1 to blocked ${mode} workers: each prints its inspector's address, on a port of its own, and gives the primary its stack`,
+      () =>
+        Effect.gen(function* () {
+          const { env, tag } = makeTag()
+          yield* Effect.scoped(
+            Effect.gen(function* () {
+              const dir = yield* tempDir
+              const spawner = yield* ProcessSpawner
+              const lines: Array<{ pid: number; line: string }> = []
+              const spawnOne = spawner.spawn(
+                request(env, {
+                  mode,
+                  args: [dir],
+                  heartbeat: Duration.seconds(1),
+                  stdio: "pipe",
+                  onOutput: ({ line, pid, stream }) => {
+                    if (stream === "stderr") lines.push({ pid, line })
+                  }
+                })
               )
-              ports.push(found)
-            }
-            assert.notStrictEqual(ports[0], ports[1])
-            // Any free port: also in the `--inspect-port` node:cluster appends for a worker using the inspector.
-            for (const worker of workers) {
-              const argv = readFileSync(`/proc/${worker.pid}/cmdline`, "utf8").split("\0")
-              const chosen = argv.filter((arg) => arg.startsWith("--inspect-port="))
-              assert.isAbove(chosen.length, 0)
-              assert.deepStrictEqual([...new Set(chosen)], ["--inspect-port=0"])
-            }
-            // Still blocked, still alive: the diagnostic did not end it.
-            for (const worker of workers) assert.isTrue(Option.isNone(yield* worker.exitStatus))
-          })
-        )
-        yield* assertNoneLeft(tag)
-      }).pipe(Effect.provide(layer))
+              const workers = [yield* spawnOne, yield* spawnOne]
+              writeFileSync(Path.join(dir, "block"), "")
+              for (const worker of workers) yield* file(dir, `blocked-${worker.pid}`)
+              const ports: Array<string> = []
+              for (const worker of workers) {
+                const diagnosis = yield* worker.diagnose(10_000)
+                assert.strictEqual(diagnosis.signal, "SIGUSR1")
+                // The primary fetched, from that inspector, the stack the loop is stuck in: the fixture's spin.
+                assert.match(diagnosis.stack ?? "", /health-block\.js:\d+:\d+\)/, `no stack: ${diagnosis.stack}`)
+                const found = yield* eventually(
+                  () =>
+                    lines
+                      .filter((l) => l.pid === worker.pid)
+                      .map((l) => /Debugger listening on ws:\/\/127\.0\.0\.1:(\d+)\//.exec(l.line)?.[1])
+                      .find((port) => port !== undefined),
+                  "15 seconds"
+                )
+                ports.push(found)
+              }
+              assert.notStrictEqual(ports[0], ports[1])
+              // Any free port: also in the `--inspect-port` node:cluster appends for a worker using the inspector.
+              for (const worker of workers) {
+                const argv = readFileSync(`/proc/${worker.pid}/cmdline`, "utf8").split("\0")
+                const chosen = argv.filter((arg) => arg.startsWith("--inspect-port="))
+                assert.isAbove(chosen.length, 0)
+                assert.deepStrictEqual([...new Set(chosen)], ["--inspect-port=0"])
+              }
+              // Still blocked, still alive: the diagnostic did not end it.
+              for (const worker of workers) assert.isTrue(Option.isNone(yield* worker.exitStatus))
+            })
+          )
+          yield* assertNoneLeft(tag)
+        }).pipe(Effect.provide(layer))
     )
   }
 
@@ -369,12 +374,12 @@ describe("diagnose (real processes)", () => {
             request(env, { mode: "command", command: "/bin/sh", args: ["-c", script, "sh", dir] })
           )
           const sleeper = Number(yield* file(dir, "sleep", (s) => s.endsWith("\n")))
-          assert.strictEqual(yield* handle.diagnose, "SIGABRT")
+          assert.deepStrictEqual(yield* handle.diagnose(1000), { signal: "SIGABRT" })
           assert.deepStrictEqual(yield* handle.exit, ExitStatus.exited(7))
           assert.doesNotThrow(() => process.kill(sleeper, 0))
           const kills = vi.spyOn(process, "kill")
           yield* Effect.addFinalizer(() => Effect.sync(() => kills.mockRestore()))
-          assert.strictEqual(yield* handle.diagnose, "SIGABRT")
+          assert.deepStrictEqual(yield* handle.diagnose(1000), { signal: "SIGABRT" })
           assert.deepStrictEqual(
             kills.mock.calls.filter(([pid]) => pid === handle.pid),
             []

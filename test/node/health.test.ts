@@ -60,7 +60,7 @@ const load = (port: number, answers: Array<Answered>) =>
 
 describe("production lifecycle (real processes)", () => {
   it.live(
-    "a worker whose event loop blocks misses its heartbeats: SIGUSR1 (its inspector says so), SIGKILL, replaced with its task id, budget spent",
+    "a worker whose event loop blocks misses its heartbeats: SIGUSR1, its stack fetched from its inspector, SIGKILL, replaced with its task id, budget spent",
     () =>
       Effect.scoped(
         Effect.gen(function* () {
@@ -84,6 +84,9 @@ describe("production lifecycle (real processes)", () => {
           const told = ofTag("Unresponsive")(events).find((e) => e.pid === blocked.pid)
           assert.isDefined(told)
           assert.strictEqual(told!.signal, "SIGUSR1")
+          // The supervisor fetched the stack the loop is stuck in from the worker's inspector: the fixture's spin.
+          assert.match(told!.stack ?? "", /health-server\.ts:\d+:\d+\)/, `no stack: ${told!.stack}`)
+          if (exit.reason?._tag === "Unresponsive") assert.strictEqual(exit.reason.stack, told!.stack)
           // Its last heartbeat was at most one interval (500 ms) before the block: never killed before its deadline.
           assert.isAtLeast(told!.at, blockedAt + 1400)
           // Node started its inspector on its own thread, while the event loop was blocked.

@@ -29,10 +29,11 @@ import * as Option from "effect/Option"
 import { SpawnFailed } from "../../Errors.ts"
 import * as ExitStatus from "../../ExitStatus.ts"
 import * as Messages from "../../Messages.ts"
-import { makeStop, type ProcessHandle, type Signal, type SpawnRequest } from "../../ProcessSpawner.ts"
+import { type Diagnosis, makeStop, type ProcessHandle, type Signal, type SpawnRequest } from "../../ProcessSpawner.ts"
 import type { TaskId } from "../../TaskId.ts"
 import * as Channel from "./channel.ts"
 import * as Group from "./group.ts"
+import { signalAndCapture } from "./inspect.ts"
 import * as Memory from "./memory.ts"
 import * as Output from "./output.ts"
 import type { Watch, When } from "./watchdog.ts"
@@ -327,10 +328,18 @@ export const attach = (
       lastHeartbeat: Effect.sync(() => Option.fromUndefinedOr(lastBeat)),
       memory,
       activate,
-      diagnose: Effect.sync(() => {
-        diagnose(signal)
-        return signal
-      })
+      diagnose: (withinMillis) =>
+        Effect.suspend((): Effect.Effect<Diagnosis> => {
+          if (pid === undefined || status !== undefined) return Effect.succeed({ signal })
+          if (signal !== "SIGUSR1") {
+            diagnose(signal)
+            return Effect.succeed({ signal })
+          }
+          return Effect.map(
+            Effect.promise(() => signalAndCapture(pid, withinMillis, () => diagnose(signal))),
+            (stack): Diagnosis => (stack === undefined ? { signal } : { signal, stack })
+          )
+        })
     }
     const close = Effect.suspend(() =>
       request.stdio === "pipe" ? Effect.timeoutOption(Deferred.await(closed), DRAIN_TIMEOUT) : Effect.void
