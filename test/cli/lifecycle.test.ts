@@ -83,8 +83,8 @@ describe("prefork: the production lifecycle", () => {
           assert.strictEqual(exit.code, 3, p.stderr())
           assert.match(p.stderr(), /unresponsive: no heartbeat for 1000 ms; sent SIGUSR1/)
           assert.match(p.stderr(), /\[0:\d+\] Debugger listening on ws:\/\/127\.0\.0\.1:\d+\//)
-        // prefork logged the stack the worker's loop was stuck in, fetched from that inspector.
-        assert.match(p.stderr(), /its event loop is stuck in:\n\s+at .*cli-spare\.js:\d+:\d+\)/)
+          // prefork logged the stack the worker's loop was stuck in, fetched from that inspector.
+          assert.match(p.stderr(), /its event loop is stuck in:\n\s+at .*cli-spare\.js:\d+:\d+\)/)
         })
       ),
     60_000
