@@ -26,7 +26,6 @@
  *
  *   node bench/health-cost.ts [--rounds=5] [--workers=8] [--idle-s=20] [--load-s=20] [--connections=32] [--variants=off,on,aggressive,beats-only,memory-only] [--quick]
  */
-import { spawn } from "node:child_process"
 import * as Path from "node:path"
 import {
   buildOurs,
@@ -35,13 +34,11 @@ import {
   FIXTURES,
   fmt,
   freePort,
-  HOST,
   list,
   machine,
   mib,
   note,
   num,
-  peerDir,
   printTable,
   procSample,
   requireNode,
@@ -49,10 +46,10 @@ import {
   sleep,
   stats,
   type Table,
-  track,
   watchdog,
   writeResults
 } from "./lib/common.ts"
+import { autocannon } from "./lib/autocannon.ts"
 import { startPrimary } from "./lib/systems.ts"
 
 requireNode()
@@ -83,46 +80,6 @@ await buildOurs()
 ensurePeers()
 
 const FD_WORKER = Path.join(FIXTURES, "fd-worker.cjs")
-
-interface Cannon {
-  readonly requests: { readonly total: number }
-  readonly errors: number
-  readonly timeouts: number
-  readonly non2xx: number
-}
-
-/** autocannon (bench/.scratch/peers) in its own process: keep-alive, `connections`, for `seconds`. */
-const autocannon = (port: number, seconds: number): Promise<Cannon> =>
-  new Promise((resolve, reject) => {
-    const args = [
-      Path.join(peerDir("autocannon"), "autocannon.js"),
-      "--json",
-      "--no-progress",
-      "-c",
-      String(connections),
-      "-d",
-      String(seconds),
-      "-p",
-      "1",
-      "-t",
-      "10",
-      `http://${HOST}:${port}/`
-    ]
-    const child = track(spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], detached: true }))
-    let stdout = ""
-    let stderr = ""
-    child.stdout!.on("data", (c: Buffer) => (stdout += c.toString()))
-    child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()))
-    const timer = setTimeout(() => child.kill("SIGKILL"), (seconds + 60) * 1000)
-    child.once("exit", (code) => {
-      clearTimeout(timer)
-      try {
-        resolve(JSON.parse(stdout) as Cannon)
-      } catch {
-        reject(new Error(`autocannon exited ${code}: ${stderr.slice(0, 500)}`))
-      }
-    })
-  })
 
 interface Usage {
   readonly userUs: number
@@ -188,7 +145,7 @@ for (let round = 0; round < rounds; round++) {
       const u1 = await usage()
       const idleReadings = idleRss.stop()
       const loadRss = sampleRss(running.pid())
-      const cannon = await autocannon(port, loadS)
+      const cannon = await autocannon(port, loadS, { connections })
       const u2 = await usage()
       const loadReadings = loadRss.stop()
       const sample: Sample = {

@@ -14,20 +14,16 @@
  *
  *   node bench/throughput.ts [--rounds=5] [--duration-s=10] [--connections=50] [--workers=2] [--systems=ours,raw] [--new-connections] [--quick]
  */
-import { spawn } from "node:child_process"
-import * as Path from "node:path"
 import {
   buildOurs,
   ensurePeers,
   finish,
   fmt,
   freePort,
-  HOST,
   list,
   machine,
   note,
   num,
-  peerDir,
   printTable,
   awaitDistinctPids,
   probeUntil,
@@ -37,10 +33,10 @@ import {
   stats,
   str,
   type Table,
-  track,
   watchdog,
   writeResults
 } from "./lib/common.ts"
+import { autocannon } from "./lib/autocannon.ts"
 import { HTTP_WORKER, parseSystems, type SystemName, startSystem } from "./lib/systems.ts"
 
 requireNode()
@@ -57,47 +53,6 @@ const started = machine()
 await buildOurs()
 ensurePeers()
 
-interface Cannon {
-  readonly requests: { readonly average: number; readonly total: number }
-  readonly latency: { readonly p50: number; readonly p99: number; readonly average: number }
-  readonly errors: number
-  readonly timeouts: number
-  readonly non2xx: number
-}
-
-const autocannon = (port: number, seconds: number): Promise<Cannon> =>
-  new Promise((resolve, reject) => {
-    const args = [
-      Path.join(peerDir("autocannon"), "autocannon.js"),
-      "--json",
-      "--no-progress",
-      "-c",
-      String(connections),
-      "-d",
-      String(seconds),
-      "-p",
-      "1",
-      "-t",
-      "10",
-      ...(newConnections ? ["-H", "Connection=close"] : []),
-      `http://${HOST}:${port}/`
-    ]
-    const child = track(spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], detached: true }))
-    let stdout = ""
-    let stderr = ""
-    child.stdout!.on("data", (c: Buffer) => (stdout += c.toString()))
-    child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()))
-    const timer = setTimeout(() => child.kill("SIGKILL"), (seconds + 60) * 1000)
-    child.once("exit", (code) => {
-      clearTimeout(timer)
-      try {
-        resolve(JSON.parse(stdout) as Cannon)
-      } catch {
-        reject(new Error(`autocannon exited ${code}: ${stderr.slice(0, 500)}`))
-      }
-    })
-  })
-
 type Sample = { system: SystemName; round: number; rps: number; p50: number; p99: number; errors: number }
 const samples: Array<Sample> = []
 
@@ -107,9 +62,9 @@ for (let round = 0; round < rounds; round++) {
     const running = await startSystem(system, { workers, port, workerScript: HTTP_WORKER })
     try {
       await awaitDistinctPids(port, workers, { timeoutMs: 30_000 })
-      if (warmupS > 0) await autocannon(port, warmupS)
+      if (warmupS > 0) await autocannon(port, warmupS, { connections, newConnections })
       await sleep(200)
-      const r = await autocannon(port, durationS)
+      const r = await autocannon(port, durationS, { connections, newConnections })
       const sample = {
         system,
         round,
