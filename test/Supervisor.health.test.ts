@@ -305,6 +305,62 @@ describe("lifetime", () => {
     ).pipe(Effect.scoped)
   )
 
+  it.effect(
+    "a recycle whose replacement is not ready in time leaves the old worker serving, and is tried again after readyTimeout",
+    () =>
+      withSpawner((spawner) =>
+        Effect.gen(function* () {
+          const { events } = yield* started({
+            ...base,
+            processes: 1,
+            ready: "message",
+            readyTimeout: "5 seconds",
+            listen: ["127.0.0.1:0"],
+            maxLifetime: "10 seconds",
+            lifetimeJitter: 0
+          })
+          const [old] = yield* spawner.awaitSpawns(1)
+          yield* spawner.ready(old!.pid)
+          yield* advance(10_000)
+          // The surge's replacement never says it is ready.
+          const second = (yield* spawner.awaitSpawns(2))[1]!
+          assert.strictEqual(second.spawnedAt, 10_000)
+          yield* advance(5000)
+          assert.isTrue(Option.isSome((yield* spawner.process(second.pid)).exitStatus), "the replacement was stopped")
+          assert.isTrue(Option.isNone((yield* spawner.process(old!.pid)).exitStatus), "the old worker serves on")
+          // Tried again readyTimeout later, and this time the replacement is ready: it takes over.
+          yield* advance(5000)
+          const third = (yield* spawner.awaitSpawns(3))[2]!
+          assert.strictEqual(third.spawnedAt, 20_000)
+          yield* spawner.ready(third.pid)
+          yield* settle
+          assert.isTrue(Option.isSome((yield* spawner.process(old!.pid)).exitStatus))
+          assert.strictEqual(exited(events).find((e) => e.pid === old!.pid)?.reason?._tag, "Recycled")
+        })
+      ).pipe(Effect.scoped)
+  )
+
+  it.effect("a recycle takes a warm spare when there is one", () =>
+    withSpawner((spawner) =>
+      Effect.gen(function* () {
+        yield* started({
+          ...base,
+          processes: 1,
+          spares: 1,
+          listen: ["127.0.0.1:0"],
+          maxLifetime: "10 seconds",
+          lifetimeJitter: 0
+        })
+        const [, spare] = yield* spawner.awaitSpawns(2)
+        assert.isTrue(spare!.spare)
+        yield* advance(10_000)
+        const taken = yield* spawner.process(spare!.pid)
+        assert.deepStrictEqual(taken.activatedAt, Option.some(10_000))
+        assert.strictEqual(taken.taskId, 0)
+      })
+    ).pipe(Effect.scoped)
+  )
+
   it.effect("the default jitter is a tenth of the lifetime", () =>
     Effect.gen(function* () {
       const cfg = yield* Supervisor.config({ ...base, maxLifetime: "1 hour" })
