@@ -461,7 +461,7 @@ describe("warm spares", () => {
 
 describe("spans and metrics", () => {
   it.effect(
-    "one span per worker (task id, pid, exit status, reason), one per reload; restarts counted by reason",
+    "one span per worker (task id, pid, exit status, reason), one per reload, linked from the workers it starts; restarts counted by reason",
     () => {
       const spans: Array<Tracer.NativeSpan> = []
       const tracer = Tracer.make({
@@ -502,7 +502,11 @@ describe("spans and metrics", () => {
             "process.exit.signal": "SIGKILL",
             "prefork.exit.reason": "Unresponsive"
           })
-          assert.isTrue(spans.some((s) => s.name === "prefork.reload"))
+          const reload = spans.find((s) => s.name === "prefork.reload")
+          assert.isDefined(reload)
+          // The worker the reload started links to the reload's span.
+          const last = spans.filter((s) => s.name === "prefork.worker").at(-1)!
+          assert.strictEqual(last.links[0]?.span, reload)
           assert.strictEqual((yield* count("exit")) - before.exit, 1)
           assert.strictEqual((yield* count("unresponsive")) - before.unresponsive, 1)
           assert.strictEqual((yield* count("reload")) - before.reload, 1)

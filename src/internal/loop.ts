@@ -38,6 +38,7 @@ import * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
+import type * as Tracer from "effect/Tracer"
 import {
   type BindFailed,
   ExitRecord,
@@ -79,6 +80,8 @@ interface Ended {
   readonly reason?: ExitReason | undefined
   /** For a requested replacement: who asked. */
   readonly by?: "restart" | "reload" | undefined
+  /** The span of the reload or restart that asked: the next worker's span links to it. */
+  readonly span?: Tracer.AnySpan | undefined
 }
 
 /** How a live worker is asked to be replaced, and why when it is recycled. */
@@ -87,6 +90,8 @@ interface Ask {
   readonly reason?: Recycled | undefined
   /** Who asked: an operator's `restart`, or a reload (recycles have a `reason`). */
   readonly by: "restart" | "reload"
+  /** The span the asking ran in, if any. */
+  readonly span?: Tracer.AnySpan | undefined
 }
 
 /** What ends the wait of a running worker. */
@@ -473,7 +478,8 @@ export const start = Effect.fnUntraced(function* (
           return ended(yield* handle.stop, {
             requested: true,
             reason: outcome.value.requested.reason,
-            by: outcome.value.requested.by
+            by: outcome.value.requested.by,
+            span: outcome.value.requested.span
           })
         }
       }
@@ -514,10 +520,13 @@ export const start = Effect.fnUntraced(function* (
           continue
         }
         const { ask } = outcome
-        if (ask.how === "replace") return ended(yield* handle.stop, { requested: true, reason: ask.reason, by: ask.by })
+        if (ask.how === "replace") {
+          return ended(yield* handle.stop, { requested: true, reason: ask.reason, by: ask.by, span: ask.span })
+        }
         // A recycle may take a spare; a reload may not (the spares run the code it replaces).
         const replaced = yield* surge(taskId, handle, request, ask.reason !== undefined)
-        if (Option.isSome(replaced)) return { ...replaced.value, startedAt, reason: ask.reason, by: ask.by }
+        if (Option.isSome(replaced))
+          return { ...replaced.value, startedAt, reason: ask.reason, by: ask.by, span: ask.span }
         // The surge failed: this worker keeps serving; a later reload asks again, a recycle after a pause.
         request = yield* newRequest(taskId)
         if (ask.reason !== undefined) recycle = yield* Health.recycle(cfg, handle, cfg.readyTimeout)
@@ -534,7 +543,7 @@ export const start = Effect.fnUntraced(function* (
    * and the stop is told as an event. Ended by the worker's own exit, the rest
    * of its process group is stopped by a reaper, and the slot goes on at once.
    */
-  const incarnation = (taskId: TaskId, adopted: Acquired | undefined) =>
+  const incarnation = (taskId: TaskId, adopted: Acquired | undefined, link: Tracer.AnySpan | undefined) =>
     Effect.acquireUseRelease(
       adopted === undefined
         ? spawnInto(taskId, (pid) => ({ _tag: "Spawned", pid, at: now() }))
@@ -558,7 +567,13 @@ export const start = Effect.fnUntraced(function* (
         }
         return Scope.close(scope, exit).pipe(Effect.andThen(stopped(taskId, handle)))
       }
-    ).pipe(Effect.withSpan("prefork.worker", { attributes: { "prefork.task_id": taskId } }))
+    ).pipe(
+      Effect.withSpan("prefork.worker", {
+        attributes: { "prefork.task_id": taskId },
+        // A worker started by a reload or a restart links to its span (the slot's fiber is not its child).
+        links: link === undefined ? [] : [{ span: link, attributes: {} }]
+      })
+    )
 
   /** A worker the supervisor stopped for good (it is stopping, or the slot was scaled away). */
   const stopped = (taskId: TaskId, handle: ProcessHandle) =>
@@ -670,9 +685,19 @@ export const start = Effect.fnUntraced(function* (
   const supervise = Effect.fnUntraced(function* (taskId: TaskId) {
     let failures = 0
     let next: Acquired | undefined
+    let link: Tracer.AnySpan | undefined
     while (true) {
-      const { at, next: replacement, record, requested, restart, startedAt } = yield* incarnation(taskId, next)
+      const {
+        at,
+        next: replacement,
+        record,
+        requested,
+        restart,
+        span,
+        startedAt
+      } = yield* incarnation(taskId, next, link)
       next = replacement
+      link = span
       if (!restart) return
       if (requested) {
         failures = 0
@@ -827,7 +852,7 @@ export const start = Effect.fnUntraced(function* (
     by: "restart" | "reload",
     recycle?: { readonly reason: Recycled; readonly pid: number }
   ): Effect.Effect<void, ReloadFailed> =>
-    Effect.suspend(() => {
+    Effect.flatMap(Effect.option(Effect.currentSpan), (span) => {
       const tb = SubscriptionRef.getUnsafe(table)
       const slot = Slot.get(tb, taskId)
       if (tb.closed || Option.isNone(slot) || slot.value.removing) return Effect.void
@@ -849,7 +874,10 @@ export const start = Effect.fnUntraced(function* (
       )
       const request = restartRequests.get(taskId)
       if (request === undefined || request.incarnation !== incarnation) return replaced
-      Deferred.doneUnsafe(request.asked, Effect.succeed({ how, by, reason: recycle?.reason }))
+      Deferred.doneUnsafe(
+        request.asked,
+        Effect.succeed({ how, by, reason: recycle?.reason, span: Option.getOrUndefined(span) })
+      )
       if (how === "replace") return replaced
       // A surge answers whether the replacement took over; the supervision ending answers too.
       return Effect.raceFirst(
