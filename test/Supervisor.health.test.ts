@@ -505,7 +505,7 @@ describe("spans and metrics", () => {
           const reload = spans.find((s) => s.name === "prefork.reload")
           assert.isDefined(reload)
           // The worker the reload started links to the reload's span.
-          const last = spans.filter((s) => s.name === "prefork.worker").at(-1)!
+          const last = spans.findLast((s) => s.name === "prefork.worker")!
           assert.strictEqual(last.links[0]?.span, reload)
           assert.strictEqual((yield* count("exit")) - before.exit, 1)
           assert.strictEqual((yield* count("unresponsive")) - before.unresponsive, 1)
