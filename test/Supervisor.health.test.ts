@@ -516,6 +516,29 @@ describe("spans and metrics", () => {
   )
 })
 
+describe("the budget gauge", () => {
+  it.effect(
+    "prefork.restart.budget.remaining: spent by a crash, given back when the restart leaves the intensity window",
+    () =>
+      withSpawner((spawner) =>
+        Effect.gen(function* () {
+          const left = Effect.map(Metric.value(Metrics.budgetRemaining), (state) => state.value)
+          yield* started({ ...base, processes: 1, intensity: { maxRestarts: 3, within: "10 seconds" } })
+          const [first] = yield* spawner.awaitSpawns(1)
+          yield* spawner.exit(first!.pid, ExitStatus.exited(1))
+          yield* settle
+          assert.strictEqual(yield* left, 2)
+          yield* TestClock.adjust(9999)
+          yield* settle
+          assert.strictEqual(yield* left, 2)
+          yield* TestClock.adjust(1)
+          yield* settle
+          assert.strictEqual(yield* left, 3)
+        })
+      ).pipe(Effect.scoped)
+  )
+})
+
 describe("options", () => {
   const invalid = (options: Supervisor.Options) =>
     Effect.map(Effect.flip(Supervisor.config(options)), (e: InvalidOptions) => e.field)

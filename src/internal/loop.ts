@@ -173,7 +173,8 @@ export const start = Effect.fnUntraced(function* (
   const spawner = yield* ProcessSpawner
   const clock = yield* Clock.Clock
   // Bound before any worker starts; closed by the shutdown once the last worker is reaped (or with the scope).
-  const socketScope = yield* Scope.fork(yield* Scope.Scope)
+  const scope = yield* Scope.Scope
+  const socketScope = yield* Scope.fork(scope)
   const bound = yield* spawner.listen(cfg.listen).pipe(
     Scope.provide(socketScope),
     Effect.onError((cause) => Scope.close(socketScope, Exit.failCause(cause)))
@@ -727,6 +728,9 @@ export const start = Effect.fnUntraced(function* (
             : "exit"
       )
       yield* updateBudget
+      // Under an intensity window, this restart gives its budget back once it leaves the window.
+      const window = policy.limits?.intensity?.within
+      if (window !== undefined) yield* Effect.forkIn(Effect.andThen(Effect.sleep(window), updateBudget), scope)
       const wait = Duration.max(delay.value, RestartPolicy.backoffDelay(policy, failures))
       // Never respawn synchronously from the exit: let the primary's timers and I/O run first.
       if (Duration.isZero(wait)) {
