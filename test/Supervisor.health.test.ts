@@ -340,6 +340,34 @@ describe("lifetime", () => {
       ).pipe(Effect.scoped)
   )
 
+  it.effect("a reload that fails meanwhile does not move the lifetime deadline", () =>
+    withSpawner((spawner) =>
+      Effect.gen(function* () {
+        const { events, handle } = yield* started({
+          ...base,
+          processes: 1,
+          ready: "message",
+          readyTimeout: "2 seconds",
+          listen: ["127.0.0.1:0"],
+          maxLifetime: "10 seconds",
+          lifetimeJitter: 0
+        })
+        const [old] = yield* spawner.awaitSpawns(1)
+        yield* spawner.ready(old!.pid)
+        yield* advance(5000)
+        // A reload whose replacement is never ready: it fails at 7 s, and the old worker serves on.
+        const reload = yield* Effect.forkChild(Effect.flip(handle.reload()))
+        yield* advance(2000)
+        assert.strictEqual((yield* Fiber.join(reload))._tag, "ReloadFailed")
+        yield* advance(2999)
+        assert.isFalse(events.some((e) => e._tag === "Recycling"))
+        yield* advance(1)
+        const recycling = events.find((e) => e._tag === "Recycling")
+        assert.strictEqual(recycling?.at, 10_000)
+      })
+    ).pipe(Effect.scoped)
+  )
+
   it.effect("a recycle takes a warm spare when there is one", () =>
     withSpawner((spawner) =>
       Effect.gen(function* () {

@@ -29,36 +29,44 @@ export const DIAGNOSE_GRACE = Duration.seconds(2)
 /** How many memory samples in a row must be above the limit before a worker is recycled. @internal */
 export const MEMORY_SAMPLES_ABOVE = 2
 
+/** Waits until the clock reads `at` (epoch milliseconds). */
+const until = (at: number): Effect.Effect<void> =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) => (now >= at ? Effect.void : Effect.sleep(Duration.millis(at - now))))
+
 /**
- * Completes when a running worker misses its heartbeat deadline: `timeout`
- * after its last beat, or after the watch began (the worker was ready) if it
- * has not beaten since. Never without heartbeats. It wakes once per deadline,
- * not per beat: a beat costs the primary only the storing of its time.
+ * The heartbeat watch of a worker that is ready now: it completes when the
+ * worker misses its deadline, `timeout` after its last beat (or after now, if
+ * it has not beaten since). Never without heartbeats. It wakes once per
+ * deadline, not per beat: a beat costs the primary only the storing of its
+ * time. The deadlines are absolute, so the loop may race the watch again and
+ * again (after a failed reload, say) without moving them.
  *
  * @internal
  */
-export const heartbeat = (cfg: Config, handle: ProcessHandle): Effect.Effect<Health> => {
-  const hb = cfg.heartbeat
-  if (hb === undefined) return Effect.never
-  const timeout = Duration.toMillis(hb.timeout)
-  const late: Health = { _tag: "Unresponsive" }
-  return Effect.gen(function* () {
-    const since = yield* Clock.currentTimeMillis
-    while (true) {
-      const last = Option.getOrElse(yield* handle.lastHeartbeat, () => since)
-      const wait = Math.max(since, last) + timeout - (yield* Clock.currentTimeMillis)
-      if (wait <= 0) return late
-      yield* Effect.sleep(Duration.millis(wait))
-    }
+export const heartbeat = (cfg: Config, handle: ProcessHandle): Effect.Effect<Effect.Effect<Health>> =>
+  Effect.map(Clock.currentTimeMillis, (since) => {
+    const hb = cfg.heartbeat
+    if (hb === undefined) return Effect.never
+    const timeout = Duration.toMillis(hb.timeout)
+    const late: Health = { _tag: "Unresponsive" }
+    return Effect.gen(function* () {
+      while (true) {
+        const last = Option.getOrElse(yield* handle.lastHeartbeat, () => since)
+        const deadline = Math.max(since, last) + timeout
+        if ((yield* Clock.currentTimeMillis) >= deadline) return late
+        yield* until(deadline)
+      }
+    })
   })
-}
 
 /**
- * The watch that completes when a running worker is to be recycled: its
- * memory stayed above the limit for `MEMORY_SAMPLES_ABOVE` samples in a row,
- * or its lifetime (with its jitter, drawn now) is reached. After a recycle
- * that failed, `retryAfter`: the lifetime is spent, so it is tried again
- * then, and memory sampling starts again then.
+ * The recycle watch of a worker that is ready now: it completes when the
+ * worker is to be recycled, its memory above the limit for
+ * `MEMORY_SAMPLES_ABOVE` samples in a row, or its lifetime (with its jitter,
+ * drawn now) reached. After a recycle that failed, `retryAfter`: the lifetime
+ * is spent, so it is tried again then, and memory sampling starts again then.
+ * Its deadlines and its count of samples above the limit live outside the
+ * returned effect, so racing it again does not start them over.
  *
  * @internal
  */
@@ -68,6 +76,7 @@ export const recycle = (
   retryAfter: Duration.Duration | undefined
 ): Effect.Effect<Effect.Effect<Health>> =>
   Effect.gen(function* () {
+    const start = yield* Clock.currentTimeMillis
     const watches: Array<Effect.Effect<Health>> = []
     const { pid, taskId } = handle
     if (cfg.maxLifetime !== undefined) {
@@ -78,7 +87,7 @@ export const recycle = (
           : Duration.toMillis(cfg.maxLifetime) + (jitter > 0 ? yield* Random.nextBetween(0, jitter) : 0)
       )
       watches.push(
-        Effect.as(Effect.sleep(Duration.millis(lifetimeMillis)), {
+        Effect.as(until(start + lifetimeMillis), {
           _tag: "Recycle",
           reason: new Recycled({ taskId, pid, reason: "lifetime", lifetimeMillis })
         } as const)
@@ -86,12 +95,14 @@ export const recycle = (
     }
     const limit = cfg.maxMemory
     if (limit !== undefined) {
+      const interval = Duration.toMillis(cfg.memoryInterval)
+      let next = start + (retryAfter === undefined ? 0 : Duration.toMillis(retryAfter)) + interval
+      let above = 0
       watches.push(
         Effect.gen(function* () {
-          let above = 0
-          if (retryAfter !== undefined) yield* Effect.sleep(retryAfter)
           while (true) {
-            yield* Effect.sleep(cfg.memoryInterval)
+            yield* until(next)
+            next = (yield* Clock.currentTimeMillis) + interval
             const sample = yield* handle.memory
             if (Option.isNone(sample)) continue
             yield* Metrics.setWorkerMemory(taskId, sample.value)

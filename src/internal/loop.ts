@@ -491,7 +491,8 @@ export const start = Effect.fnUntraced(function* (
         yield* Metrics.recordReady((now() - startedAt) / 1000)
         yield* Effect.annotateCurrentSpan("prefork.ready", true)
       }
-      const heartbeat = Health.heartbeat(cfg, handle)
+      // Both watches keep their deadlines across the races below: started once, at readiness.
+      const heartbeat = yield* Health.heartbeat(cfg, handle)
       let recycle = yield* Health.recycle(cfg, handle, undefined)
       while (true) {
         const watched: Array<Effect.Effect<Running>> = [
