@@ -147,7 +147,7 @@ export const flags = {
     Flag.filterMap(Argv.parsePositiveDuration, () => "a duration above 0, such as 10s or 1m"),
     Flag.withDescription(
       describe(
-        "Kill and restart (a failure) a ready worker that sends no heartbeat for this long: Node workers with --ready message or --cluster beat by themselves; any other command writes a byte to the fd in PREFORK_HEARTBEAT_FD",
+        "Kill and restart (a failure) a ready worker that sends no heartbeat for this long: node and --cluster workers beat by themselves (run with an IPC channel); any other command writes a byte to the fd in PREFORK_HEARTBEAT_FD",
         "off"
       )
     ),
@@ -185,7 +185,7 @@ export const flags = {
     Flag.filterMap(Argv.parseWhole, () => "a whole number, 0 or more"),
     Flag.withDescription(
       describe(
-        "Keep this many Node workers booted and waiting for a task id (--ready message or --cluster): one takes over a dead worker's task id at once",
+        "Keep this many Node workers booted and waiting for a task id (Worker.activated()): one takes over a dead worker's task id at once",
         "0"
       )
     ),

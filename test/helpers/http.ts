@@ -7,6 +7,7 @@ import { request } from "node:http"
 import * as Net from "node:net"
 import { Effect } from "effect"
 import type * as Scope from "effect/Scope"
+import type * as Listen from "../../src/Listen.ts"
 
 /** What the fd-server fixtures answer. */
 export interface FdAnswer {
@@ -50,3 +51,10 @@ export const busyPort: Effect.Effect<number, never, Scope.Scope> = Effect.map(
   ),
   (server) => (server.address() as Net.AddressInfo).port
 )
+
+/** The port of the supervisor's `i`-th socket, a TCP one. */
+export const tcpPort = (sockets: ReadonlyArray<Listen.Socket>, i = 0): number => {
+  const address = sockets[i]!.address
+  if (address._tag !== "Tcp") throw new Error("expected a TCP socket")
+  return address.port
+}

@@ -9,16 +9,9 @@ import { existsSync, lstatSync, writeFileSync } from "node:fs"
 import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber } from "effect"
-import * as Listen from "../../src/Listen.ts"
-import { answered, type Answered, busyPort, getJson } from "../helpers/http.ts"
+import { answered, type Answered, busyPort, getJson, tcpPort } from "../helpers/http.ts"
 import { assertNoneLeft, eventually, pidsWithTag } from "../helpers/procs.ts"
 import { fixture, started, supervise, tempDir } from "../helpers/supervise.ts"
-
-const tcpPort = (sockets: ReadonlyArray<Listen.Socket>, i = 0): number => {
-  const address = sockets[i]!.address
-  if (address._tag !== "Tcp") throw new Error("expected a TCP socket")
-  return address.port
-}
 
 describe("supervisor-owned sockets (real processes)", () => {
   it.live(
