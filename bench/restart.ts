@@ -12,7 +12,7 @@
  *
  *   node bench/restart.ts [--rounds=5] [--crashes=10] [--workers=1] [--systems=ours,ours-bundled,raw,throng,pm2] [--quick]
  */
-import { readFileSync, rmSync, writeFileSync } from "node:fs"
+import { rmSync, writeFileSync } from "node:fs"
 import * as Path from "node:path"
 import {
   buildOurs,
@@ -31,6 +31,7 @@ import {
   printTable,
   probeUntil,
   ratio,
+  readStamp,
   requireNode,
   RESULTS,
   rotate,
@@ -67,21 +68,6 @@ type Sample = { system: SystemName; round: number; latency: number }
 const samples: Array<Sample> = []
 const failures: Array<string> = []
 
-const readStamp = (pid: number): Promise<number> =>
-  waitFor(
-    `the crash stamp of pid ${pid}`,
-    () => {
-      try {
-        const t = Number(readFileSync(Path.join(stampDir, String(pid)), "utf8"))
-        return Number.isFinite(t) && t > 0 ? t : undefined
-      } catch {
-        return undefined
-      }
-    },
-    5000,
-    5
-  )
-
 for (let round = 0; round < rounds; round++) {
   for (const system of rotate(systems, round)) {
     const port = await freePort()
@@ -115,7 +101,7 @@ for (let round = 0; round < rounds; round++) {
             every: 1,
             inFlight: 4
           })
-          const stamp = await readStamp(gone)
+          const stamp = await readStamp(stampDir, gone)
           samples.push({ system, round, latency: at - stamp })
         } catch (error) {
           failures.push(`${system} round ${round + 1} crash ${c + 1}: ${String(error)}`)

@@ -49,6 +49,7 @@ import {
   printTable,
   probeUntil,
   ratio,
+  readStamp,
   requireNode,
   rotate,
   SCRATCH,
@@ -195,21 +196,6 @@ const loadedIn = (dir: string): Map<number, Record<string, any>> => {
   }
   return found
 }
-
-const readStamp = (dir: string, pid: number): Promise<number> =>
-  waitFor(
-    `the crash stamp of pid ${pid}`,
-    () => {
-      try {
-        const t = Number(readFileSync(Path.join(dir, String(pid)), "utf8"))
-        return Number.isFinite(t) && t > 0 ? t : undefined
-      } catch {
-        return undefined
-      }
-    },
-    5000,
-    5
-  )
 
 const start = (system: System, port: number, stampDir: string) =>
   startPrimary(system, Path.join(FIXTURES, system === "raw" ? "raw-primary.cjs" : "module-primary.mjs"), {

@@ -643,3 +643,22 @@ export const awaitDistinctPids = (
     }
   )
 }
+
+/**
+ * The crash stamp a worker wrote in `dir` before it exited (`GET /crash` in the
+ * HTTP fixtures: epoch milliseconds, sub-ms, in a file named by its pid).
+ */
+export const readStamp = (dir: string, pid: number): Promise<number> =>
+  waitFor(
+    `the crash stamp of pid ${pid}`,
+    () => {
+      try {
+        const t = Number(readFileSync(Path.join(dir, String(pid)), "utf8"))
+        return Number.isFinite(t) && t > 0 ? t : undefined
+      } catch {
+        return undefined
+      }
+    },
+    5000,
+    5
+  )
