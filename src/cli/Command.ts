@@ -14,7 +14,7 @@
  *
  * @since 0.1.0
  */
-import { readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs"
+import { statSync } from "node:fs"
 import * as Path from "node:path"
 import { NodePath, NodeStdio, NodeTerminal } from "@effect/platform-node"
 import * as Clock from "effect/Clock"
@@ -36,6 +36,7 @@ import * as Logging from "./Logging.ts"
 import * as Metrics from "../Metrics.ts"
 import * as MetricsServer from "./MetricsServer.ts"
 import * as Output from "./Output.ts"
+import * as PidFile from "./PidFile.ts"
 import { cpuCount } from "../internal/cpus.ts"
 import * as Control from "./Control.ts"
 import * as Signals from "./Signals.ts"
@@ -480,28 +481,6 @@ export const toOptions = (
     } satisfies Supervisor.Options
   })
 
-/** Writes prefork's pid to `file` for the life of the scope; a file that cannot be written is a usage error. */
-const pidFile = (file: string) =>
-  Effect.acquireRelease(
-    Effect.try({
-      // Written whole, then renamed into place: a reader never sees it empty.
-      try: () => {
-        const partial = `${file}.${process.pid}.tmp`
-        writeFileSync(partial, `${process.pid}\n`)
-        renameSync(partial, file)
-      },
-      catch: (error) => usage("pid-file", `--pid-file: cannot write ${file}: ${String(error)}`)
-    }),
-    () =>
-      Effect.sync(() => {
-        try {
-          if (readFileSync(file, "utf8").trim() === String(process.pid)) unlinkSync(file)
-        } catch {
-          // already gone
-        }
-      })
-  )
-
 const isDirectory = (path: string): boolean => {
   try {
     return statSync(path).isDirectory()
@@ -554,7 +533,7 @@ export const supervise = (input: Input) => {
       const options = yield* toOptions(input, onOutput)
       // The process to signal, said first: through npx or npm, several processes match "prefork".
       yield* Effect.logInfo(`prefork pid ${process.pid} (signal this one: HUP reload, TERM stop, USR2 status)`)
-      if (Option.isSome(input.pidFile)) yield* pidFile(input.pidFile.value)
+      if (Option.isSome(input.pidFile)) yield* PidFile.hold(input.pidFile.value)
       const signals = yield* Signals.listen()
       if (Option.isSome(input.metrics)) {
         // Serving before any worker starts: the first scrape sees them start.

@@ -6,11 +6,20 @@
  *
  * A line is written with one `write` call, so lines of different workers never
  * interleave inside a line, and the spawner hands over the last unterminated
- * line of a worker that crashed. A reader that goes away (`prefork … | head`)
- * ends the writing to that stream instead of crashing prefork.
+ * line of a worker that crashed.
+ *
+ * Backpressure: when a stream's buffer is full (`write` returns `false`, a
+ * reader that does not keep up, `prefork … | slow`), the line's sink returns an
+ * effect that waits for the stream's `'drain'`; the spawner stops reading that
+ * worker's pipe meanwhile, so the pipe fills and the worker's own writes wait,
+ * instead of prefork buffering its output without bound. prefork holds at most
+ * one line per worker stream beyond the stream's buffer. A reader that goes
+ * away (`prefork … | head`, `EPIPE`) ends the writing to that stream instead of
+ * crashing prefork: whoever waits is released, and later lines are dropped.
  *
  * @since 0.1.0
  */
+import * as Effect from "effect/Effect"
 import type { OutputLine } from "../ProcessSpawner.ts"
 
 /**
@@ -21,6 +30,10 @@ import type { OutputLine } from "../ProcessSpawner.ts"
  */
 export interface Stream {
   readonly isTTY?: boolean | undefined
+  /**
+   * `false` when the stream's buffer is full: the stream then emits `'drain'`
+   * (or `'close'`, or `'error'`) later, as a Node `Writable` does.
+   */
   write(text: string): unknown
   on(event: "error", listener: (error: Error) => void): unknown
 }
@@ -57,7 +70,9 @@ export const prefix = (taskId: number, pid: number, color: boolean, spare = fals
 
 /**
  * Builds the `onOutput` callback of the supervisor: every line of every worker
- * to `stdout` or `stderr`, prefixed.
+ * to `stdout` or `stderr`, prefixed. It returns nothing while the stream takes
+ * the lines, and an effect that waits for the stream to drain when it does
+ * not (see the module's description).
  *
  * @since 0.1.0
  * @category constructors
@@ -68,7 +83,7 @@ export const make = (options: {
   readonly env: Readonly<Record<string, string | undefined>>
   /** `pretty` prefixes each line; `json` and `logfmt` write each as a record, with prefork's own key names. */
   readonly format?: "pretty" | "json" | "logfmt" | undefined
-}): ((line: OutputLine) => void) => {
+}): ((line: OutputLine) => void | Effect.Effect<void>) => {
   const format = options.format ?? "pretty"
   const out = writer(options.stdout, useColor(options.stdout, options.env), format)
   const err = writer(options.stderr, useColor(options.stderr, options.env), format)
@@ -105,16 +120,45 @@ export const record = (line: OutputLine, format: "json" | "logfmt", date: Date =
 
 const writer = (stream: Stream, color: boolean, format: "pretty" | "json" | "logfmt") => {
   let closed = false
+  let listening = false
+  /** Who waits for the stream to drain (one per blocked worker stream at most). */
+  let waiting: Array<() => void> = []
+  const release = () => {
+    const woken = waiting
+    waiting = []
+    for (const wake of woken) wake()
+  }
   // The reader went away (EPIPE) or the stream broke: drop the rest rather than crash with the workers running.
   stream.on("error", () => {
     closed = true
+    release()
   })
-  return (line: OutputLine) => {
+  /** Waits until the stream drains, breaks or closes; made once, run by every blocked line. */
+  const drained = Effect.callback<void>((resume) => {
+    if (closed) return resume(Effect.void)
+    if (!listening) {
+      // Only a stream whose write said `false` gets here: a Writable, which says when it drains.
+      listening = true
+      const on = stream.on as unknown as (event: "drain" | "close", listener: () => void) => unknown
+      on.call(stream, "drain", release)
+      on.call(stream, "close", () => {
+        closed = true
+        release()
+      })
+    }
+    const wake = () => resume(Effect.void)
+    waiting.push(wake)
+    return Effect.sync(() => {
+      waiting = waiting.filter((w) => w !== wake)
+    })
+  })
+  return (line: OutputLine): void | Effect.Effect<void> => {
     if (closed) return
-    stream.write(
+    const accepted = stream.write(
       format === "pretty"
         ? `${prefix(line.taskId, line.pid, color, line.spare === true)}${line.line}\n`
         : `${record(line, format)}\n`
     )
+    return accepted === false && !closed ? drained : undefined
   }
 }
