@@ -140,9 +140,46 @@ export class TooManyRestarts extends Data.TaggedError("TooManyRestarts")<{
 }
 
 /**
- * A worker process could not be started at all: the executable does not
- * exist, is not executable, or the system refused to create a process
- * (`EAGAIN`, `EMFILE`). `code` is the system error code when there is one.
+ * The system error codes of a spawn that failed for want of a resource, not
+ * because of the worker: too many open files in the primary (`EMFILE`) or in
+ * the system (`ENFILE`), too many processes (`EAGAIN`: `ulimit -u`, a pids
+ * cgroup), not enough memory (`ENOMEM`). Such a spawn may work a moment
+ * later: the supervisor retries it (see {@link SpawnFailed}).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const SHORTAGE_CODES: ReadonlyArray<string> = ["EMFILE", "ENFILE", "EAGAIN", "ENOMEM"]
+
+/**
+ * Whether a spawn's error code is a shortage ({@link SHORTAGE_CODES}): a
+ * transient failure, worth retrying, rather than one that can never work.
+ *
+ * @example
+ * ```ts
+ * import { Errors } from "effect-prefork"
+ *
+ * Errors.isShortage("EMFILE") // true
+ * Errors.isShortage("ENOENT") // false
+ * ```
+ *
+ * @since 0.1.0
+ * @category predicates
+ */
+export const isShortage = (code: string | undefined): boolean => code !== undefined && SHORTAGE_CODES.includes(code)
+
+/**
+ * A worker process could not be started: the executable does not exist
+ * (`ENOENT`, also a missing `#!` interpreter), is not executable (`EACCES`),
+ * its arguments are too long (`E2BIG`) — or the system lacked a resource
+ * (`EMFILE`, `ENFILE`, `EAGAIN`, `ENOMEM`: `transient`). `code` is the system
+ * error code when there is one.
+ *
+ * A supervisor never gives up on a transient failure: it retries the spawn
+ * (100 ms, doubling up to 5 s, spending no restart budget, telling each retry
+ * as a `SpawnRetrying` event) while the other workers keep running. Only a
+ * spawn that can never work ends the supervision with this error, except in
+ * a reload, whose replacement failing in any way is a `ReloadFailed`.
  *
  * @since 0.1.0
  * @category errors
@@ -152,7 +189,12 @@ export class SpawnFailed extends Data.TaggedError("SpawnFailed")<{
   readonly command: string
   readonly code?: string
   readonly message: string
-}> {}
+}> {
+  /** Whether the system lacked a resource ({@link isShortage}): the same spawn may work later. */
+  get transient(): boolean {
+    return isShortage(this.code)
+  }
+}
 
 /**
  * The options given to a supervisor are not valid. `field` names the option

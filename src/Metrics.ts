@@ -19,12 +19,13 @@
  * | `prefork.workers` | gauge | `{worker}` | `state` |
  * | `prefork.worker.restarts` | counter | `{restart}` | `reason` |
  * | `prefork.worker.spawn.duration` | histogram | `s` | |
+ * | `prefork.worker.spawn.retries` | counter | `{retry}` | `code` |
  * | `prefork.worker.ready.duration` | histogram | `s` | |
  * | `prefork.restart.budget.remaining` | gauge | `{restart}` | |
  * | `prefork.worker.memory.usage` | gauge | `By` | `task_id` |
  *
  * Importing this module loads nothing beyond `effect/Effect` (which imports
- * `effect/Metric` itself).
+ * `effect/Metric` itself) and the library's small `Errors` module.
  *
  * @example
  * ```ts
@@ -39,6 +40,7 @@
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
+import { SHORTAGE_CODES } from "./Errors.ts"
 
 /**
  * Why a worker was replaced:
@@ -150,6 +152,23 @@ export const spawnDuration: Metric.Histogram<number> = Metric.histogram("prefork
 })
 
 /**
+ * `prefork.worker.spawn.retries`: spawns that failed for want of a resource
+ * and were tried again, by `code` (`EMFILE`, `ENFILE`, `EAGAIN`, `ENOMEM`:
+ * see `Errors.SHORTAGE_CODES`). Monotonic, so Prometheus sees a counter,
+ * `prefork_worker_spawn_retries_total`. A retry spends no restart budget:
+ * a rising count with no new workers means the primary or the system is
+ * short of files, processes or memory.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const spawnRetries: Metric.Counter<number> = Metric.counter("prefork.worker.spawn.retries", {
+  description: "Spawns retried because the system lacked a resource (open files, processes, memory), by code",
+  incremental: true,
+  attributes: { unit: "{retry}" }
+})
+
+/**
  * `prefork.worker.ready.duration`: seconds from a worker's spawn to its
  * readiness (see `Options.ready`).
  *
@@ -192,6 +211,10 @@ const restartsBy = Object.fromEntries(
   RESTART_REASONS.map((reason) => [reason, Metric.withAttributes(restarts, { reason })])
 ) as Readonly<Record<RestartReason, Metric.Counter<number>>>
 
+const retriesBy = Object.fromEntries(
+  SHORTAGE_CODES.map((code) => [code, Metric.withAttributes(spawnRetries, { code })])
+) as Readonly<Record<string, Metric.Counter<number>>>
+
 const workersIn = Object.fromEntries(
   WORKER_STATES.map((state) => [state, Metric.withAttributes(workers, { state })])
 ) as Readonly<Record<WorkerState, Metric.Gauge<number>>>
@@ -201,7 +224,8 @@ const memoryOf = (taskId: number): Metric.Gauge<number> =>
 
 /**
  * Creates the series whose value is known before anything happens: a
- * restart counter at 0 for every reason, and the empty duration histograms.
+ * restart counter at 0 for every reason, a spawn-retry counter at 0 for
+ * every shortage code, and the empty duration histograms.
  * Prometheus's `increase()` and `rate()` then see the first restart as an
  * increase (a series that appears at 1 shows none). The supervisor's gauges
  * appear with their first value. Idempotent.
@@ -212,6 +236,7 @@ const memoryOf = (taskId: number): Metric.Gauge<number> =>
 export const register: Effect.Effect<void> = Effect.contextWith((context: Context.Context<never>) =>
   Effect.sync(() => {
     for (const reason of RESTART_REASONS) restartsBy[reason].updateUnsafe(0, context)
+    for (const code of SHORTAGE_CODES) retriesBy[code]!.updateUnsafe(0, context)
     spawnDuration.valueUnsafe(context)
     readyDuration.valueUnsafe(context)
   })
@@ -248,6 +273,15 @@ export const setWorkers = (counts: Readonly<Record<WorkerState, number>>): Effec
  * @category updates
  */
 export const recordSpawn = (seconds: number): Effect.Effect<void> => Metric.update(spawnDuration, seconds)
+
+/**
+ * Counts one spawn retried after a shortage with this error `code`.
+ *
+ * @since 0.1.0
+ * @category updates
+ */
+export const recordSpawnRetry = (code: string): Effect.Effect<void> =>
+  Metric.update(retriesBy[code] ?? Metric.withAttributes(spawnRetries, { code }), 1)
 
 /**
  * Records how long one worker took from its spawn to readiness, in seconds.

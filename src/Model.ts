@@ -124,6 +124,24 @@ export type Event =
       readonly reason: Recycled
       readonly at: number
     }
+  /**
+   * A spawn failed for want of a resource (`code`: `EMFILE`, `ENFILE`,
+   * `EAGAIN`, `ENOMEM`; see `Errors.isShortage`) and is tried again after
+   * `delay` (100 ms, doubling up to 5 s). `attempt` counts the failures of
+   * this spawn so far (1 for the first). It spends no restart budget, and the
+   * other workers keep running. `taskId` is the slot's, absent for a warm
+   * spare (`spare`). `message` says what ran short, in plain words.
+   */
+  | {
+      readonly _tag: "SpawnRetrying"
+      readonly taskId?: TaskId | undefined
+      readonly spare?: boolean | undefined
+      readonly code: string
+      readonly message: string
+      readonly attempt: number
+      readonly delay: Duration.Duration
+      readonly at: number
+    }
   | { readonly _tag: "Finished"; readonly at: number }
 
 /**

@@ -58,6 +58,7 @@ import { type ProcessHandle, ProcessSpawner, type SpawnRequest } from "../Proces
 import * as RestartPolicy from "../RestartPolicy.ts"
 import { ENV_VAR, TaskId } from "../TaskId.ts"
 import * as Health from "./health.ts"
+import * as Shortage from "./shortage.ts"
 import * as Slot from "./slot.ts"
 import * as Spares from "./spares.ts"
 
@@ -260,10 +261,10 @@ export const start = Effect.fnUntraced(function* (
     gid: cfg.gid
   })
 
-  /** Warm spares, started as workers are but without a task id. */
+  /** Warm spares, started as workers are but without a task id (a shortage retried, as for a slot). */
   const pool = yield* Spares.make({
     target: cfg.spares,
-    spawn: spawner.spawn(spawnRequest(TaskId(0), true)),
+    spawn: Shortage.retrying(spawner.spawn(spawnRequest(TaskId(0), true)), { whose: { spare: true }, publish, now }),
     fibers: spareFibers,
     publish,
     now
@@ -277,7 +278,7 @@ export const start = Effect.fnUntraced(function* (
    * uninterruptible step. A warm spare, when there is one (and `spares` is
    * allowed), takes the slot instead: one message gives it the task id.
    */
-  const spawnInto = (taskId: TaskId, transition: (pid: number) => Slot.Transition, spares = true) =>
+  const spawnOnce = (taskId: TaskId, transition: (pid: number) => Slot.Transition, spares = true) =>
     Effect.uninterruptible(
       Effect.gen(function* () {
         const spare = spares ? yield* pool.take : undefined
@@ -306,6 +307,14 @@ export const start = Effect.fnUntraced(function* (
       })
     )
 
+  /**
+   * As `spawnOnce`, and a spawn that failed for want of a resource (EMFILE,
+   * EAGAIN, …) is tried again, spending no budget, until it works: see
+   * `shortage.ts`. The waits between tries are interruptible.
+   */
+  const spawnInto = (taskId: TaskId, transition: (pid: number) => Slot.Transition) =>
+    Shortage.retrying(spawnOnce(taskId, transition), { whose: { taskId }, publish, now })
+
   /** The next request of the slot's current incarnation, registered where `restart` finds it. */
   const newRequest = (taskId: TaskId) =>
     Effect.map(SubscriptionRef.get(table), (tb) => {
@@ -317,13 +326,14 @@ export const start = Effect.fnUntraced(function* (
   /**
    * A surge: start a replacement beside the live worker, and once it is ready
    * stop the old one; the replacement is then the slot's next incarnation. If
-   * the replacement exits or is not ready in time, it is stopped, the old
-   * worker keeps serving and the caller gets `ReloadFailed`; no budget is spent.
+   * the replacement cannot be started (a shortage too: it is not retried, the
+   * old worker serves on), exits or is not ready in time, it is stopped, the
+   * old worker keeps serving and the caller gets `ReloadFailed`; no budget is spent.
    */
   const surge = (taskId: TaskId, old: ProcessHandle, request: Request, spares: boolean) =>
     Effect.gen(function* () {
       const spawned = yield* Effect.exit(
-        spawnInto(taskId, (pid) => ({ _tag: "Surging", pid }), spares).pipe(
+        spawnOnce(taskId, (pid) => ({ _tag: "Surging", pid }), spares).pipe(
           Effect.tap((next) => Effect.sync(() => pendings.set(taskId, next))),
           Effect.uninterruptible
         )

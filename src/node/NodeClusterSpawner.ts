@@ -23,9 +23,12 @@
  *   exits by itself (`Prefork.run` workers run their finalizers); the
  *   watchdog SIGKILLs any still running 1.5 s later. Without a watchdog,
  *   `setpriv --pdeathsig KILL` (where available) kills workers at once.
- * - A worker that cannot be forked (EMFILE, EAGAIN) is a `SpawnFailed`: the
- *   cluster `Worker`'s `'error'` has a listener, so it never crashes the
- *   primary, and the failed worker is taken out of `cluster.workers`.
+ * - A worker that cannot be forked (EMFILE, EAGAIN) is a `SpawnFailed` with
+ *   that `code` (`transient`: the supervisor retries it): the cluster
+ *   `Worker`'s `'error'` has a listener, so it never crashes the primary, and
+ *   the failed worker is taken out of `cluster.workers`.
+ * - `uid`/`gid` go to `node:cluster`'s fork, whose libuv spawn sets them
+ *   (and clears the supplementary groups) before `setsid` execs `node`.
  * - Bytes on a worker's IPC channel that are not a message cost the worker
  *   (SIGKILL, restarted as a crash), never the primary.
  * - Heartbeats and spares work as for module workers, by a preload in the

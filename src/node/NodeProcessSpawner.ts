@@ -21,7 +21,15 @@
  * - A command that cannot be found or executed fails with `SpawnFailed`
  *   before any process is created: a file without execute permission is
  *   `EACCES`, a missing `#!` interpreter (also `#!/usr/bin/env NAME` with NAME
- *   not in PATH) is `ENOENT`.
+ *   not in PATH) is `ENOENT`. A spawn the system refused for want of a
+ *   resource is a `SpawnFailed` whose `code` says which (`EMFILE`, `ENFILE`,
+ *   `EAGAIN`: Node 24 emits them as the child's `'error'`; `ENOMEM`: thrown
+ *   by `spawn`) and whose `transient` is set: the supervisor retries it.
+ * - `uid`/`gid` are applied by libuv in the child before its first `exec`
+ *   (of `setpriv`, of the `sh` that sets `LISTEN_PID`, or of the worker),
+ *   which also clears the supplementary groups (`setgroups(0, NULL)`) when
+ *   either is set: every program of the chain, and the worker, runs with
+ *   exactly that uid, gid and no other group.
  * - Piped output is always read (and dropped without `onOutput`), with
  *   backpressure when `onOutput` returns an effect; bytes on a module
  *   worker's IPC channel that are not a message cost the worker (SIGKILL,

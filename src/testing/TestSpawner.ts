@@ -215,7 +215,13 @@ export class TestSpawner extends Context.Service<
     readonly output: (pid: number, line: string, stream?: OutputLine["stream"]) => Effect.Effect<void>
     /** Waits until the process has exited. Dies on an unknown pid. */
     readonly awaitExit: (pid: number) => Effect.Effect<TestProcess>
-    /** Makes the next `count` spawns fail with `SpawnFailed` (default code `ENOENT`). */
+    /**
+     * Makes the next `count` spawns fail with `SpawnFailed` (default code
+     * `ENOENT`). A shortage code (`EMFILE`, `ENFILE`, `EAGAIN`, `ENOMEM`: see
+     * `Errors.isShortage`) makes a transient failure, which the supervisor
+     * retries after a delay on `Clock` (100 ms, doubling up to 5 s); any other
+     * code is a spawn that can never work.
+     */
     readonly failNextSpawns: (
       count: number,
       options?: { readonly code?: string | undefined; readonly message?: string | undefined }

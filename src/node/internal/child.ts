@@ -48,12 +48,18 @@ export interface Started {
 /** How long the release waits for piped output after the stop, in case something outside the group holds the pipe. */
 const DRAIN_TIMEOUT = Duration.millis(500)
 
-/** @internal */
+/**
+ * The `SpawnFailed` of a request. Its `code` tells a shortage (`EMFILE`,
+ * `ENFILE`, `EAGAIN`, `ENOMEM`: `transient`, the supervisor retries) from a
+ * spawn that can never work (`ENOENT`, `EACCES`, `E2BIG`, …).
+ *
+ * @internal
+ */
 export const failed = (request: SpawnRequest, code: string | undefined, message: string): SpawnFailed =>
   new SpawnFailed({
     taskId: request.taskId,
     command: request.command,
-    message: `cannot start child ${request.taskId} (${request.command}): ${message}`,
+    message: `cannot start ${request.spare === true ? "a spare" : `child ${request.taskId}`} (${request.command}): ${message}`,
     ...(code === undefined ? {} : { code })
   })
 
@@ -63,14 +69,20 @@ export const errorCode = (error: unknown): string | undefined =>
     ? error.code
     : undefined
 
-/** What a failed `spawn`'s error code means, for the codes a spawn can fail with at run time. */
+/**
+ * What a failed `spawn`'s error code means, for the codes a spawn can fail
+ * with at run time. The first four are shortages, retried by the supervisor
+ * (Node 24 reports `EMFILE`, `ENFILE` and `EAGAIN` as the child's `'error'`
+ * event, `ENOMEM` as an exception thrown by `spawn`).
+ */
 const SPAWN_ERRORS: Record<string, string> = {
   EMFILE: "the primary has too many open files (ulimit -n)",
-  ENFILE: "the system has too many open files",
+  ENFILE: "the system has too many open files (fs.file-max)",
   EAGAIN: "no more processes can be created now (ulimit -u, pids cgroup)",
   ENOMEM: "not enough memory to create a process",
   EACCES: "permission denied",
-  ENOENT: "no such file"
+  ENOENT: "no such file",
+  E2BIG: "the arguments and environment are too long"
 }
 
 /**
