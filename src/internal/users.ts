@@ -4,6 +4,18 @@
  * them (so users from LDAP or any NSS source count, not only /etc/passwd).
  * Dropping privileges needs root: a supervisor that is not root may only run
  * workers as itself.
+ *
+ * Dropping privileges is all or nothing:
+ * - a user (by name, or a uid with a passwd entry) brings its primary group,
+ *   unless `group` is given;
+ * - a uid without a passwd entry has no primary group: `group` is then
+ *   required, or the worker would keep the supervisor's group (root's gid 0);
+ * - a worker never runs with a uid other than 0 and gid 0 unless gid 0 was
+ *   asked for (`group: 0` or `root`): a user whose primary group is 0 needs
+ *   an explicit `group`;
+ * - supplementary groups are always cleared when either is set: libuv calls
+ *   `setgroups(0, NULL)` in the child before its `exec` whenever a uid or
+ *   gid is given to `spawn`/`fork` (so `group` alone, as root, clears them too).
  */
 import { execFileSync } from "node:child_process"
 
@@ -44,7 +56,7 @@ export const resolve = (
     const found = isId(user) ? String(user) : lookup("id", ["-u", "--", String(user)])
     if (found === undefined || !/^\d+$/.test(found)) return { field: "user", message: `no such user: ${String(user)}` }
     uid = Number(found)
-    // The user's own primary group, as login does, unless a group is given (a bare uid unknown here keeps none).
+    // The user's own primary group, as login does, unless a group is given (a uid without a passwd entry has none).
     if (group === undefined) {
       const primary = lookup("id", ["-g", "--", String(user)])
       if (primary !== undefined && /^\d+$/.test(primary)) gid = Number(primary)
@@ -66,6 +78,18 @@ export const resolve = (
     return {
       field: uid !== undefined && uid !== myUid ? "user" : "group",
       message: `running workers as ${user !== undefined ? `user ${String(user)}` : `group ${String(group)}`} needs root (this supervisor runs as uid ${myUid}): start it as root, or leave user and group out`
+    }
+  }
+  if (uid !== undefined && uid !== myUid && gid === undefined) {
+    return {
+      field: "user",
+      message: `user ${String(user)} has no passwd entry, so no primary group: give a group too (--group), or its workers would keep this supervisor's group (gid ${myGid})`
+    }
+  }
+  if (uid !== undefined && uid !== 0 && uid !== myUid && gid === 0 && group === undefined) {
+    return {
+      field: "user",
+      message: `user ${String(user)}'s primary group is root's (gid 0): give a group explicitly (--group), 0 only if that is really meant`
     }
   }
   return { uid, gid }
