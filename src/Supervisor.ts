@@ -242,6 +242,16 @@ export interface SupervisorHandle {
 
 const EVENT_REPLAY = 1024
 
+/**
+ * The most workers a supervisor runs: `processes` and `scale` above it are
+ * `InvalidOptions`. It bounds what one request (`prefork ctl scale`, a
+ * config value) can make the supervisor allocate.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const MAX_PROCESSES: number = Loop.MAX_PROCESSES
+
 const invalid = (field: string, message: string) => new InvalidOptions({ field, message })
 
 /**
@@ -255,10 +265,13 @@ export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.
     return yield* invalid("platform", "effect-prefork needs POSIX signals and process groups; Windows is not supported")
   }
   const requested = options.processes
-  if (requested !== undefined && (typeof requested !== "number" || !Number.isInteger(requested))) {
+  if (
+    requested !== undefined &&
+    (typeof requested !== "number" || !Number.isInteger(requested) || requested > MAX_PROCESSES)
+  ) {
     return yield* invalid(
       "processes",
-      `processes must be an integer (<= 0 means one per CPU), got ${String(requested)}`
+      `processes must be an integer up to ${MAX_PROCESSES} (<= 0 means one per CPU), got ${String(requested)}`
     )
   }
   const perCpu = requested === undefined || requested <= 0 ? cpuCount() : undefined

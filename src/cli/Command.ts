@@ -273,7 +273,7 @@ export const flags = {
     Flag.withMetavar("path|off"),
     Flag.withDescription(
       describe(
-        "The control socket `prefork ctl` talks to (status, restart, reload, scale), mode 0600; off for none",
+        "The control socket `prefork ctl` talks to (status, restart, reload, scale), mode 0600 in a directory of mode 0700 (see docs/cli.md); off for none",
         Control.defaultPath()
       )
     ),
@@ -550,10 +550,10 @@ export const supervise = (input: Input) => {
             Effect.logDebug(`Control socket: ${control} (prefork ctl status | restart <task> | reload | scale <n>)`)
           ),
           Effect.catch((why) =>
-            // The default place taken (another prefork runs there) is no reason not to run; a chosen one is.
+            // The default place taken (another prefork runs there, or not trusted) is no reason not to run; a chosen one is.
             Option.isSome(input.control)
-              ? Effect.fail(usage("control", `--control: ${why}`))
-              : Effect.logWarning(`No control socket: ${why}; choose one with --control <path>`)
+              ? Effect.fail(usage("control", `--control: ${why.message}`))
+              : Effect.logWarning(`No control socket: ${why.message}; choose one with --control <path>`)
           )
         )
       }

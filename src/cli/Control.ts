@@ -1,31 +1,38 @@
 /**
  * Control from another terminal, as `pm2 status`, `supervisorctl` and
  * `einhornsh` offer: `prefork` listens on a Unix socket that only its user
- * may use (mode 0600, in a directory of mode 0700), and `prefork ctl` talks
- * to it.
+ * may use, and `prefork ctl` talks to it.
  *
  * - The socket is `$XDG_RUNTIME_DIR/prefork/prefork.sock` when that variable
- *   is set, else `/tmp/prefork-<uid>/prefork.sock`; `--control <path>`
- *   chooses another, `--control off` none. It is removed when prefork exits.
- * - A stale socket file (nothing answers on it) is replaced. One that a
- *   running prefork answers on is left to it: with the default path, this
- *   prefork then runs without control (and says so); with an explicit
- *   `--control`, it is a usage error.
- * - The protocol is one JSON object per line each way: `{"cmd":"status"}`,
- *   `{"cmd":"restart","task":1}`, `{"cmd":"reload"}`, `{"cmd":"scale","processes":4}`;
- *   answers are `{"ok":true,…}` or `{"ok":false,"error":"…"}`. Several
- *   clients may be connected at once.
+ *   is set, else `prefork-<euid>/prefork.sock` in `$TMPDIR` or `/tmp`;
+ *   `--control <path>` chooses another, `--control off` none. Its directory
+ *   is made private (mode 0700) by prefork or refused, and a directory given
+ *   with `--control` is never created or changed (see `RuntimeDir.ts`). The
+ *   socket is bound under umask 177, so it is mode 0600 from birth, and
+ *   removed when prefork exits.
+ * - A stale socket file of ours (nothing answers on it) is replaced. One that
+ *   a running prefork answers on is left to it; anything else there (another
+ *   user's socket, a file, a link) is refused.
+ * - The protocol is in `ControlProtocol.ts`. Each connection has budgets
+ *   ({@link Limits}): one request in flight (the connection is not read
+ *   while it is answered), a line of at most 4 KiB that must arrive whole
+ *   within 5 s of its first byte, 30 s of silence at most, 10 s to take an
+ *   answer; at most 16 connections, the 17th making room by closing the one
+ *   idle longest, or refused if all are busy. A client that breaks a budget
+ *   is answered an error line and closed; nobody else notices.
  *
  * @since 0.1.0
  */
-import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync } from "node:fs"
+import { unlinkSync } from "node:fs"
 import * as Net from "node:net"
-import * as Path from "node:path"
+import * as Cause from "effect/Cause"
+import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
 import type * as Scope from "effect/Scope"
 import type { SupervisorHandle } from "../Supervisor.ts"
-import { TaskId } from "../TaskId.ts"
-import * as Status from "./Status.ts"
+import * as Protocol from "./ControlProtocol.ts"
+import * as RuntimeDir from "./RuntimeDir.ts"
 
 /**
  * Where `prefork` listens and `prefork ctl` connects, unless told otherwise.
@@ -33,153 +40,52 @@ import * as Status from "./Status.ts"
  * @since 0.1.0
  * @category constants
  */
-export const defaultPath = (env: NodeJS.ProcessEnv = process.env): string =>
-  env["XDG_RUNTIME_DIR"] !== undefined && env["XDG_RUNTIME_DIR"] !== ""
-    ? Path.join(env["XDG_RUNTIME_DIR"], "prefork", "prefork.sock")
-    : Path.join("/tmp", `prefork-${process.getuid?.() ?? "user"}`, "prefork.sock")
+export const defaultPath: (env?: NodeJS.ProcessEnv) => string = RuntimeDir.defaultPath
 
 /**
- * A worker's resource use: CPU % over a short sample and the resident memory
- * of its whole process group (Linux, from `/proc`; `null` elsewhere).
+ * The budgets of the control socket.
  *
  * @since 0.1.0
  * @category models
  */
-export interface Usage {
-  readonly cpuPercent: number | null
-  readonly rssBytes: number | null
-}
-
-const CLK_TCK = 100
-const PAGE = 4096
-
-/** `[pgrp, utime + stime ticks, rss pages]` of a process, from `/proc/<pid>/stat`. */
-const stat = (pid: string): readonly [number, number, number] | undefined => {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, "latin1")
-    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ")
-    // After "(comm)": state(0) ppid(1) pgrp(2) … utime(11) stime(12) … rss(21)
-    return [Number(fields[2]), Number(fields[11]) + Number(fields[12]), Number(fields[21])]
-  } catch {
-    return undefined
-  }
-}
-
-/** CPU ticks and RSS pages of every process in each of these groups. */
-const groups = (pgids: ReadonlySet<number>): Map<number, { ticks: number; pages: number }> => {
-  const totals = new Map<number, { ticks: number; pages: number }>()
-  let entries: Array<string>
-  try {
-    entries = readdirSync("/proc").filter((e) => /^\d+$/.test(e))
-  } catch {
-    return totals
-  }
-  for (const pid of entries) {
-    const s = stat(pid)
-    if (s === undefined || !pgids.has(s[0])) continue
-    const t = totals.get(s[0]) ?? { ticks: 0, pages: 0 }
-    totals.set(s[0], { ticks: t.ticks + s[1], pages: t.pages + s[2] })
-  }
-  return totals
+export interface Limits {
+  /** Connections at once (default 16). */
+  readonly maxConnections: number
+  /** Bytes in a request line (default 4096). */
+  readonly maxLine: number
+  /** From the first byte of a request to its newline, in ms (default 5,000). */
+  readonly requestTimeout: number
+  /** A connection with nothing to answer and nothing arriving, in ms (default 30,000). */
+  readonly idleTimeout: number
+  /** For the client to take an answer, in ms (default 10,000). */
+  readonly replyTimeout: number
 }
 
 /**
- * Samples the workers' groups twice, `sampleMillis` apart: CPU % (100 % is
- * one core) and RSS.
- *
  * @since 0.1.0
- * @category constructors
+ * @category constants
  */
-export const usage = (pids: ReadonlyArray<number>, sampleMillis = 200): Effect.Effect<Map<number, Usage>> =>
-  Effect.gen(function* () {
-    const wanted = new Set(pids)
-    const first = groups(wanted)
-    yield* Effect.sleep(sampleMillis)
-    const second = groups(wanted)
-    const result = new Map<number, Usage>()
-    for (const pid of pids) {
-      const a = first.get(pid)
-      const b = second.get(pid)
-      result.set(pid, {
-        // CPU seconds used over the sample's seconds: 100 % is one core busy all along.
-        cpuPercent:
-          a === undefined || b === undefined
-            ? null
-            : Math.round(Math.max(0, (b.ticks - a.ticks) / CLK_TCK / (sampleMillis / 1000)) * 1000) / 10,
-        rssBytes: b === undefined ? null : b.pages * PAGE
-      })
-    }
-    return result
-  })
-
-/**
- * One status row with the worker's resource use, as `prefork ctl status`
- * receives it.
- *
- * @since 0.1.0
- * @category models
- */
-export interface StatusRow extends Status.Row, Usage {}
-
-type Request =
-  | { readonly cmd: "status" }
-  | { readonly cmd: "restart"; readonly task: number }
-  | { readonly cmd: "reload" }
-  | { readonly cmd: "scale"; readonly processes: number }
-
-const answer = (handle: SupervisorHandle, request: Request): Effect.Effect<Record<string, unknown>> => {
-  switch (request.cmd) {
-    case "status":
-      return Effect.gen(function* () {
-        const slots = yield* handle.status
-        const now = Date.now()
-        const rows = Status.rows(slots, now)
-        const use = yield* usage(rows.flatMap((r) => (r.pid === null ? [] : [r.pid])))
-        const workers: Array<StatusRow> = rows.map((r) => ({
-          ...r,
-          ...(r.pid === null ? { cpuPercent: null, rssBytes: null } : use.get(r.pid)!)
-        }))
-        const spares = yield* handle.spares
-        return { ok: true, processes: handle.processes, workers, spares }
-      })
-    case "restart": {
-      if (!Number.isInteger(request.task) || request.task < 0 || request.task >= handle.processes) {
-        return Effect.succeed({ ok: false, error: `no worker with task id ${String(request.task)}` })
-      }
-      return Effect.as(handle.restart(TaskId(request.task)), { ok: true })
-    }
-    case "reload":
-      return handle.reload().pipe(
-        Effect.as({ ok: true }),
-        Effect.catch((error) => Effect.succeed({ ok: false, error: error.message }))
-      )
-    case "scale":
-      return handle.scale(request.processes).pipe(
-        Effect.map(() => ({ ok: true, processes: handle.processes })),
-        Effect.catch((error) => Effect.succeed({ ok: false, error: error.message }))
-      )
-  }
+export const defaultLimits: Limits = {
+  maxConnections: 16,
+  maxLine: Protocol.MAX_LINE,
+  requestTimeout: 5_000,
+  idleTimeout: 30_000,
+  replyTimeout: 10_000
 }
 
-const parseRequest = (line: string): Request | string => {
-  let value: unknown
-  try {
-    value = JSON.parse(line)
-  } catch {
-    return "not JSON"
-  }
-  if (typeof value !== "object" || value === null || !("cmd" in value)) return 'expected {"cmd": …}'
-  const v = value as Record<string, unknown>
-  switch (v["cmd"]) {
-    case "status":
-    case "reload":
-      return { cmd: v["cmd"] }
-    case "restart":
-      return typeof v["task"] === "number" ? { cmd: "restart", task: v["task"] } : "restart needs a task id"
-    case "scale":
-      return typeof v["processes"] === "number" ? { cmd: "scale", processes: v["processes"] } : "scale needs processes"
-    default:
-      return `unknown command ${JSON.stringify(v["cmd"])}`
+/**
+ * Why the control socket cannot be served: its path is not trusted, another
+ * prefork answers there, or it cannot be bound.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ControlError extends Data.TaggedError("ControlError")<{
+  readonly path: string
+  readonly reason: string
+}> {
+  override get message(): string {
+    return this.reason
   }
 }
 
@@ -194,83 +100,199 @@ const answers = (path: string): Effect.Effect<boolean> =>
     probe.once("error", () => resume(Effect.succeed(false)))
   })
 
+/** How long a client told to go has to take the error line before it is cut. */
+const CLOSE_GRACE = 1_000
+
+/** One client: reads a line, answers it, reads on. */
+class Connection {
+  readonly lines: Protocol.Lines
+  /** A request is being answered, or the client is being closed: nothing is read meanwhile. */
+  busy = false
+  /** When it last had something to do, for choosing whom to close when full. */
+  lastActive = performance.now()
+  /** The budget being timed, if any. */
+  private deadline:
+    | { readonly kind: "request" | "idle" | "reply"; readonly timer: ReturnType<typeof setTimeout> }
+    | undefined
+  /** The client has sent everything (half-close): answer what was read, then end. */
+  private ended = false
+
+  readonly socket: Net.Socket
+  private readonly limits: Limits
+  private readonly respond: (line: string, reply: (body: Protocol.Reply) => void) => void
+
+  constructor(
+    socket: Net.Socket,
+    limits: Limits,
+    respond: (line: string, reply: (body: Protocol.Reply) => void) => void
+  ) {
+    this.socket = socket
+    this.limits = limits
+    this.respond = respond
+    this.lines = new Protocol.Lines(limits.maxLine)
+    socket.on("error", () => {})
+    socket.on("data", (chunk: Buffer) => {
+      this.lastActive = performance.now()
+      this.lines.push(chunk)
+      this.pump()
+    })
+    socket.on("end", () => {
+      this.ended = true
+      this.pump()
+    })
+    socket.once("close", () => this.disarm())
+    this.pump()
+  }
+
+  private disarm() {
+    if (this.deadline !== undefined) clearTimeout(this.deadline.timer)
+    this.deadline = undefined
+  }
+
+  private arm(kind: "request" | "idle" | "reply", millis: number, onTimeout: () => void) {
+    this.disarm()
+    this.deadline = { kind, timer: setTimeout(onTimeout, millis) }
+  }
+
+  /** Answers an error line and closes: the client has broken a budget. */
+  refuse(error: string) {
+    this.disarm()
+    this.busy = true
+    this.socket.pause()
+    if (this.socket.destroyed) return
+    this.socket.end(`${JSON.stringify(Protocol.failure(error))}\n`)
+    setTimeout(() => this.socket.destroy(), CLOSE_GRACE).unref()
+  }
+
+  /** Takes the next whole line and answers it, or waits for one (within its budget). */
+  private pump() {
+    if (this.busy || this.socket.destroyed) return
+    const line = this.lines.next()
+    if (line instanceof Protocol.LineTooLong) return this.refuse(line.message)
+    if (line !== undefined) {
+      this.disarm()
+      this.busy = true
+      this.socket.pause()
+      return this.respond(line, (body) => this.write(body))
+    }
+    if (this.ended) {
+      if (this.lines.pending > 0) return this.refuse("incomplete request at end of input")
+      this.disarm()
+      return void this.socket.end()
+    }
+    if (this.lines.pending === 0) {
+      this.arm("idle", this.limits.idleTimeout, () => this.refuse(`idle for ${this.limits.idleTimeout} ms: closed`))
+    } else if (this.deadline?.kind !== "request") {
+      // A request begun has an absolute deadline, not pushed back by each byte that trickles in.
+      this.arm("request", this.limits.requestTimeout, () =>
+        this.refuse(`request not complete within ${this.limits.requestTimeout} ms`)
+      )
+    }
+  }
+
+  /** Writes an answer; the next request is read once the client has taken it. */
+  private write(body: Protocol.Reply) {
+    if (this.socket.destroyed) return
+    const next = () => {
+      this.disarm()
+      this.busy = false
+      this.lastActive = performance.now()
+      if (!this.ended) this.socket.resume()
+      // Pipelined lines already read: the next one after a turn of the event loop.
+      setImmediate(() => this.pump())
+    }
+    if (this.socket.write(`${JSON.stringify(body)}\n`)) return next()
+    this.arm("reply", this.limits.replyTimeout, () => this.socket.destroy())
+    this.socket.once("drain", next)
+  }
+}
+
 /**
  * Serves the control socket at `path` for as long as the scope lasts; fails
- * with a message when it cannot (another prefork answers there, the
- * directory cannot be made private).
+ * with a `ControlError` when it cannot (an untrusted directory or file,
+ * another prefork answering there, a bind error).
  *
  * @since 0.1.0
  * @category constructors
  */
-export const serve = (handle: SupervisorHandle, path: string): Effect.Effect<void, string, Scope.Scope> =>
+export const serve = (
+  handle: SupervisorHandle,
+  path: string,
+  options: { readonly limits?: Partial<Limits> | undefined; readonly sampleMillis?: number | undefined } = {}
+): Effect.Effect<void, ControlError, Scope.Scope> =>
   Effect.gen(function* () {
-    const dir = Path.dirname(path)
-    yield* Effect.try({
-      try: () => {
-        mkdirSync(dir, { recursive: true, mode: 0o700 })
-        // An existing directory of ours is made private too: only its user reaches the socket in it.
-        if (statSync(dir).uid === process.getuid?.()) chmodSync(dir, 0o700)
-      },
-      catch: (error) => `cannot make ${dir} private: ${String(error)}`
-    })
-    let exists = false
-    try {
-      exists = lstatSync(path).isSocket()
-    } catch {
-      exists = false
-    }
-    if (exists) {
-      if (yield* answers(path)) return yield* Effect.fail(`another prefork answers on ${path}`)
-      // Stale: left by a prefork that did not exit cleanly.
+    const limits: Limits = { ...defaultLimits, ...options.limits }
+    const refused = (reason: string) => Effect.fail(new ControlError({ path, reason }))
+    const real = RuntimeDir.resolve(path, { create: true })
+    if (typeof real !== "string") return yield* refused(real.message)
+    const existing = RuntimeDir.checkSocket(real)
+    if (existing instanceof RuntimeDir.UntrustedPath) return yield* refused(existing.message)
+    if (existing === undefined) {
+      if (yield* answers(real)) return yield* refused(`another prefork answers on ${path}`)
+      // Stale: a socket of ours left by a prefork that did not exit cleanly.
       try {
-        unlinkSync(path)
+        unlinkSync(real)
       } catch {
         // gone meanwhile
       }
     }
-    const context = yield* Effect.context<never>()
-    const run = Effect.runForkWith(context)
-    const clients = new Set<Net.Socket>()
-    const server = Net.createServer((socket) => {
-      clients.add(socket)
-      socket.once("close", () => clients.delete(socket))
-      socket.setEncoding("utf8")
-      let pending = ""
-      socket.on("error", () => {})
-      socket.on("data", (chunk: string) => {
-        pending += chunk
-        if (pending.length > 1 << 16) return void socket.destroy()
-        for (let nl = pending.indexOf("\n"); nl !== -1; nl = pending.indexOf("\n")) {
-          const line = pending.slice(0, nl)
-          pending = pending.slice(nl + 1)
-          const request = parseRequest(line)
-          const reply = (body: Record<string, unknown>) => {
-            if (!socket.destroyed) socket.write(`${JSON.stringify(body)}\n`)
-          }
-          if (typeof request === "string") reply({ ok: false, error: request })
-          else run(Effect.flatMap(answer(handle, request), (body) => Effect.sync(() => reply(body))))
+    const respond = yield* Protocol.makeResponder(handle, { sampleMillis: options.sampleMillis })
+    const run = yield* FiberSet.makeRuntime()
+    const clients = new Set<Connection>()
+    const answer = (line: string, reply: (body: Protocol.Reply) => void) =>
+      run(
+        respond(line).pipe(
+          // A defect here is a bug of prefork's: that client gets an error, the supervisor goes on.
+          Effect.catchCause((cause) =>
+            Effect.as(
+              Effect.logError("Control request failed", Cause.pretty(cause)),
+              Protocol.failure("internal error")
+            )
+          ),
+          Effect.flatMap((body) => Effect.sync(() => reply(body)))
+        )
+      )
+    const server = Net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
+      if (clients.size >= limits.maxConnections) {
+        // Room is made by closing whoever has waited longest with nothing to answer; if all are busy, the newcomer goes.
+        let idlest: Connection | undefined
+        for (const c of clients) if (!c.busy && (idlest === undefined || c.lastActive < idlest.lastActive)) idlest = c
+        const full = `too many control connections (${limits.maxConnections})`
+        if (idlest === undefined) {
+          socket.on("error", () => {})
+          socket.end(`${JSON.stringify(Protocol.failure(full))}\n`)
+          setTimeout(() => socket.destroy(), CLOSE_GRACE).unref()
+          return
         }
-      })
+        clients.delete(idlest)
+        idlest.refuse(`${full}: closed, idle longest`)
+      }
+      const connection = new Connection(socket, limits, answer)
+      clients.add(connection)
+      socket.once("close", () => clients.delete(connection))
+      socket.resume()
     })
     yield* Effect.acquireRelease(
-      Effect.callback<void, string>((resume) => {
-        server.once("error", (error) => resume(Effect.fail(`cannot listen on ${path}: ${error.message}`)))
-        server.listen(path, () => {
-          try {
-            chmodSync(path, 0o600)
-            resume(Effect.void)
-          } catch (error) {
-            resume(Effect.fail(`cannot make ${path} private: ${String(error)}`))
-          }
-        })
+      Effect.callback<void, ControlError>((resume) => {
+        server.once("error", (error) =>
+          resume(Effect.fail(new ControlError({ path, reason: `cannot listen on ${path}: ${error.message}` })))
+        )
+        server.once("listening", () => resume(Effect.void))
+        // bind(2) runs synchronously in listen(): under this umask the socket is born 0600, never chmod-ed.
+        const umask = process.umask(0o177)
+        try {
+          server.listen({ path: real, exclusive: true })
+        } finally {
+          process.umask(umask)
+        }
       }),
       () =>
         Effect.callback<void>((resume) => {
           server.close(() => resume(Effect.void))
           // Clients still connected are let go: the socket is closing with prefork.
-          for (const client of clients) client.destroy()
+          for (const client of clients) client.socket.destroy()
           try {
-            unlinkSync(path)
+            unlinkSync(real)
           } catch {
             // gone already
           }

@@ -146,6 +146,13 @@ export interface ReloadOptions {
   readonly surge?: boolean | undefined
 }
 
+/**
+ * The most slots a supervisor runs (`processes`, and `scale`): a bound on
+ * what one request can make the supervisor allocate. Re-exported as
+ * `Supervisor.MAX_PROCESSES`. @internal
+ */
+export const MAX_PROCESSES = 100_000
+
 /** What the loop gives `Supervisor.start` to build its handle from. @internal */
 export interface Loop {
   readonly sockets: ReadonlyArray<Listen.Socket>
@@ -945,11 +952,11 @@ export const start = Effect.fnUntraced(function* (
   const scaleLock = Semaphore.makeUnsafe(1)
   const scale = (processes: number): Effect.Effect<void, InvalidOptions> =>
     Effect.suspend(() => {
-      if (!Number.isInteger(processes) || processes < 1) {
+      if (!Number.isInteger(processes) || processes < 1 || processes > MAX_PROCESSES) {
         return Effect.fail(
           new InvalidOptions({
             field: "processes",
-            message: `scale needs a whole number of processes >= 1, got ${processes}`
+            message: `scale needs a whole number of processes from 1 to ${MAX_PROCESSES}, got ${processes}`
           })
         )
       }

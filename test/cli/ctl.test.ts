@@ -2,7 +2,7 @@
  * `prefork ctl` against a running prefork, end to end: status (with CPU % and
  * RSS), restart, scale and reload; a second client while another is
  * connected; a stale socket file at start; the socket private to its user and
- * gone at exit; a client with no permission.
+ * gone at exit; a client of another user refused before it connects.
  */
 import { execFileSync, spawnSync } from "node:child_process"
 import { chmodSync, existsSync, lstatSync } from "node:fs"
@@ -113,7 +113,7 @@ describe("prefork ctl (real processes)", () => {
   )
 
   it.live.skipIf(process.getuid?.() !== 0 || nobody === undefined)(
-    "a client of another user has no permission, and is told so (exit 3)",
+    "a client of another user is refused before it connects: neither the directory nor the socket is its own (exit 4)",
     () =>
       Effect.scoped(
         Effect.gen(function* () {
@@ -124,8 +124,11 @@ describe("prefork ctl (real processes)", () => {
           chmodSync(p.runtimeDir, 0o755)
           chmodSync(Path.dirname(path), 0o755)
           const denied = ctl(p.runtimeDir, ["status"], nobody)
-          assert.strictEqual(denied.code, 3, denied.stderr)
-          assert.include(denied.stderr, "no permission")
+          assert.strictEqual(denied.code, 4, denied.stderr)
+          assert.include(denied.stderr, `refusing ${Path.dirname(path)}: it belongs to uid 0, not to uid ${nobody}`)
+          const explicit = ctl("/nonexistent", ["--control", path, "status"], nobody)
+          assert.strictEqual(explicit.code, 4, explicit.stderr)
+          assert.include(explicit.stderr, `refusing ${path}: the socket belongs to uid 0, not to uid ${nobody}`)
           p.signal("SIGTERM")
           assert.strictEqual((yield* p.exit).code, 0)
         })
