@@ -261,6 +261,7 @@ describe("the supervisor's metrics (src/Metrics.ts)", () => {
       const units = Object.fromEntries(snapshot.map((s) => [s.id, s.attributes?.["unit"]]))
       assert.deepStrictEqual(units, {
         "prefork.worker.restarts": "{restart}",
+        "prefork.worker.spawn.retries": "{retry}",
         "prefork.worker.spawn.duration": "s",
         "prefork.worker.ready.duration": "s",
         "prefork.restart.budget.remaining": "{restart}",
