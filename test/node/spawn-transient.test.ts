@@ -9,7 +9,7 @@
  * told (events, warnings) and spent no restart budget. In every mode.
  */
 import { execFileSync } from "node:child_process"
-import { existsSync, readFileSync } from "node:fs"
+import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { awaitExit, type Primary, spawnPrimary, waitLine } from "../helpers/primary.ts"
@@ -65,7 +65,8 @@ const optionsFor = (mode: (typeof modes)[number]) =>
     ...(mode === "command"
       ? { command: process.execPath, args: [fixture("forever.js")] }
       : { command: fixture("forever.js") }),
-    stdio: "ignore",
+    // Piped output: a failed spawn has pipes to give back.
+    stdio: "pipe",
     ready: "spawn",
     // The kill spends the whole budget: a retry that spent any would end the run.
     maxRestarts: 1
@@ -90,20 +91,25 @@ const scenario = (
     const others = started.filter((e) => e.taskId !== 0).map((e) => e.pid!)
     yield* short
     process.kill(victim, "SIGKILL")
-    const retrying = yield* waitEvents(
-      primary,
-      (events) => events.filter((e) => e._tag === "SpawnRetrying").length >= 2
-    )
+    const retried = (n: number) =>
+      waitEvents(primary, (events) => events.filter((e) => e._tag === "SpawnRetrying").length >= n)
+    yield* retried(2)
+    const fds = readdirSync(`/proc/${primary.pid}/fd`).length
+    const retrying = yield* retried(4)
+    // A failed spawn leaves no descriptor behind (its pipes and channel): the primary's stay bounded.
+    assert.strictEqual(readdirSync(`/proc/${primary.pid}/fd`).length, fds)
     yield* restore
     const after = yield* waitEvents(primary, (events) => events.filter((e) => e._tag === "Started").length >= 4)
     const output = primary.lines.join("\n")
     // The retries: of child 0, for this shortage, with a delay that grows.
     const retries = retrying.filter((e) => e._tag === "SpawnRetrying")
     assert.deepStrictEqual(
-      retries.slice(0, 2).map((e) => [e.taskId, e.code, e.attempt, e.delay]),
+      retries.slice(0, 4).map((e) => [e.taskId, e.code, e.attempt, e.delay]),
       [
         [0, code, 1, 100],
-        [0, code, 2, 200]
+        [0, code, 2, 200],
+        [0, code, 3, 400],
+        [0, code, 4, 800]
       ],
       output
     )
