@@ -226,6 +226,14 @@ const evict = (connections: Map<Net.Socket, Connection>): void => {
   }
 }
 
+/**
+ * The listen backlog: half the cap. Connections are accepted in batches of up
+ * to the backlog, each past the cap closing the oldest one still reading its
+ * head, so a batch smaller than the cap never closes a connection accepted in
+ * the same batch (a scraper's head is read at the next turn of the loop).
+ */
+const backlogOf = (limits: Limits): number => Math.max(1, Math.floor(limits.maxConnections / 2))
+
 /** Reads one request head from a connection and answers it, within the limits. */
 const connection =
   (scrape: () => string, connections: Map<Net.Socket, Connection>, limits: Limits) => (socket: Net.Socket) => {
@@ -305,7 +313,7 @@ export const serve = (
               )
             )
           server.once("error", failed)
-          server.listen({ host: address.host, port: address.port, exclusive: true }, () => {
+          server.listen({ host: address.host, port: address.port, exclusive: true, backlog: backlogOf(budget) }, () => {
             server.off("error", failed)
             resume(Effect.void)
           })
