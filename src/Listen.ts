@@ -15,7 +15,8 @@
  * Addresses as strings:
  * - `"8080"`, `":8080"`: every interface, port 8080 (IPv6 and IPv4 where the system allows);
  * - `"127.0.0.1:8080"`, `"localhost:0"` (port 0: the system picks a free port), `"[::1]:8080"`;
- * - `"unix:/run/app.sock"` or any absolute path `"/run/app.sock"`: a Unix socket;
+ * - `"unix:/run/app.sock"` or any absolute path `"/run/app.sock"`: a Unix socket,
+ *   mode 0660 unless a mode is given: `"unix:/run/app.sock,mode=0666"`;
  * - `"fd:3"`: a socket this process inherited (socket activation).
  *
  * @since 0.1.0
@@ -43,7 +44,11 @@ export type Input =
     }
   | {
       readonly path: string
-      /** The socket file's permissions, such as `0o660` (default: as the umask leaves them). */
+      /**
+       * The socket file's permissions, such as `0o666`, set from birth (the
+       * socket is bound under a umask that leaves exactly these). Default
+       * {@link DEFAULT_UNIX_MODE}, `0o660`: the owner and its group can connect.
+       */
       readonly mode?: number | undefined
       readonly backlog?: number | undefined
       readonly name?: string | undefined
@@ -72,6 +77,12 @@ export type Spec =
       readonly mode: number | undefined
       readonly backlog: number
       readonly name: string | undefined
+      /**
+       * Who the socket file is given to once created (`lchown`): the
+       * supervisor sets the workers' user and group here when it runs them as
+       * another user.
+       */
+      readonly owner?: { readonly uid: number | undefined; readonly gid: number | undefined } | undefined
     }
   | { readonly _tag: "Inherited"; readonly fd: number; readonly name: string | undefined }
 
@@ -105,6 +116,16 @@ export type Address =
  * @category constants
  */
 export const DEFAULT_BACKLOG = 511
+
+/**
+ * The default mode of a Unix socket's file: `0o660`, read and write for its
+ * owner and its group (systemd's `SocketMode=` defaults to `0o666`; a socket
+ * anyone on the machine can connect to is a choice to make, with `mode`).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const DEFAULT_UNIX_MODE = 0o660
 
 /**
  * How an address is written in logs, errors and `LISTEN_FDNAMES`:
@@ -162,7 +183,7 @@ const isPort = (n: unknown): n is number => typeof n === "number" && Number.isIn
  * @category constructors
  */
 export const parse = (input: Input, field = "listen"): Effect.Effect<Spec, InvalidOptions> =>
-  Effect.suspend(() => {
+  Effect.suspend((): Effect.Effect<Spec, InvalidOptions> => {
     if (typeof input === "string") return parseString(input, field)
     if (typeof input !== "object" || input === null) {
       return Effect.fail(invalid(field, `listen addresses are strings or objects, got ${String(input)}`))
@@ -209,8 +230,16 @@ export const parse = (input: Input, field = "listen"): Effect.Effect<Spec, Inval
 
 const parseString = (text: string, field: string): Effect.Effect<Spec, InvalidOptions> => {
   const trimmed = text.trim()
-  if (trimmed.startsWith("unix:")) return parse({ path: trimmed.slice("unix:".length) }, field)
-  if (trimmed.startsWith("/")) return parse({ path: trimmed }, field)
+  if (trimmed.startsWith("unix:") || trimmed.startsWith("/")) {
+    const path = trimmed.startsWith("unix:") ? trimmed.slice("unix:".length) : trimmed
+    // A mode as a suffix: unix:/run/app.sock,mode=0660 (octal).
+    const suffix = /,mode=([^,]*)$/.exec(path)
+    if (suffix === null) return parse({ path }, field)
+    if (!/^0?[0-7]{3}$/.test(suffix[1]!)) {
+      return Effect.fail(invalid(field, `${JSON.stringify(text)}: mode must be octal permissions such as 0660`))
+    }
+    return parse({ path: path.slice(0, suffix.index), mode: Number.parseInt(suffix[1]!, 8) }, field)
+  }
   if (trimmed.startsWith("fd:")) {
     const fd = trimmed.slice(3)
     return /^\d+$/.test(fd)
@@ -225,7 +254,10 @@ const parseString = (text: string, field: string): Effect.Effect<Spec, InvalidOp
   const port = colon === -1 ? trimmed : trimmed.slice(colon + 1)
   if (!/^\d+$/.test(port) || host.includes(":")) {
     return Effect.fail(
-      invalid(field, `${JSON.stringify(text)} is not an address: use PORT, HOST:PORT, [IPV6]:PORT, unix:/PATH or fd:N`)
+      invalid(
+        field,
+        `${JSON.stringify(text)} is not an address: use PORT, HOST:PORT, [IPV6]:PORT, unix:/PATH[,mode=0660] or fd:N`
+      )
     )
   }
   return parse({ host, port: Number(port) }, field)
@@ -290,3 +322,59 @@ export const FIRST_FD = 3
 export const inherited = (env: Readonly<Record<string, string | undefined>>, pid: number): ReadonlyArray<Spec> =>
   // The same reading of systemd's variables as a worker's (`Worker.socketsFromEnv`); a name that cannot be one is dropped.
   socketsFromEnv(env, pid).map(({ fd, name }) => ({ _tag: "Inherited", fd, name: validName(name) ? name : undefined }))
+
+/** Whether the "LISTEN_PID names another process" warning was logged (once per process). */
+let foreignPidTold = false
+
+/**
+ * Takes the sockets socket activation handed this process, as
+ * `sd_listen_fds(1)` does: once taken, `LISTEN_FDS`, `LISTEN_PID` and
+ * `LISTEN_FDNAMES` are deleted from `env`, so a second supervisor in the same
+ * process does not take descriptor 3 again (by then it may be something
+ * else).
+ *
+ * - `explicit` (the supervisor was given `listen` or `sockets`): the explicit
+ *   addresses win; the activation sockets and variables are left alone, and
+ *   one warning says so.
+ * - `LISTEN_FDS` set but `LISTEN_PID` naming another process (a wrapper such
+ *   as `npx` or a shell between systemd and this process): nothing is taken,
+ *   and one warning per process says why and what to do.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const activation = (options: {
+  readonly explicit: boolean
+  readonly env?: Record<string, string | undefined> | undefined
+  readonly pid?: number | undefined
+}): Effect.Effect<ReadonlyArray<Spec>> =>
+  Effect.suspend(() => {
+    const env = options.env ?? process.env
+    const pid = options.pid ?? process.pid
+    const count = env["LISTEN_FDS"]
+    if (count === undefined) return Effect.succeed([])
+    if (env["LISTEN_PID"] !== String(pid)) {
+      if (foreignPidTold) return Effect.succeed([])
+      foreignPidTold = true
+      return Effect.as(
+        Effect.logWarning(
+          `socket activation: LISTEN_FDS=${count} is set but LISTEN_PID=${env["LISTEN_PID"] ?? "(unset)"} names another process, not this one (pid ${pid}), so its sockets are not used. ` +
+            `A program between systemd and this one received them (npx, a shell, a wrapper script): start this program directly (ExecStart=/usr/bin/node /path/to/prefork.js …, or exec it from the wrapper)`
+        ),
+        []
+      )
+    }
+    const specs = inherited(env, pid)
+    if (options.explicit) {
+      return Effect.as(
+        Effect.logWarning(
+          `socket activation handed this process ${specs.length} socket(s) (LISTEN_FDS), but listen addresses are given: serving those; the activation sockets are left alone`
+        ),
+        []
+      )
+    }
+    delete env["LISTEN_FDS"]
+    delete env["LISTEN_PID"]
+    delete env["LISTEN_FDNAMES"]
+    return Effect.succeed(specs)
+  })

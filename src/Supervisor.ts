@@ -121,8 +121,10 @@ export interface Options extends RestartPolicy.RestartOptions {
   readonly listen?: ReadonlyArray<Listen.Input> | undefined
   /**
    * Whether a supervisor started by socket activation (`LISTEN_FDS` and
-   * `LISTEN_PID` naming this process) serves the sockets it was given instead
-   * of binding `listen`. Default `true`.
+   * `LISTEN_PID` naming this process) serves the sockets it was given.
+   * Default `true`. They are taken once (the variables are then deleted from
+   * `process.env`, as `sd_listen_fds(1)` does), and only when neither
+   * `listen` nor `sockets` is given: explicit addresses win, with a warning.
    */
   readonly inheritSockets?: boolean | undefined
   /**
@@ -324,8 +326,10 @@ export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.
   const identity = resolveIdentity(options.user, options.group)
   if ("field" in identity) return yield* invalid(identity.field, identity.message)
   const given = yield* Listen.parseAll(options.listen)
-  // Started by socket activation: the sockets handed to this process are the ones to serve.
-  const activated = options.inheritSockets === false ? [] : Listen.inherited(process.env, process.pid)
+  const owner = identity.uid === undefined && identity.gid === undefined ? undefined : identity
+  // Started by socket activation: the sockets handed to this process are served, unless listen or sockets are given.
+  const explicit = given.length > 0 || (options.sockets?.length ?? 0) > 0
+  const activated = options.inheritSockets === false || mode === "cluster" ? [] : yield* Listen.activation({ explicit })
   if (mode === "cluster" && (given.length > 0 || (options.sockets?.length ?? 0) > 0)) {
     return yield* invalid(
       "listen",
@@ -351,7 +355,16 @@ export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.
     processesReason: perCpu?.reason,
     uid: identity.uid,
     gid: identity.gid,
-    listen: mode === "cluster" ? [] : activated.length > 0 ? activated : given,
+    listen:
+      mode === "cluster"
+        ? []
+        : activated.length > 0
+          ? activated
+          : given.map((spec) =>
+              spec._tag === "Unix" && owner !== undefined
+                ? { ...spec, owner: { uid: owner.uid, gid: owner.gid } }
+                : spec
+            ),
     sockets: mode === "cluster" ? [] : (options.sockets ?? [])
   }
 })

@@ -5,13 +5,22 @@
  * one is reaped. Workers in Node and in Python.
  */
 import { execFileSync } from "node:child_process"
-import { existsSync, lstatSync, writeFileSync } from "node:fs"
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync
+} from "node:fs"
 import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber } from "effect"
-import { answered, type Answered, busyPort, getJson, tcpPort } from "../helpers/http.ts"
+import { answered, type Answered, busyPort, type FdAnswer, getJson, tcpPort } from "../helpers/http.ts"
 import { assertNoneLeft, eventually, pidsWithTag } from "../helpers/procs.ts"
-import { fixture, started, supervise, tempDir } from "../helpers/supervise.ts"
+import { exitedEvents, fixture, started, supervise, tempDir } from "../helpers/supervise.ts"
 
 describe("supervisor-owned sockets (real processes)", () => {
   it.live(
@@ -116,6 +125,38 @@ describe("supervisor-owned sockets (real processes)", () => {
         assert.isTrue(Exit.isFailure(bad))
       })
     )
+  )
+
+  it.live(
+    "a Python worker doing a plain blocking accept() on fd 3 serves, and does not crash-loop (TCP and Unix)",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const path = Path.join(dir, "py.sock")
+          const { events, handle, tag } = yield* supervise({
+            command: "python3",
+            args: [fixture("blocking-accept.py")],
+            processes: 2,
+            listen: ["127.0.0.1:0", path],
+            stopTimeout: "2 seconds"
+          })
+          const port = tcpPort(handle.sockets)
+          for (let i = 0; i < 4; i++) {
+            const answer = answered(yield* getJson(i % 2 === 0 ? { port } : { socketPath: path })) as FdAnswer & {
+              flags: string
+            }
+            assert.strictEqual(answer.listenPid, String(answer.pid))
+            // Handed over blocking: no O_NONBLOCK (04000) on the open file description every holder shares.
+            assert.strictEqual(Number.parseInt(answer.flags, 8) & 0o4000, 0, `fd 3 flags ${answer.flags}`)
+          }
+          // Idle between requests, and no worker died on EAGAIN: two started, none exited.
+          assert.strictEqual(started(events).length, 2)
+          assert.deepStrictEqual(exitedEvents(events), [])
+          yield* handle.stop
+          assert.deepStrictEqual(pidsWithTag(tag), [])
+        })
+      )
   )
 
   it.live(
@@ -229,5 +270,84 @@ describe("supervisor-owned sockets (real processes)", () => {
         assert.deepStrictEqual(pidsWithTag(tag), [])
       })
     )
+  )
+
+  it.live("a Unix socket gets mode 0660 by default, set at bind time, owned by the supervisor", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const path = Path.join(dir, "default.sock")
+        const { handle } = yield* supervise({
+          command: process.execPath,
+          args: [fixture("fd-server.js")],
+          listen: [path]
+        })
+        const stat = lstatSync(path)
+        assert.isTrue(stat.isSocket())
+        assert.strictEqual(stat.mode & 0o7777, 0o660)
+        assert.strictEqual(stat.uid, process.geteuid!())
+        // The process umask was restored right after the bind.
+        const umask = process.umask()
+        assert.notStrictEqual(umask, 0o117)
+        yield* handle.stop
+      })
+    )
+  )
+
+  it.live(
+    "what is planted at a Unix socket's path (a symlink, another user's socket) or an unsafe directory is refused and left intact",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const run = (listen: ReadonlyArray<string>) =>
+            Effect.flip(supervise({ command: process.execPath, args: [fixture("fd-server.js")], listen }))
+          // A symbolic link to a file of ours: never followed, never removed, the target unchanged.
+          const target = Path.join(dir, "target")
+          writeFileSync(target, "precious")
+          chmodSync(target, 0o600)
+          const link = Path.join(dir, "link.sock")
+          symlinkSync(target, link)
+          const linked = yield* run([link])
+          assert.strictEqual(linked._tag, "BindFailed")
+          assert.include(linked.message, "symbolic link")
+          assert.isTrue(lstatSync(link).isSymbolicLink())
+          assert.strictEqual(readFileSync(target, "utf8"), "precious")
+          assert.strictEqual(lstatSync(target).mode & 0o777, 0o600)
+          // A stale socket that belongs to another user: not ours to remove.
+          const foreign = Path.join(dir, "foreign.sock")
+          execFileSync(process.execPath, [
+            "-e",
+            `require("net").createServer().listen(${JSON.stringify(foreign)}, () => process.exit(0))`
+          ])
+          const other = process.geteuid!() === 0 ? 65534 : undefined
+          if (other !== undefined) {
+            chownSync(foreign, other, other)
+            const refused = yield* run([foreign])
+            assert.strictEqual(refused._tag, "BindFailed")
+            assert.include(refused.message, `uid ${other}`)
+            assert.isTrue(lstatSync(foreign).isSocket())
+            assert.strictEqual(lstatSync(foreign).uid, other)
+          }
+          // A directory others can write to (not sticky): they could swap the socket. Refused, nothing created.
+          const open = Path.join(dir, "open")
+          mkdirSync(open)
+          chmodSync(open, 0o777)
+          const unsafe = yield* run([Path.join(open, "app.sock")])
+          assert.strictEqual(unsafe._tag, "BindFailed")
+          assert.include(unsafe.message, "writable by others")
+          assert.isFalse(existsSync(Path.join(open, "app.sock")))
+          assert.strictEqual(lstatSync(open).mode & 0o7777, 0o777)
+          // The same directory made sticky (as /tmp is) is fine.
+          chmodSync(open, 0o1777)
+          const { handle } = yield* supervise({
+            command: process.execPath,
+            args: [fixture("fd-server.js")],
+            listen: [`unix:${Path.join(open, "app.sock")},mode=0600`]
+          })
+          assert.strictEqual(lstatSync(Path.join(open, "app.sock")).mode & 0o777, 0o600)
+          yield* handle.stop
+        })
+      )
   )
 })

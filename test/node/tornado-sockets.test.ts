@@ -7,7 +7,7 @@
 import { existsSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Option } from "effect"
-import { assertNoneLeft, pidsWithTag } from "../helpers/procs.ts"
+import { assertNoneLeft, pidsWithTag, TAG_VAR } from "../helpers/procs.ts"
 import { awaitExit, freePort, get, spawnPrimary, waitLine } from "../helpers/primary.ts"
 import { fixture } from "../helpers/supervise.ts"
 
@@ -53,14 +53,17 @@ describe("Tornado's pattern with owned sockets (real processes)", () => {
             stopTimeout: "1 second"
           }
           const primary = yield* spawnPrimary("primary.ts", [JSON.stringify(options)], {
-            prefix: ["/usr/bin/systemd-socket-activate", "-l", `127.0.0.1:${port}`]
+            // systemd-socket-activate gives its program an empty environment but for -E: the test's tag passes.
+            prefix: ["/usr/bin/systemd-socket-activate", "-E", "PATH", "-E", TAG_VAR, "-l", `127.0.0.1:${port}`]
           })
           // systemd-socket-activate listens first, and starts the supervisor on the first connection.
-          yield* waitLine(primary, /Listening on/)
+          yield* waitLine(primary, /^Listening on .* as 3\./)
           const answer = yield* get(port, "/", 20_000)
           assert.isTrue(Option.isSome(answer) && answer.value.status === 200, primary.lines.join("\n"))
           const served = JSON.parse(Option.getOrThrow(answer).body) as { pid: number; listenPid: string }
           assert.strictEqual(served.listenPid, String(served.pid))
+          // The workers carry the test's tag, so the check that none is left at the end means something.
+          assert.include(pidsWithTag(primary.tag), served.pid)
           yield* waitLine(primary, /^EVENT \{"_tag":"Listening"/)
           const listening = primary.lines.find((l) => l.startsWith('EVENT {"_tag":"Listening"'))!
           assert.include(listening, `"port":${port}`)

@@ -14,11 +14,16 @@
  *
  * A socket inherited by this process (`fd:3`, systemd socket activation) is
  * taken as it is: it is already listening.
+ *
+ * Every socket is then handed over blocking, as systemd does. A Unix socket
+ * gets its mode from birth (bound under a umask), goes only in a directory no
+ * one else can rename entries in, and replaces only a stale socket of ours.
  */
 import { spawn } from "node:child_process"
 import * as Dns from "node:dns"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
+import * as Path from "node:path"
 import { getSystemErrorName } from "node:util"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
@@ -92,7 +97,57 @@ const resolveHost = (spec: Extract<Listen.Spec, { _tag: "Tcp" }>) =>
     })
   })
 
-/** A stale Unix socket (its file exists, nothing accepts on it) is removed; anything else there is an error. */
+const euid = (): number => process.geteuid?.() ?? -1
+
+/**
+ * The directory a Unix socket goes in, and each above it, must be one that no
+ * one but us (or root, or the workers' user) can rename entries in: owned by
+ * one of them, and not writable by group or others unless sticky (`/tmp`).
+ * Otherwise another user could swap the socket file for one of their own.
+ */
+const checkParents = (spec: Extract<Listen.Spec, { _tag: "Unix" }>) =>
+  Effect.suspend(() => {
+    const trusted = new Set([0, euid(), ...(spec.owner?.uid === undefined ? [] : [spec.owner.uid])])
+    let dir: string
+    try {
+      dir = Fs.realpathSync(Path.dirname(spec.path))
+    } catch (error) {
+      return Effect.fail(bindFailed(spec, errorCode(error), `its directory ${Path.dirname(spec.path)} is missing`))
+    }
+    for (let i = 0; i < 64; i++) {
+      const stat = Fs.statSync(dir)
+      if (!stat.isDirectory()) return Effect.fail(bindFailed(spec, "ENOTDIR", `${dir} is not a directory`))
+      if (!trusted.has(stat.uid)) {
+        return Effect.fail(
+          bindFailed(
+            spec,
+            "EPERM",
+            `${dir} belongs to uid ${stat.uid}, who could replace the socket: use a directory of your own`
+          )
+        )
+      }
+      if ((stat.mode & 0o022) !== 0 && (stat.mode & 0o1000) === 0) {
+        return Effect.fail(
+          bindFailed(
+            spec,
+            "EPERM",
+            `${dir} is writable by others (mode ${(stat.mode & 0o7777).toString(8)}), who could replace the socket: use a directory of your own`
+          )
+        )
+      }
+      const up = Path.dirname(dir)
+      if (up === dir) break
+      dir = up
+    }
+    return Effect.void
+  })
+
+/**
+ * What is at a Unix socket's path before it is bound: nothing is fine; a stale
+ * socket of ours (nothing accepts on it) is removed; anything else (another
+ * user's socket, a symbolic link, a file, a live socket) is refused and left
+ * exactly as it is.
+ */
 const clearUnixPath = (spec: Extract<Listen.Spec, { _tag: "Unix" }>) =>
   Effect.callback<void, BindFailed>((resume) => {
     let stat: Fs.Stats
@@ -101,8 +156,18 @@ const clearUnixPath = (spec: Extract<Listen.Spec, { _tag: "Unix" }>) =>
     } catch {
       return resume(Effect.void)
     }
+    if (stat.isSymbolicLink()) {
+      return resume(Effect.fail(bindFailed(spec, "EEXIST", `${spec.path} is a symbolic link: remove it yourself`)))
+    }
     if (!stat.isSocket()) {
       return resume(Effect.fail(bindFailed(spec, "EEXIST", `${spec.path} exists and is not a socket`)))
+    }
+    if (stat.uid !== euid()) {
+      return resume(
+        Effect.fail(
+          bindFailed(spec, "EEXIST", `${spec.path} is a socket of uid ${stat.uid}, not ours: remove it yourself`)
+        )
+      )
     }
     const probe = Net.connect(spec.path)
     probe.once("connect", () => {
@@ -122,6 +187,46 @@ const clearUnixPath = (spec: Extract<Listen.Spec, { _tag: "Unix" }>) =>
     })
   })
 
+/**
+ * Binds a Unix socket with its mode from birth: under a umask that leaves
+ * exactly `mode`, set around the synchronous `bind(2)` and restored right
+ * after (never a `chmod` afterwards, which would leave a window). Then, for
+ * workers run as another user, the file (which we just created) is given to
+ * that user with `lchown`.
+ */
+const bindUnix = (spec: Extract<Listen.Spec, { _tag: "Unix" }>) =>
+  Effect.gen(function* () {
+    yield* checkParents(spec)
+    yield* clearUnixPath(spec)
+    const mode = spec.mode ?? Listen.DEFAULT_UNIX_MODE
+    // process.umask is process-wide: for the length of one bind, a file another thread creates gets fewer permissions, never more.
+    const previous = process.umask(~mode & 0o777)
+    let handle: ServerHandle | number
+    try {
+      handle = createServerHandle(spec.path, -1, -1, undefined, 0)
+    } finally {
+      process.umask(previous)
+    }
+    if (typeof handle === "number") return yield* bindFailed(spec, errnoName(handle), describeErrno(handle))
+    const bound = handle
+    const stat = Fs.lstatSync(spec.path, { throwIfNoEntry: false })
+    if (stat === undefined || !stat.isSocket() || stat.uid !== euid()) {
+      bound.close()
+      return yield* bindFailed(spec, "EEXIST", `${spec.path} was replaced while it was bound`)
+    }
+    if (spec.owner !== undefined) {
+      const { uid, gid } = spec.owner
+      yield* Effect.try({
+        try: () => Fs.lchownSync(spec.path, uid ?? -1, gid ?? -1),
+        catch: (error) => {
+          bound.close()
+          return bindFailed(spec, errorCode(error), `cannot give it to the workers' user: ${String(error)}`)
+        }
+      })
+    }
+    return { handle: bound, ino: stat.ino }
+  })
+
 interface Bound {
   readonly socket: Listen.Socket
   readonly backlog: number
@@ -129,6 +234,8 @@ interface Bound {
   readonly handle: ServerHandle
   /** Bound here (to be made to listen, and a Unix socket's file removed at the end), or inherited. */
   readonly owned: boolean
+  /** A Unix socket file we created: its inode, so that only that file is removed at the end. */
+  readonly ino?: number | undefined
 }
 
 const tcpAddress = (handle: ServerHandle, fallback: { host: string; port: number }): Listen.Address => {
@@ -165,12 +272,10 @@ const bindOne = (spec: Listen.Spec): Effect.Effect<Bound, BindFailed> =>
       }
     }
     if (spec._tag === "Unix") {
-      yield* clearUnixPath(spec)
-      const handle = createServerHandle(spec.path, -1, -1, undefined, 0)
-      if (typeof handle === "number") return yield* bindFailed(spec, errnoName(handle), errnoName(handle))
+      const { handle, ino } = yield* bindUnix(spec)
       const address: Listen.Address = { _tag: "Unix", path: spec.path }
       const socket = { fd: handle.fd, name: spec.name ?? Listen.defaultName(address), address }
-      return { socket, backlog: spec.backlog, handle, owned: true }
+      return { socket, backlog: spec.backlog, handle, owned: true, ino }
     }
     const { address: host, family } = yield* resolveHost(spec)
     let handle = createServerHandle(host, spec.port, family, undefined, spec.ipv6Only ? TCP_IPV6ONLY : 0)
@@ -249,12 +354,55 @@ const listenAll = (bound: ReadonlyArray<Bound>): Effect.Effect<ReadonlyArray<str
     })
   })
 
+/**
+ * Clears `O_NONBLOCK` on the sockets, for every process that holds them: the
+ * flag lives on the open file description, which libuv set when it created
+ * (or took over) the socket. systemd hands sockets over blocking
+ * (`NonBlocking=false`), and a program written for it (Python's
+ * `socket.socket(fileno=3)` then `accept()`, a C accept loop) fails with
+ * `EAGAIN` on a non-blocking one. libuv clears the flag on descriptors 0–2 of
+ * a child it spawns: a child given up to three sockets as its stdio, which
+ * does nothing, clears it. (A Node worker sets it again when it serves the
+ * socket; that is what Node expects.) Best effort: a failure is logged.
+ */
+const makeBlocking = (fds: ReadonlyArray<number>): Effect.Effect<void> =>
+  Effect.forEach(
+    Array.from({ length: Math.ceil(fds.length / 3) }, (_, i) => fds.slice(3 * i, 3 * i + 3)),
+    (group) =>
+      Effect.callback<string | undefined>((resume) => {
+        let child: ReturnType<typeof spawn>
+        try {
+          child = spawn("/bin/sh", ["-c", ":"], {
+            stdio: [group[0]!, group[1] ?? "ignore", group[2] ?? "ignore"],
+            windowsHide: true
+          })
+        } catch (error) {
+          return resume(Effect.succeed(String(error)))
+        }
+        child.once("error", (error) => resume(Effect.succeed(error.message)))
+        child.once("exit", (code) => resume(Effect.succeed(code === 0 ? undefined : `exit ${code}`)))
+      }).pipe(
+        Effect.flatMap((failure) =>
+          failure === undefined
+            ? Effect.void
+            : Effect.logWarning(
+                `the listening sockets stay non-blocking (${failure}): a worker doing a blocking accept() on them may fail with EAGAIN`
+              )
+        )
+      ),
+    { discard: true }
+  )
+
 const closeOne = (bound: Bound): Effect.Effect<void> =>
   Effect.sync(() => {
     bound.handle.close()
     if (bound.owned && bound.socket.address._tag === "Unix") {
+      // Only the file we created: still a socket of ours, the same inode.
+      const path = bound.socket.address.path
+      const stat = Fs.lstatSync(path, { throwIfNoEntry: false })
+      if (stat === undefined || !stat.isSocket() || stat.ino !== bound.ino) return
       try {
-        Fs.unlinkSync(bound.socket.address.path)
+        Fs.unlinkSync(path)
       } catch {
         // already gone
       }
@@ -288,17 +436,8 @@ export const listen = (
           message: `cannot listen on ${Listen.format(b.socket.address)}: ${result}`
         })
       }
-      for (const b of own) {
-        if (b.socket.address._tag === "Unix") {
-          const spec = specs.find((s) => s._tag === "Unix" && s.path === (b.socket.address as { path: string }).path)
-          if (spec?._tag === "Unix" && spec.mode !== undefined) {
-            yield* Effect.try({
-              try: () => Fs.chmodSync(spec.path, spec.mode!),
-              catch: (error) => bindFailed(spec, errorCode(error), `cannot set mode: ${String(error)}`)
-            })
-          }
-        }
-      }
     }
+    // Every socket, owned or inherited, is handed over blocking, as systemd does.
+    yield* makeBlocking(bound.map((b) => b.socket.fd))
     return bound.map((b) => b.socket)
   })
