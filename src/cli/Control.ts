@@ -25,7 +25,6 @@
  */
 import { unlinkSync } from "node:fs"
 import * as Net from "node:net"
-import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
@@ -103,6 +102,13 @@ const answers = (path: string): Effect.Effect<boolean> =>
 /** How long a client told to go has to take the error line before it is cut. */
 const CLOSE_GRACE = 1_000
 
+/** Sends a last error line and closes: at once when it is sent, after {@link CLOSE_GRACE} at most. */
+const sendAndClose = (socket: Net.Socket, error: string): void => {
+  if (socket.destroyed) return
+  socket.end(`${JSON.stringify(Protocol.failure(error))}\n`, () => socket.destroy())
+  setTimeout(() => socket.destroy(), CLOSE_GRACE).unref()
+}
+
 /** One client: reads a line, answers it, reads on. */
 class Connection {
   readonly lines: Protocol.Lines
@@ -159,9 +165,7 @@ class Connection {
     this.disarm()
     this.busy = true
     this.socket.pause()
-    if (this.socket.destroyed) return
-    this.socket.end(`${JSON.stringify(Protocol.failure(error))}\n`)
-    setTimeout(() => this.socket.destroy(), CLOSE_GRACE).unref()
+    sendAndClose(this.socket, error)
   }
 
   /** Takes the next whole line and answers it, or waits for one (within its budget). */
@@ -243,11 +247,8 @@ export const serve = (
       run(
         respond(line).pipe(
           // A defect here is a bug of prefork's: that client gets an error, the supervisor goes on.
-          Effect.catchCause((cause) =>
-            Effect.as(
-              Effect.logError("Control request failed", Cause.pretty(cause)),
-              Protocol.failure("internal error")
-            )
+          Effect.catchDefect((defect) =>
+            Effect.as(Effect.logError("Control request failed", defect), Protocol.failure("internal error"))
           ),
           Effect.flatMap((body) => Effect.sync(() => reply(body)))
         )
@@ -260,9 +261,7 @@ export const serve = (
         const full = `too many control connections (${limits.maxConnections})`
         if (idlest === undefined) {
           socket.on("error", () => {})
-          socket.end(`${JSON.stringify(Protocol.failure(full))}\n`)
-          setTimeout(() => socket.destroy(), CLOSE_GRACE).unref()
-          return
+          return sendAndClose(socket, full)
         }
         clients.delete(idlest)
         idlest.refuse(`${full}: closed, idle longest`)
