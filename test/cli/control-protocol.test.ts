@@ -10,6 +10,8 @@
  *   or a defect, an error for every invalid request and the workers
  *   untouched by it, `processes` within bounds, a normal status still
  *   answered.
+ * - The library's own bound: `processes` and `scale` above `MAX_PROCESSES`
+ *   are `InvalidOptions`.
  * - `Control.serve` with short budgets: a silent client and a request that
  *   trickles in are cut at their deadlines while others are answered; a
  *   client that does not read its answer is cut; over the connection cap, the
@@ -235,6 +237,23 @@ describe("control protocol (in memory)", () => {
     assert.strictEqual(ok(`[1]`), 'expected {"cmd": …}')
     assert.strictEqual(ok(`\u00ff`), "not JSON")
   })
+
+  it.effect("the library bounds processes itself: start and scale above MAX_PROCESSES are InvalidOptions", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const over = yield* Effect.flip(
+          Supervisor.start({ command: "worker", processes: Supervisor.MAX_PROCESSES + 1 })
+        )
+        assert.strictEqual(over._tag, "InvalidOptions")
+        const handle = yield* Supervisor.start({ command: "worker", processes: 1 })
+        for (const n of [Supervisor.MAX_PROCESSES + 1, 1e308, 1_000_000_000]) {
+          const error = yield* Effect.flip(handle.scale(n))
+          assert.strictEqual(error._tag, "InvalidOptions")
+        }
+        assert.strictEqual(handle.processes, 1)
+      })
+    ).pipe(Effect.provide(Layer.merge(TestSpawner.layer({ firstPid: FIRST_PID }), Logger.layer([]))))
+  )
 
   it("a line over the cap is refused after the first chunk, however much follows", () => {
     const lines = new Protocol.Lines()
