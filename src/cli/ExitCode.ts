@@ -103,14 +103,25 @@ export const fromExit = <A, E>(exit: Exit.Exit<A, E>): number => {
   return FAILURE
 }
 
+/** How long prefork waits at exit for a reader that does not read what is left of its output. */
+const FLUSH_TIMEOUT_MS = 10_000
+
 /**
  * Waits until what was written to the streams has been handed to the system,
- * so the last lines of a crashing worker are not lost when prefork exits.
+ * so the last lines of a crashing worker are not lost when prefork exits; but
+ * no longer than `FLUSH_TIMEOUT_MS`: a reader that stopped reading
+ * (`prefork … | stalled`) does not keep prefork from exiting.
  */
 const flush = (streams: ReadonlyArray<NodeJS.WritableStream>, done: () => void): void => {
   let pending = streams.length
+  const deadline = setTimeout(() => {
+    pending = 0
+    done()
+  }, FLUSH_TIMEOUT_MS)
   const one = () => {
-    if (--pending === 0) done()
+    if (--pending !== 0) return
+    clearTimeout(deadline)
+    done()
   }
   for (const stream of streams) {
     try {

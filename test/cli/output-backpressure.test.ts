@@ -168,4 +168,21 @@ describe("prefork: worker output behind a stalled reader (real processes)", () =
       })
     )
   )
+
+  it.live(
+    "a reader that never reads again does not keep prefork from exiting after SIGTERM (its flush at exit is bounded)",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const p = yield* preforkStalled(["-n", "1", "--", "node", fixture("flood-progress.js"), dir, "64"])
+          yield* eventually(() => (progress(dir) > 0 ? true : undefined), "20 seconds")
+          yield* stalled(dir)
+          p.child.kill("SIGTERM")
+          assert.strictEqual(yield* p.exit, 0, p.stderr())
+          assert.include(p.stderr(), "Stopping 1 process")
+        })
+      ),
+    60_000
+  )
 })
