@@ -2,10 +2,14 @@
  * The `prefork` command with sockets it owns (`--listen`) and in cluster mode
  * (`--cluster`), run as a user would, with Node and Python servers.
  */
-import { execFileSync } from "node:child_process"
+import { execFileSync, spawnSync } from "node:child_process"
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import * as Net from "node:net"
+import { tmpdir } from "node:os"
+import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber } from "effect"
+import { Effect, Exit, Fiber } from "effect"
+import * as Listen from "../../src/Listen.ts"
 import { type Answered, busyPort, getJson } from "../helpers/http.ts"
 import { waitHttp } from "../helpers/primary.ts"
 import { pidsWithTag } from "../helpers/procs.ts"
@@ -13,6 +17,30 @@ import { fixture, prefork, stderrHas } from "./prefork.ts"
 
 /** The port prefork says it listens on: "Listening on 127.0.0.1:<port>". */
 const listeningPort = (stderr: string): number => Number(/Listening on 127\.0\.0\.1:(\d+)/.exec(stderr)![1])
+
+const root = process.getuid?.() === 0
+const idOf = (flag: "-u" | "-g", user: string): number | undefined => {
+  try {
+    return Number(execFileSync("id", [flag, user], { encoding: "utf8" }).trim())
+  } catch {
+    return undefined
+  }
+}
+const nobody = idOf("-u", "nobody")
+const nobodyGroup = idOf("-g", "nobody")
+
+/** A GET on a Unix socket from a process running as `uid:gid` (setpriv): the body, or the error code. */
+const getAs = (uid: number, gid: number, socketPath: string): string => {
+  const program = `require("http").get({ socketPath: ${JSON.stringify(socketPath)}, path: "/", timeout: 5000 }, (res) => {
+    let body = ""; res.on("data", (c) => (body += c)); res.on("end", () => process.stdout.write(body))
+  }).on("error", (e) => process.stdout.write("ERROR " + e.code))`
+  const result = spawnSync(
+    "setpriv",
+    [`--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", "--", process.execPath, "-e", program],
+    { encoding: "utf8", timeout: 15_000 }
+  )
+  return result.stdout
+}
 
 const hasPython = (() => {
   try {
@@ -132,5 +160,69 @@ describe("prefork --listen and --cluster (real processes)", () => {
         assert.include(p.stderr(), "--cluster")
       })
     )
+  )
+
+  it.effect("--listen unix:PATH,mode=NNNN: the mode is octal permissions; anything else is refused", () =>
+    Effect.gen(function* () {
+      const spec = yield* Listen.parse("unix:/run/app.sock,mode=0600")
+      assert.deepInclude(spec, { _tag: "Unix", path: "/run/app.sock", mode: 0o600 })
+      assert.deepInclude(yield* Listen.parse("/run/app.sock"), { path: "/run/app.sock", mode: undefined })
+      assert.deepInclude(yield* Listen.parse("unix:/run/app.sock,mode=666"), { mode: 0o666 })
+      for (const bad of ["unix:/run/app.sock,mode=0999", "unix:/run/app.sock,mode=", "unix:/run/app.sock,mode=u+rw"]) {
+        const exit = yield* Effect.exit(Listen.parse(bad))
+        assert.isTrue(Exit.isFailure(exit), bad)
+      }
+    })
+  )
+
+  it.live("--listen unix:…,mode=abc is a usage error (exit 2) naming the mode", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const p = yield* prefork(["--listen", "unix:/tmp/x.sock,mode=abc", "--", "node", fixture("fd-server.js")])
+        assert.strictEqual((yield* p.exit).code, 2, p.stderr())
+        assert.include(p.stderr(), "mode")
+      })
+    )
+  )
+
+  it.live.skipIf(!root || nobody === undefined || nobodyGroup === undefined)(
+    "--user nobody --listen unix:PATH: the socket is 0660 nobody's from birth; nobody connects and is served, another user is refused",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const dir = mkdtempSync(Path.join(tmpdir(), "prefork-unix-"))
+          yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+          // Others may pass through (to reach the socket), not write: a directory of ours.
+          chmodSync(dir, 0o755)
+          const path = Path.join(dir, "app.sock")
+          const p = yield* prefork([
+            "--user",
+            "nobody",
+            "-n",
+            "1",
+            "--listen",
+            `unix:${path}`,
+            "--",
+            "node",
+            fixture("fd-server.js")
+          ])
+          yield* stderrHas(p, `Listening on unix:${path}`)
+          const stat = lstatSync(path)
+          assert.isTrue(stat.isSocket())
+          assert.strictEqual(stat.mode & 0o7777, 0o660)
+          assert.deepStrictEqual([stat.uid, stat.gid], [nobody, nobodyGroup])
+          // nobody connects, and a worker running as nobody answers.
+          const body = getAs(nobody!, nobodyGroup!, path)
+          assert.notInclude(body, "ERROR", p.stderr())
+          const served = JSON.parse(body) as { pid: number }
+          const uid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${served.pid}/status`, "utf8"))![1]
+          assert.strictEqual(Number(uid), nobody)
+          // A user who is neither the owner nor in the group cannot connect (0660).
+          assert.strictEqual(getAs(nobody! - 1, nobody! - 1, path), "ERROR EACCES")
+          p.signal("SIGTERM")
+          assert.strictEqual((yield* p.exit).code, 0, p.stderr())
+          assert.isFalse(existsSync(path))
+        })
+      )
   )
 })
