@@ -130,6 +130,8 @@ const abuse = (port: number, idle: number, slow: number, reconnect: boolean): Ab
       socket.write("GET /metrics HTTP/1.1\r\nX-Slow: ")
       timer = setInterval(() => socket.write("a"), 1000)
     })
+    // Read what the server says (a 408), so its close is seen at once.
+    socket.resume()
     socket.on("error", () => {})
     socket.on("close", () => {
       clearInterval(timer)
