@@ -99,6 +99,14 @@ const resolveHost = (spec: Extract<Listen.Spec, { _tag: "Tcp" }>) =>
 
 const euid = (): number => process.geteuid?.() ?? -1
 
+const lstatOrUndefined = (path: string): Fs.Stats | undefined => {
+  try {
+    return Fs.lstatSync(path)
+  } catch {
+    return undefined
+  }
+}
+
 /**
  * The directory a Unix socket goes in, and each above it, must be one that no
  * one but us (or root, or the workers' user) can rename entries in: owned by
@@ -115,7 +123,12 @@ const checkParents = (spec: Extract<Listen.Spec, { _tag: "Unix" }>) =>
       return Effect.fail(bindFailed(spec, errorCode(error), `its directory ${Path.dirname(spec.path)} is missing`))
     }
     for (let i = 0; i < 64; i++) {
-      const stat = Fs.statSync(dir)
+      let stat: Fs.Stats
+      try {
+        stat = Fs.statSync(dir)
+      } catch (error) {
+        return Effect.fail(bindFailed(spec, errorCode(error), `cannot check ${dir}: ${String(error)}`))
+      }
       if (!stat.isDirectory()) return Effect.fail(bindFailed(spec, "ENOTDIR", `${dir} is not a directory`))
       if (!trusted.has(stat.uid)) {
         return Effect.fail(
@@ -209,7 +222,7 @@ const bindUnix = (spec: Extract<Listen.Spec, { _tag: "Unix" }>) =>
     }
     if (typeof handle === "number") return yield* bindFailed(spec, errnoName(handle), describeErrno(handle))
     const bound = handle
-    const stat = Fs.lstatSync(spec.path, { throwIfNoEntry: false })
+    const stat = lstatOrUndefined(spec.path)
     if (stat === undefined || !stat.isSocket() || stat.uid !== euid()) {
       bound.close()
       return yield* bindFailed(spec, "EEXIST", `${spec.path} was replaced while it was bound`)
@@ -399,7 +412,7 @@ const closeOne = (bound: Bound): Effect.Effect<void> =>
     if (bound.owned && bound.socket.address._tag === "Unix") {
       // Only the file we created: still a socket of ours, the same inode.
       const path = bound.socket.address.path
-      const stat = Fs.lstatSync(path, { throwIfNoEntry: false })
+      const stat = lstatOrUndefined(path)
       if (stat === undefined || !stat.isSocket() || stat.ino !== bound.ino) return
       try {
         Fs.unlinkSync(path)
