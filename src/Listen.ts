@@ -1,7 +1,8 @@
 /**
  * The listening sockets a supervisor owns: what to bind (a TCP address, a
  * Unix socket path, or a socket inherited by file descriptor), parsed and
- * checked here without any I/O, and what was bound.
+ * checked here without any I/O, and what was bound; and the sockets of
+ * socket activation, taken once ({@link activation}).
  *
  * The supervisor binds every address before it starts a worker and holds the
  * sockets until its last worker is reaped, as Tornado's `bind_sockets` before

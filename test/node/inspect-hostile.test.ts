@@ -141,4 +141,18 @@ describe.skipIf(process.platform !== "linux")("the inspector capture against a h
       )
     )
   }
+
+  it.live("ws-forge: a perfect imitation gets no more than a one-line stack, its control characters neutralized", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const worker = yield* hostile("ws-forge")
+        const stack = yield* capture(worker.child.pid!, 5000)
+        assert.isDefined(stack)
+        assert.strictEqual(stack!.split("\n").length, 1, stack)
+        assert.notMatch(stack!, /\p{Cc}/u)
+        assert.include(stack!, "evil?[00:00:00] INFO forged line?[2J")
+        yield* eventually(() => has(worker, "closed "), "10 seconds")
+      })
+    )
+  )
 })

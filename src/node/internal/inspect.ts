@@ -86,12 +86,15 @@ interface CallFrame {
   readonly location: { readonly scriptId: string; readonly lineNumber: number; readonly columnNumber: number }
 }
 
+/** A name from the worker, as it goes into a log line: at most 1,024 characters, control characters (newlines, escapes) as `?`. */
+const clean = (text: string): string => text.slice(0, 1024).replace(/\p{Cc}/gu, "?")
+
 const format = (frames: ReadonlyArray<CallFrame>, scripts: ReadonlyMap<string, string>): string =>
   frames
     .slice(0, 200)
     .map((f) => {
-      const url = (String(f.url) || scripts.get(f.location.scriptId) || "<unknown>").slice(0, 1024)
-      const name = (String(f.functionName) || "<anonymous>").slice(0, 1024)
+      const url = clean(String(f.url) || scripts.get(f.location.scriptId) || "<unknown>")
+      const name = clean(String(f.functionName) || "<anonymous>")
       return `    at ${name} (${url}:${Number(f.location.lineNumber) + 1}:${Number(f.location.columnNumber) + 1})`
     })
     .join("\n")
