@@ -207,7 +207,7 @@ export const flags = {
     Flag.withMetavar("addr"),
     Flag.withDescription(
       describe(
-        "Bind this address before any worker starts, hold it while workers restart, and hand it to every worker as fd 3, 4, … with LISTEN_FDS (node: server.listen({ fd: 3 }); gunicorn --bind fd://3); repeat for more: 8080, 127.0.0.1:0, [::1]:8080, unix:/run/app.sock",
+        "Bind this address before any worker starts, hold it while workers restart, and hand it to every worker as fd 3, 4, … with LISTEN_FDS (node: server.listen({ fd: 3 }); gunicorn --bind fd://3); repeat for more: 8080, 127.0.0.1:0, [::1]:8080, unix:/run/app.sock (mode 0660; unix:/run/app.sock,mode=0666 to choose)",
         "none, or the sockets of socket activation"
       )
     ),
