@@ -26,7 +26,6 @@
  */
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
-import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -58,6 +57,7 @@ import { type ProcessHandle, ProcessSpawner, type SpawnRequest } from "../Proces
 import * as RestartPolicy from "../RestartPolicy.ts"
 import { ENV_VAR, TaskId } from "../TaskId.ts"
 import * as Health from "./health.ts"
+import * as Mailbox from "./mailbox.ts"
 import * as Shortage from "./shortage.ts"
 import * as Slot from "./slot.ts"
 import * as Spares from "./spares.ts"
@@ -80,27 +80,28 @@ interface Ended {
   /** Why the supervisor ended it, when it did so itself (not ready, unresponsive, recycled). */
   readonly reason?: ExitReason | undefined
   /** For a requested replacement: who asked. */
-  readonly by?: "restart" | "reload" | undefined
+  readonly by?: Mailbox.Intent["by"] | undefined
   /** The span of the reload or restart that asked: the next worker's span links to it. */
   readonly span?: Tracer.AnySpan | undefined
 }
 
-/** How a live worker is asked to be replaced, and why when it is recycled. */
-interface Ask {
-  readonly how: "replace" | "surge"
-  readonly reason?: Recycled | undefined
-  /** Who asked: an operator's `restart`, or a reload (recycles have a `reason`). */
-  readonly by: "restart" | "reload"
-  /** The span the asking ran in, if any. */
-  readonly span?: Tracer.AnySpan | undefined
-}
-
 /** What ends the wait of a running worker. */
-type Running = { readonly _tag: "exited" } | { readonly _tag: "asked"; readonly ask: Ask } | Health.Health
+type Running = { readonly _tag: "exited" } | { readonly _tag: "mail" } | Health.Health
 
 /** Reasons that make an exit a failure, whatever its status: not ready in time, unresponsive. */
 const isFailureReason = (reason: ExitReason | undefined): boolean =>
   reason?._tag === "NotReady" || reason?._tag === "Unresponsive"
+
+/** Why a worker ended, as the intents about it are told. */
+const endCause = (ended: Ended): Mailbox.Cause =>
+  ended.by ??
+  (Option.isSome(ended.notReady)
+    ? "not-ready"
+    : ended.reason?._tag === "Unresponsive"
+      ? "unresponsive"
+      : ended.reason?._tag === "Recycled"
+        ? "recycle"
+        : "exit")
 
 /** The attributes an incarnation's span ends with. */
 const exitAttributes = (status: ExitStatus.ExitStatus, reason: ExitReason | undefined): Record<string, unknown> => ({
@@ -109,23 +110,6 @@ const exitAttributes = (status: ExitStatus.ExitStatus, reason: ExitReason | unde
   ...(reason === undefined
     ? {}
     : { "prefork.exit.reason": reason._tag === "Recycled" ? `recycled:${reason.reason}` : reason._tag })
-})
-
-/**
- * How a live worker is asked to be replaced, once per incarnation: `asked`
- * is completed by the first caller, with how; for a surge, `answer` says
- * whether the replacement took over.
- */
-interface Request {
-  readonly incarnation: number
-  readonly asked: Deferred.Deferred<Ask>
-  readonly answer: Deferred.Deferred<void, ReloadFailed>
-}
-
-const makeRequest = (incarnation: number): Request => ({
-  incarnation,
-  asked: Deferred.makeUnsafe(),
-  answer: Deferred.makeUnsafe()
 })
 
 /** A worker spawned into a scope of its own. */
@@ -236,8 +220,8 @@ export const start = Effect.fnUntraced(function* (
   const requestedExits = new WeakSet<ExitRecord>()
   let restarts = 0
 
-  /** Per slot, how to ask its live worker to be replaced: once per incarnation (see `Request`). */
-  const restartRequests = new Map<number, Request>()
+  /** Per live slot, its mailbox: how anyone asks its fiber to replace its worker (see `mailbox.ts`). */
+  const mailboxes = new Map<number, Mailbox.Mailbox>()
 
   /** Replacements of a surge, from their spawn until they take over or are abandoned. */
   const pendings = new Map<number, Acquired>()
@@ -322,14 +306,6 @@ export const start = Effect.fnUntraced(function* (
   const spawnInto = (taskId: TaskId, transition: (pid: number) => Slot.Transition) =>
     Shortage.retrying(spawnOnce(taskId, transition), { whose: { taskId }, publish, now })
 
-  /** The next request of the slot's current incarnation, registered where `restart` finds it. */
-  const newRequest = (taskId: TaskId) =>
-    Effect.map(SubscriptionRef.get(table), (tb) => {
-      const request = makeRequest(Option.match(Slot.get(tb, taskId), { onNone: () => 0, onSome: (s) => s.incarnation }))
-      restartRequests.set(taskId, request)
-      return request
-    })
-
   /**
    * A surge: start a replacement beside the live worker, and once it is ready
    * stop the old one; the replacement is then the slot's next incarnation. If
@@ -337,7 +313,11 @@ export const start = Effect.fnUntraced(function* (
    * old worker serves on), exits or is not ready in time, it is stopped, the
    * old worker keeps serving and the caller gets `ReloadFailed`; no budget is spent.
    */
-  const surge = (taskId: TaskId, old: ProcessHandle, request: Request, spares: boolean) =>
+  const surge = (
+    taskId: TaskId,
+    old: ProcessHandle,
+    spares: boolean
+  ): Effect.Effect<{ readonly ended: Option.Option<Ended>; readonly failed?: ReloadFailed | undefined }> =>
     Effect.gen(function* () {
       const spawned = yield* Effect.exit(
         spawnOnce(taskId, (pid) => ({ _tag: "Surging", pid }), spares).pipe(
@@ -347,15 +327,14 @@ export const start = Effect.fnUntraced(function* (
       )
       if (Exit.isFailure(spawned)) {
         const reason = Cause.squash(spawned.cause)
-        yield* Deferred.fail(
-          request.answer,
-          new ReloadFailed({
+        return {
+          ended: Option.none<Ended>(),
+          failed: new ReloadFailed({
             taskId,
             reloaded: [],
             message: `reload: cannot start a replacement for child ${taskId}: ${reason instanceof Error ? reason.message : String(reason)}`
           })
-        )
-        return Option.none<Ended>()
+        }
       }
       const next = spawned.value
       // Interrupted from here on, the replacement is stopped beside the old worker, not after it.
@@ -382,27 +361,27 @@ export const start = Effect.fnUntraced(function* (
           ).pipe(Effect.annotateLogs({ taskId, pid: next.handle.pid }))
           yield* Effect.uninterruptible(abandonNow(taskId, next))
           const status = yield* old.stop
-          yield* Deferred.fail(
-            request.answer,
-            new ReloadFailed({
+          return {
+            ended: Option.some<Ended>({ pid: old.pid, status, startedAt: 0, notReady: Option.none(), requested: true }),
+            failed: new ReloadFailed({
               taskId,
               pid: next.handle.pid,
               reloaded: [],
               message: `reload: the replacement for child ${taskId} (pid ${next.handle.pid}) exited before it took over`
             })
-          )
-          return Option.some<Ended>({ pid: old.pid, status, startedAt: 0, notReady: Option.none(), requested: true })
+          }
         }
         const status = yield* old.stop
-        yield* Deferred.succeed(request.answer, void 0)
-        return Option.some<Ended>({
-          pid: old.pid,
-          status,
-          startedAt: 0,
-          notReady: Option.none(),
-          requested: true,
-          next
-        })
+        return {
+          ended: Option.some<Ended>({
+            pid: old.pid,
+            status,
+            startedAt: 0,
+            notReady: Option.none(),
+            requested: true,
+            next
+          })
+        }
       }
       const why = Option.isNone(outcome)
         ? `not ready within ${Duration.toMillis(cfg.readyTimeout)} ms`
@@ -413,16 +392,15 @@ export const start = Effect.fnUntraced(function* (
         `reload: the replacement for child ${taskId} (pid ${next.handle.pid}) ${why}; child ${taskId} (pid ${old.pid}) keeps serving`
       ).pipe(Effect.annotateLogs({ taskId, pid: next.handle.pid }))
       yield* Effect.uninterruptible(abandonNow(taskId, next))
-      yield* Deferred.fail(
-        request.answer,
-        new ReloadFailed({
+      return {
+        ended: Option.none<Ended>(),
+        failed: new ReloadFailed({
           taskId,
           pid: next.handle.pid,
           reloaded: [],
           message: `reload: the replacement for child ${taskId} (pid ${next.handle.pid}) ${why}`
         })
-      )
-      return Option.none<Ended>()
+      }
     })
 
   /** A replacement that will not take over: stopped (and told) in the background, as a reaper. */
@@ -464,12 +442,15 @@ export const start = Effect.fnUntraced(function* (
 
   /**
    * The worker's life once spawned: until ready (or not in time), then until
-   * it exits or is asked to be replaced (stopped then started again, or a
-   * surge). `ready` is set for a worker that took over from a surge.
+   * it exits, its health watch says so, or its mailbox asks it to be replaced
+   * (stopped then started again, or a surge). `ready` is set for a worker
+   * that took over from a surge. Only this fiber takes from the slot's
+   * mailbox and answers (see `mailbox.ts`).
    */
-  const live = (taskId: TaskId, handle: ProcessHandle, ready: boolean) =>
+  const live = (taskId: TaskId, handle: ProcessHandle, ready: boolean, incarnation: number) =>
     Effect.gen(function* () {
       const { pid } = handle
+      const mailbox = mailboxes.get(taskId)!
       const startedAt = now()
       const ended = (status: ExitStatus.ExitStatus, more: Partial<Ended> = {}): Ended => ({
         pid,
@@ -479,32 +460,49 @@ export const start = Effect.fnUntraced(function* (
         requested: false,
         ...more
       })
-      let request = yield* newRequest(taskId)
+      /** An intent about an older worker: that one is gone already, replaced for `replacedBy`. */
+      const stale = (intent: Mailbox.Intent) => intent.incarnation < incarnation
+      const superseded: Mailbox.Answer = { _tag: "Superseded", by: mailbox.replacedBy }
+      /** Acts on an intent to replace this worker by stopping it: it and every other intent about it wait for the next. */
+      const stopFor = (intent: Mailbox.Intent) =>
+        Effect.suspend(() => {
+          Mailbox.wait(mailbox, intent, { _tag: "Done" })
+          for (const other of Mailbox.takeAbout(mailbox, incarnation)) {
+            Mailbox.wait(mailbox, other, { _tag: "Superseded", by: intent.by })
+          }
+          return Effect.map(handle.stop, (status) =>
+            ended(status, { requested: true, reason: intent.reason, by: intent.by, span: intent.span })
+          )
+        })
+      if (ready) yield* Mailbox.running(mailbox)
       if (!ready && cfg.ready !== "spawn") {
-        const outcome = yield* Effect.raceAll([
-          Effect.as(readySignal(handle), "ready" as const),
-          Effect.as(handle.exit, "exited" as const),
-          // Before it is ready, any ask replaces it: there is nothing to keep serving.
-          Effect.map(Deferred.await(request.asked), (ask) => ({ requested: ask }))
-        ]).pipe(Effect.timeoutOption(cfg.readyTimeout))
+        const outcome = yield* Effect.gen(function* () {
+          while (true) {
+            const first = yield* Effect.raceAll([
+              Effect.as(readySignal(handle), "ready" as const),
+              Effect.as(handle.exit, "exited" as const),
+              Effect.as(Mailbox.arrived(mailbox), "mail" as const)
+            ])
+            if (first !== "mail") return first
+            const intent = Mailbox.next(mailbox)
+            if (intent === undefined) continue
+            // About an older worker: answered once this one is ready. Before it is ready, any other ask
+            // replaces it: there is nothing to keep serving.
+            if (stale(intent)) Mailbox.wait(mailbox, intent, superseded)
+            else return intent
+          }
+        }).pipe(Effect.timeoutOption(cfg.readyTimeout))
         if (Option.isNone(outcome)) {
           const notReady = new NotReady({ taskId, pid, timeoutMillis: Duration.toMillis(cfg.readyTimeout) })
           return ended(yield* handle.stop, { notReady: Option.some(notReady) })
         }
-        if (typeof outcome.value === "object") {
-          yield* Deferred.succeed(request.answer, void 0)
-          return ended(yield* handle.stop, {
-            requested: true,
-            reason: outcome.value.requested.reason,
-            by: outcome.value.requested.by,
-            span: outcome.value.requested.span
-          })
-        }
+        if (typeof outcome.value === "object") return yield* stopFor(outcome.value)
       }
       if (!ready && Option.isNone(yield* handle.exitStatus)) {
         // Published first, so whoever `awaitReady` wakes finds the event already in the stream.
         yield* publish({ _tag: "Ready", taskId, pid, at: now() })
         yield* apply(taskId, { _tag: "Ready" })
+        yield* Mailbox.running(mailbox)
         yield* Metrics.recordReady((now() - startedAt) / 1000)
         yield* Effect.annotateCurrentSpan("prefork.ready", true)
       }
@@ -514,7 +512,7 @@ export const start = Effect.fnUntraced(function* (
       while (true) {
         const watched: Array<Effect.Effect<Running>> = [
           Effect.as(handle.exit, { _tag: "exited" } as const),
-          Effect.map(Deferred.await(request.asked), (ask) => ({ _tag: "asked", ask }) as const),
+          Effect.as(Mailbox.arrived(mailbox), { _tag: "mail" } as const),
           heartbeat,
           recycle
         ]
@@ -532,23 +530,27 @@ export const start = Effect.fnUntraced(function* (
           yield* Effect.logInfo(`${reason.message}, replacing it`).pipe(Effect.annotateLogs({ taskId, pid }))
           yield* FiberSet.run(
             recyclers,
-            recycleLock.withPermits(1)(
-              Effect.catch(replace(taskId, recycleHow, "reload", { reason, pid }), () => Effect.void)
-            )
+            recycleLock.withPermits(1)(Effect.ignore(replace(taskId, recycleHow, "recycle", { reason, pid })))
           )
           continue
         }
-        const { ask } = outcome
-        if (ask.how === "replace") {
-          return ended(yield* handle.stop, { requested: true, reason: ask.reason, by: ask.by, span: ask.span })
+        const intent = Mailbox.next(mailbox)
+        if (intent === undefined) continue
+        // About an older worker: this one, newer, runs already.
+        if (stale(intent)) {
+          yield* Mailbox.answer(intent, Exit.succeed(superseded))
+          continue
         }
+        if (intent.how === "replace") return yield* stopFor(intent)
         // A recycle may take a spare; a reload may not (the spares run the code it replaces).
-        const replaced = yield* surge(taskId, handle, request, ask.reason !== undefined)
-        if (Option.isSome(replaced))
-          return { ...replaced.value, startedAt, reason: ask.reason, by: ask.by, span: ask.span }
-        // The surge failed: this worker keeps serving; a later reload asks again, a recycle after a pause.
-        request = yield* newRequest(taskId)
-        if (ask.reason !== undefined) recycle = yield* Health.recycle(cfg, handle, cfg.readyTimeout)
+        Mailbox.wait(mailbox, intent, { _tag: "Done" })
+        const surged = yield* surge(taskId, handle, intent.by === "recycle")
+        if (surged.failed !== undefined) yield* Mailbox.fail(mailbox, intent, surged.failed)
+        if (Option.isSome(surged.ended)) {
+          return { ...surged.ended.value, startedAt, reason: intent.reason, by: intent.by, span: intent.span }
+        }
+        // The surge failed: this worker keeps serving; the next intent is taken, a recycle tried again after a pause.
+        if (intent.by === "recycle") recycle = yield* Health.recycle(cfg, handle, cfg.readyTimeout)
       }
     })
 
@@ -574,13 +576,18 @@ export const start = Effect.fnUntraced(function* (
           ),
       ({ handle }) =>
         Effect.uninterruptibleMask((restore) =>
-          Effect.annotateCurrentSpan({ "process.pid": handle.pid }).pipe(
-            Effect.andThen(restore(live(taskId, handle, adopted !== undefined))),
-            Effect.flatMap((ended) => tell(taskId, ended))
-          )
+          Effect.gen(function* () {
+            yield* Effect.annotateCurrentSpan({ "process.pid": handle.pid })
+            const number = Option.match(Slot.get(SubscriptionRef.getUnsafe(table), taskId), {
+              onNone: () => 0,
+              onSome: (s) => s.incarnation
+            })
+            const ended = yield* restore(live(taskId, handle, adopted !== undefined, number))
+            yield* Mailbox.ended(mailboxes.get(taskId)!, number, endCause(ended))
+            return yield* tell(taskId, ended)
+          })
         ),
       ({ handle, scope }, exit) => {
-        restartRequests.delete(taskId)
         if (Exit.isSuccess(exit)) {
           return Effect.asVoid(FiberSet.run(reapers, Effect.uninterruptible(Scope.close(scope, Exit.void))))
         }
@@ -681,7 +688,9 @@ export const start = Effect.fnUntraced(function* (
           (isFailureReason(reason) ? policy.restart !== "never" : RestartPolicy.shouldRestart(policy, status)))
       if (requested) requestedExits.add(record)
       if (requested && restart) {
-        yield* Metrics.recordRestart(reason?._tag === "Recycled" ? reason.reason : (ended.by ?? "restart"))
+        yield* Metrics.recordRestart(
+          reason?._tag === "Recycled" ? reason.reason : ended.by === "reload" ? "reload" : "restart"
+        )
       }
       yield* apply(taskId, { _tag: "Exited", status, restart })
       yield* logExit(taskId, ended, restart)
@@ -768,30 +777,41 @@ export const start = Effect.fnUntraced(function* (
   // Slot fibers run with the context of `start`, whichever fiber adds them (`scale`).
   const runSlot = yield* FiberMap.runtime(slots)<never>()
   const launch = (taskId: TaskId) =>
-    runSlot(
-      taskId,
-      supervise(taskId).pipe(
-        // A replacement between its surge and its takeover when the slot ends is stopped too.
-        Effect.onExit(() =>
-          Effect.suspend(() => {
-            const next = pendings.get(taskId)
-            return next === undefined ? Effect.void : abandonNow(taskId, next)
+    Effect.flatMap(Mailbox.make(), (mailbox) =>
+      Effect.sync(() => {
+        mailboxes.set(taskId, mailbox)
+        runSlot(taskId, slot(taskId, mailbox))
+      })
+    )
+  const slot = (taskId: TaskId, mailbox: Mailbox.Mailbox) =>
+    supervise(taskId).pipe(
+      // A replacement between its surge and its takeover when the slot ends is stopped too.
+      Effect.onExit(() =>
+        Effect.suspend(() => {
+          const next = pendings.get(taskId)
+          return next === undefined ? Effect.void : abandonNow(taskId, next)
+        })
+      ),
+      Effect.onExit((exit) => {
+        if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) failure ??= exit.cause
+        // A slot scaled away leaves the table once its worker is gone; one stopped for good says so.
+        return SubscriptionRef.update(table, (tb) =>
+          Option.match(Slot.get(tb, taskId), {
+            onNone: () => tb,
+            onSome: (slot) =>
+              slot.removing
+                ? Slot.drop(tb, taskId)
+                : slot.phase === "stopping"
+                  ? Slot.update(tb, taskId, { _tag: "Stopped" })
+                  : tb
           })
-        ),
-        Effect.onExit((exit) => {
-          if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) failure ??= exit.cause
-          // A slot scaled away leaves the table once its worker is gone; one stopped for good says so.
-          return SubscriptionRef.update(table, (tb) =>
-            Option.match(Slot.get(tb, taskId), {
-              onNone: () => tb,
-              onSome: (slot) =>
-                slot.removing
-                  ? Slot.drop(tb, taskId)
-                  : slot.phase === "stopping"
-                    ? Slot.update(tb, taskId, { _tag: "Stopped" })
-                    : tb
-            })
-          ).pipe(Effect.andThen(cfg.maxMemory === undefined ? Effect.void : Metrics.clearWorkerMemory(taskId)))
+        ).pipe(Effect.andThen(cfg.maxMemory === undefined ? Effect.void : Metrics.clearWorkerMemory(taskId)))
+      }),
+      // Whatever is still asked of the slot is answered: it is gone.
+      Effect.onExit(() =>
+        Effect.suspend(() => {
+          if (mailboxes.get(taskId) === mailbox) mailboxes.delete(taskId)
+          return Mailbox.close(mailbox)
         })
       )
     )
@@ -836,9 +856,9 @@ export const start = Effect.fnUntraced(function* (
     (cfg.processesReason === undefined ? Effect.void : Effect.logInfo(cfg.processesReason)).pipe(
       Effect.andThen(Effect.logInfo(`Starting ${cfg.processes} process${cfg.processes === 1 ? "" : "es"}`)),
       Effect.andThen(
-        Effect.sync(() => {
-          for (const slot of Slot.list(SubscriptionRef.getUnsafe(table))) launch(slot.taskId)
-        })
+        Effect.suspend(() =>
+          Effect.forEach(Slot.list(SubscriptionRef.getUnsafe(table)), (slot) => launch(slot.taskId), { discard: true })
+        )
       ),
       Effect.andThen(cfg.spares > 0 ? FiberSet.run(spareFibers, Effect.interruptible(pool.keep)) : Effect.void),
       // Started at once, so that its shutdown runs whenever it is interrupted, however soon.
@@ -863,53 +883,38 @@ export const start = Effect.fnUntraced(function* (
   )
 
   /**
-   * Asks a slot's live worker to be replaced, then waits until its
-   * replacement is running (or the slot or the supervision ended). Asking is
-   * one synchronous step: the slot's own fiber does the work, and a caller
-   * that stops waiting leaves it to finish.
+   * Asks a slot's worker to be replaced: an intent posted to the slot's
+   * mailbox, in one synchronous step, about the worker it has now; then waits
+   * for the slot's answer (see `mailbox.ts`). A caller that stops waiting
+   * leaves the slot to finish. A recycle is for one worker: if the slot has
+   * another by now, its reason is gone.
    */
   const replace = (
     taskId: number,
     how: "replace" | "surge",
-    by: "restart" | "reload",
+    by: Mailbox.Intent["by"],
     recycle?: { readonly reason: Recycled; readonly pid: number }
-  ): Effect.Effect<void, ReloadFailed> =>
-    Effect.flatMap(Effect.option(Effect.currentSpan), (span) => {
-      const tb = SubscriptionRef.getUnsafe(table)
-      const slot = Slot.get(tb, taskId)
-      if (tb.closed || Option.isNone(slot) || slot.value.removing) return Effect.void
-      // A recycle is for one worker: if the slot has another by now, there is nothing to recycle.
-      if (recycle !== undefined && !Option.contains(slot.value.pid, recycle.pid)) return Effect.void
-      const { incarnation, phase } = slot.value
-      if (phase === "exited" || phase === "stopped" || phase === "stopping") return Effect.void
-      const ended = (tb: Slot.Table) =>
-        Option.match(Slot.get(tb, taskId), {
-          onNone: () => true,
-          onSome: (s) => tb.closed || s.removing || s.phase === "exited" || s.phase === "stopped"
-        })
-      const replaced = Effect.asVoid(
-        waitFor(
-          (tb) =>
-            ended(tb) ||
-            Option.exists(Slot.get(tb, taskId), (s) => s.incarnation > incarnation && s.phase === "running")
+  ): Effect.Effect<Mailbox.Answer, ReloadFailed> =>
+    Effect.flatMap(Effect.option(Effect.currentSpan), (span) =>
+      Effect.suspend(() => {
+        const tb = SubscriptionRef.getUnsafe(table)
+        const slot = Slot.get(tb, taskId)
+        const gone = Effect.succeed<Mailbox.Answer>({ _tag: "Gone" })
+        if (tb.closed || Option.isNone(slot) || slot.value.removing) return gone
+        const { incarnation, phase } = slot.value
+        if (phase === "exited" || phase === "stopped" || phase === "stopping") return gone
+        if (recycle !== undefined && !Option.contains(slot.value.pid, recycle.pid)) {
+          return Effect.succeed<Mailbox.Answer>({ _tag: "Superseded", by: "exit" })
+        }
+        return Mailbox.ask(
+          mailboxes.get(taskId),
+          Mailbox.intent({ by, how, incarnation, reason: recycle?.reason, span: Option.getOrUndefined(span) })
         )
-      )
-      const request = restartRequests.get(taskId)
-      if (request === undefined || request.incarnation !== incarnation) return replaced
-      Deferred.doneUnsafe(
-        request.asked,
-        Effect.succeed({ how, by, reason: recycle?.reason, span: Option.getOrUndefined(span) })
-      )
-      if (how === "replace") return replaced
-      // A surge answers whether the replacement took over; the supervision ending answers too.
-      return Effect.raceFirst(
-        Deferred.await(request.answer).pipe(Effect.andThen(replaced)),
-        Effect.asVoid(waitFor(ended))
-      )
-    })
+      })
+    )
 
   const restart = (taskId: number): Effect.Effect<void> =>
-    Effect.catch(replace(taskId, "replace", "restart"), () => Effect.void)
+    Effect.asVoid(Effect.catch(replace(taskId, "replace", "restart"), () => Effect.void))
 
   const reload = (options: ReloadOptions = {}): Effect.Effect<void, ReloadFailed | InvalidOptions> =>
     Effect.suspend((): Effect.Effect<void, ReloadFailed | InvalidOptions> => {
@@ -970,9 +975,11 @@ export const start = Effect.fnUntraced(function* (
             yield* Effect.uninterruptible(
               SubscriptionRef.update(table, (tb) => Slot.grow(tb, processes)).pipe(
                 Effect.andThen(
-                  Effect.sync(() => {
-                    for (let i = from; i < processes; i++) launch(TaskId(i))
-                  })
+                  Effect.forEach(
+                    Array.from({ length: processes - from }, (_, i) => TaskId(from + i)),
+                    launch,
+                    { discard: true }
+                  )
                 )
               )
             )
