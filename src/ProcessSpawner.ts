@@ -245,6 +245,8 @@ export class ProcessSpawner extends Context.Service<
  */
 export interface StopPrimitives {
   readonly taskId: TaskId
+  /** Whether it is a spare not given a task id yet (its `taskId` then means nothing): the log says "spare". */
+  readonly spare?: boolean | undefined
   readonly pid: number
   readonly exit: Effect.Effect<ExitStatus>
   readonly exitStatus: Effect.Effect<Option.Option<ExitStatus>>
@@ -290,8 +292,8 @@ export const makeStop = (p: StopPrimitives): Effect.Effect<ExitStatus> => {
           : `(pid ${p.pid}) exited, processes of its group still running`
         : `(pid ${p.pid}) still running`
       yield* Effect.logWarning(
-        `child ${p.taskId} ${what} ${Duration.toMillis(p.timeout)} ms after SIGTERM, sending SIGKILL`
-      ).pipe(Effect.annotateLogs({ taskId: p.taskId, pid: p.pid }))
+        `${p.spare === true ? "spare" : `child ${p.taskId}`} ${what} ${Duration.toMillis(p.timeout)} ms after SIGTERM, sending SIGKILL`
+      ).pipe(Effect.annotateLogs(p.spare === true ? { spare: true, pid: p.pid } : { taskId: p.taskId, pid: p.pid }))
       yield* p.signalGroup("SIGKILL")
       yield* gone
     }

@@ -34,6 +34,7 @@ import * as Stream from "effect/Stream"
 import type * as Scope from "effect/Scope"
 import { type BindFailed, InvalidOptions, type ReloadFailed, type SpawnFailed, type TooManyRestarts } from "./Errors.ts"
 import { cpuCount } from "./internal/cpus.ts"
+import * as Live from "./internal/live.ts"
 import { resolve as resolveIdentity } from "./internal/users.ts"
 import * as Loop from "./internal/loop.ts"
 
@@ -44,9 +45,18 @@ import * as Loop from "./internal/loop.ts"
  * @category models
  */
 export type ReloadOptions = Loop.ReloadOptions
+
+/**
+ * A process the supervisor still has (see `SupervisorHandle.live`): its pid,
+ * and its task id, or none for a spare not given one.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type LiveProcess = Live.LiveProcess
 import * as Listen from "./Listen.ts"
 import type { Config, Event, SlotStatus, Summary } from "./Model.ts"
-import type { Mode, OutputSink, ProcessSpawner, Readiness } from "./ProcessSpawner.ts"
+import { type Mode, type OutputSink, ProcessSpawner, type Readiness } from "./ProcessSpawner.ts"
 import * as RestartPolicy from "./RestartPolicy.ts"
 import type { TaskId } from "./TaskId.ts"
 
@@ -240,6 +250,20 @@ export interface SupervisorHandle {
   readonly scale: (processes: number) => Effect.Effect<void, InvalidOptions>
   /** The pids of the warm spares booted now (see `Options.spares`), oldest first: the next one taken first. */
   readonly spares: Effect.Effect<ReadonlyArray<number>>
+  /**
+   * Every process the supervisor has started and not yet reaped, in the order
+   * they started: slot workers, surge replacements, workers being stopped,
+   * spares booting, waiting or being stopped. A process stays listed until
+   * its leader is reaped and its process group is empty.
+   */
+  readonly live: Effect.Effect<ReadonlyArray<LiveProcess>>
+  /**
+   * Sends SIGKILL at once to every process of `live` whose leader is not
+   * reaped yet (to its whole process group), and says which: what a second
+   * Ctrl-C does to a supervisor stopping gracefully. Whatever stop is under
+   * way then reaps them.
+   */
+  readonly kill: Effect.Effect<ReadonlyArray<LiveProcess>>
 }
 
 const EVENT_REPLAY = 1024
@@ -468,7 +492,10 @@ export const start = Effect.fnUntraced(function* (
   yield* Effect.addFinalizer(() =>
     Effect.clockWith((clock) => PubSub.end(events, { _tag: "Finished", at: clock.currentTimeMillisUnsafe() }))
   )
-  const loop = yield* Loop.start(cfg, (event) => PubSub.publish(events, event))
+  const live = Live.track(yield* ProcessSpawner)
+  const loop = yield* Loop.start(cfg, (event) => PubSub.publish(events, event)).pipe(
+    Effect.provideService(ProcessSpawner, live.spawner)
+  )
   // "Finished" is the last event: published once the run has ended and every process is gone.
   yield* Fiber.await(loop.fiber).pipe(
     Effect.andThen(
@@ -489,7 +516,9 @@ export const start = Effect.fnUntraced(function* (
     restart: loop.restart,
     reload: loop.reload,
     scale: loop.scale,
-    spares: loop.spares
+    spares: loop.spares,
+    live: live.list,
+    kill: live.signal("SIGKILL")
   }
 })
 

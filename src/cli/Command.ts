@@ -534,7 +534,7 @@ export const supervise = (input: Input) => {
       // The process to signal, said first: through npx or npm, several processes match "prefork".
       yield* Effect.logInfo(`prefork pid ${process.pid} (signal this one: HUP reload, TERM stop, USR2 status)`)
       if (Option.isSome(input.pidFile)) yield* PidFile.hold(input.pidFile.value)
-      const signals = yield* Signals.listen()
+      const listener = yield* Signals.listen()
       if (Option.isSome(input.metrics)) {
         // Serving before any worker starts: the first scrape sees them start.
         yield* Metrics.register
@@ -542,7 +542,7 @@ export const supervise = (input: Input) => {
         yield* Effect.logInfo(`Metrics on ${url}`)
       }
       const handle = yield* Supervisor.start(options)
-      yield* Effect.forkScoped(Signals.control(handle, signals, report(handle)))
+      yield* Effect.forkScoped(Signals.control(handle, listener, report(handle)))
       const control = Option.getOrElse(input.control, () => Control.defaultPath())
       if (control !== "off") {
         yield* Control.serve(handle, control).pipe(

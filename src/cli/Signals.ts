@@ -3,22 +3,25 @@
  *
  * | signal            | action |
  * | ----------------- | ------ |
- * | SIGTERM, SIGINT   | stop every worker gracefully, once, then exit 0 (`NodeRuntime.runMain` interrupts the program; this module says so in the log first). A second one while stopping kills every worker at once (SIGKILL to its group), as Docker and PM2 do |
+ * | SIGTERM, SIGINT   | stop every worker gracefully, once, then exit 0 (`NodeRuntime.runMain` interrupts the program; this module says so in the log first). A second one while stopping kills every process the supervisor still has at once (workers, replacements, spares: SIGKILL to each group), as Docker and PM2 do |
  * | SIGHUP            | rolling reload: for each worker in turn, a replacement starts beside it, and the old one stops once the new one is ready |
- * | SIGTTIN / SIGTTOU | one worker more / one fewer (never fewer than one); the highest task id goes first |
+ * | SIGTTIN / SIGTTOU | one worker more / one fewer than there are then (never fewer than one); the highest task id goes first |
  * | SIGUSR2           | print the status table |
  *
  * The listeners are installed by {@link listen} for the life of its scope, and
  * should be installed before the supervisor starts: then they are removed only
  * after every worker has been stopped, and a SIGHUP that arrives during the
- * stop cannot kill prefork with the default action.
+ * stop cannot kill prefork with the default action. Nothing of the
+ * supervisor's state is kept here: each signal reads the handle when it acts.
  *
  * @since 0.1.0
  */
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
-import type { SupervisorHandle } from "../Supervisor.ts"
+import type { LiveProcess, SupervisorHandle } from "../Supervisor.ts"
 
 /**
  * The signals `prefork` acts on while it runs (SIGINT and SIGTERM are
@@ -38,32 +41,42 @@ export type Control = (typeof CONTROL)[number]
 const STOP = ["SIGINT", "SIGTERM"] as const
 
 /**
- * Installs the signal listeners for the life of the scope, and returns the
- * queue of control signals received. SIGINT and SIGTERM are logged at once
- * (the first as "stopping", any later one as "already stopping").
+ * What {@link listen} gives {@link control}: the control signals received, in
+ * order, and the supervisor a second SIGINT or SIGTERM kills, once there is one.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Listener {
+  readonly signals: Queue.Dequeue<Control>
+  readonly supervisor: Deferred.Deferred<SupervisorHandle>
+}
+
+/**
+ * Installs the signal listeners for the life of the scope. SIGINT and SIGTERM
+ * are logged at once (the first as "stopping"); a later one, once
+ * {@link control} has been given the supervisor, SIGKILLs every process the
+ * supervisor still has, read from it at that moment (`SupervisorHandle.kill`).
  *
  * @since 0.1.0
  * @category constructors
  */
-export const listen = (): Effect.Effect<Queue.Dequeue<Control>, never, Scope.Scope> =>
+export const listen = (): Effect.Effect<Listener, never, Scope.Scope> =>
   Effect.gen(function* () {
-    const queue = yield* Queue.unbounded<Control>()
+    const signals = yield* Queue.unbounded<Control>()
+    const supervisor = yield* Deferred.make<SupervisorHandle>()
     const context = yield* Effect.context<never>()
     const log = (effect: Effect.Effect<void>) => void Effect.runForkWith(context)(effect)
     let stopping = false
     const onStop = (signal: NodeJS.Signals) => {
-      if (stopping) {
-        log(Effect.logWarning(`${signal} received again: killing every worker now (SIGKILL)`))
-        force?.()
-        return
-      }
+      if (stopping) return log(force(signal, supervisor))
       // Said before the supervisor logs how many workers it stops, and how (this listener runs first).
       log(Effect.logInfo(`${signal} received: stopping (${signal} again to kill every worker at once)`))
       stopping = true
     }
     const onControl = (signal: NodeJS.Signals) => {
       if (stopping) return log(Effect.logInfo(`${signal} received: stopping, ignored`))
-      Queue.offerUnsafe(queue, signal as Control)
+      Queue.offerUnsafe(signals, signal as Control)
     }
     yield* Effect.acquireRelease(
       Effect.sync(() => {
@@ -74,60 +87,59 @@ export const listen = (): Effect.Effect<Queue.Dequeue<Control>, never, Scope.Sco
         Effect.sync(() => {
           for (const signal of CONTROL) process.off(signal, onControl)
           for (const signal of STOP) process.off(signal, onStop)
-          force = undefined
         })
     )
-    return queue
+    return { signals, supervisor }
+  })
+
+/** A process as the log names it: `child 2 (pid 4242)`, or `spare (pid 4243)`. */
+const name = (p: LiveProcess): string =>
+  `${Option.match(p.taskId, { onNone: () => "spare", onSome: (id) => `child ${id}` })} (pid ${p.pid})`
+
+/** A second SIGINT or SIGTERM: SIGKILL to every process the supervisor has now (none before it has started). */
+const force = (signal: NodeJS.Signals, supervisor: Deferred.Deferred<SupervisorHandle>): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    yield* Effect.logWarning(`${signal} received again: killing every worker now (SIGKILL)`)
+    const handle = yield* Deferred.poll(supervisor)
+    if (Option.isNone(handle)) return
+    const killed = yield* Effect.flatMap(handle.value, (h) => h.kill)
+    if (killed.length > 0) yield* Effect.logInfo(`SIGKILL sent to ${killed.map(name).join(", ")}`)
   })
 
 /**
- * What a second SIGINT or SIGTERM does: set by {@link control} once the
- * supervisor runs (SIGKILL to every live worker's process group).
- */
-let force: (() => void) | undefined
-
-/**
- * Acts on each control signal until interrupted. `report` shows the status
+ * Acts on each control signal until interrupted, and gives the supervisor to
+ * the listener's second SIGINT or SIGTERM. `report` shows the status
  * (SIGUSR2). Reloads and scaling run in the background, so a status request
  * is answered during a reload; a SIGHUP during a reload is ignored (and
- * logged), and scaling requests are applied in order, each from the count the
- * previous one asked for.
+ * logged). Scaling requests are applied in the order they came, each one from
+ * the count the supervisor has when it is applied (`SupervisorHandle.processes`,
+ * whatever changed it: a `prefork ctl scale`, an earlier signal).
  *
  * @since 0.1.0
  * @category constructors
  */
 export const control = (
   handle: SupervisorHandle,
-  signals: Queue.Dequeue<Control>,
+  listener: Listener,
   report: Effect.Effect<void>
 ): Effect.Effect<never, never, Scope.Scope> =>
   Effect.gen(function* () {
-    let target = handle.processes
+    yield* Deferred.succeed(listener.supervisor, handle)
     let reloading = false
-    // Kept after this fiber ends (a stop interrupts it first): `listen`'s scope, which outlives the stop, clears it.
-    force = () => {
-      for (const slot of Effect.runSync(handle.status)) {
-        for (const pid of [slot.pid, slot.replacement]) {
-          if (pid._tag === "None") continue
-          try {
-            // A worker leads its process group: its own children go with it.
-            process.kill(-pid.value, "SIGKILL")
-          } catch {
-            // already gone
-          }
-        }
-      }
-    }
-    const scaleRequests = yield* Queue.unbounded<void>()
-    // One fiber applies every scaling request in turn, each to the latest target.
-    yield* Effect.forkScoped(
-      Effect.forever(
-        Queue.take(scaleRequests).pipe(
-          Effect.andThen(Effect.suspend(() => handle.scale(target))),
+    /** One worker more (SIGTTIN) or fewer (SIGTTOU), from the count there is now. */
+    const scaleBy = (signal: "SIGTTIN" | "SIGTTOU") =>
+      Effect.suspend(() => {
+        const from = handle.processes
+        if (signal === "SIGTTOU" && from <= 1) return Effect.logInfo("SIGTTOU received: already at 1 process, ignored")
+        const to = signal === "SIGTTIN" ? from + 1 : from - 1
+        return Effect.logInfo(`${signal} received: scaling from ${from} to ${to} process${to === 1 ? "" : "es"}`).pipe(
+          Effect.andThen(handle.scale(to)),
           Effect.catchTag("InvalidOptions", (e) => Effect.logWarning(e.message))
         )
-      )
-    )
+      })
+    const scaleRequests = yield* Queue.unbounded<"SIGTTIN" | "SIGTTOU">()
+    // One fiber applies every scaling request in turn: each reads the count once the one before it is done.
+    yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(scaleRequests), scaleBy)))
     const reload = Effect.gen(function* () {
       reloading = true
       yield* Effect.logInfo(
@@ -148,17 +160,9 @@ export const control = (
             ? Effect.logInfo("SIGHUP received: a reload is already running, ignored")
             : Effect.asVoid(Effect.forkScoped(reload))
         case "SIGTTIN":
-          target++
-          return Effect.logInfo(`SIGTTIN received: scaling to ${target} process${target === 1 ? "" : "es"}`).pipe(
-            Effect.andThen(Queue.offer(scaleRequests, undefined))
-          )
         case "SIGTTOU":
-          if (target <= 1) return Effect.logInfo("SIGTTOU received: already at 1 process, ignored")
-          target--
-          return Effect.logInfo(`SIGTTOU received: scaling to ${target} process${target === 1 ? "" : "es"}`).pipe(
-            Effect.andThen(Queue.offer(scaleRequests, undefined))
-          )
+          return Queue.offer(scaleRequests, signal)
       }
     }
-    return yield* Effect.forever(Effect.flatMap(Queue.take(signals), act))
+    return yield* Effect.forever(Effect.flatMap(Queue.take(listener.signals), act))
   })

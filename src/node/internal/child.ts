@@ -330,6 +330,9 @@ export const attach = (
         get taskId() {
           return taskId
         },
+        get spare() {
+          return spare
+        },
         pid: pid!,
         exit,
         exitStatus,
