@@ -147,7 +147,11 @@ export type Signal = NodeJS.Signals
 export interface ProcessHandle {
   readonly taskId: TaskId
   readonly pid: number
-  /** Waits until the leader has exited and been reaped, and says how it ended. */
+  /**
+   * Waits until the leader has exited and been reaped, and what it wrote to
+   * piped output has reached `onOutput` (a crash's last words come before the
+   * news of its death; a spawner bounds that wait), and says how it ended.
+   */
   readonly exit: Effect.Effect<ExitStatus>
   /** Completes when the worker is ready (see `SpawnRequest.readiness`); never, if it exits first. */
   readonly ready: Effect.Effect<void>

@@ -186,3 +186,59 @@ describe("piped output, backpressure", () => {
     }).pipe(Effect.provide(NodeProcessSpawner.layer), Effect.scoped)
   )
 })
+
+describe("piped output, the exit after the last words", () => {
+  it.live("the exit waits for a slow sink's effect on the last line, longer than a pipe's holder is waited for", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const { env } = makeTag()
+        let done = false
+        const spawner = yield* ProcessSpawner
+        const handle = yield* spawner.spawn(
+          nodeWorker(env, [fixture("chatty.js"), "16", "1"], (line) =>
+            line.line === "last words without newline"
+              ? Effect.sleep("800 millis").pipe(Effect.andThen(Effect.sync(() => (done = true))))
+              : undefined
+          )
+        )
+        assert.deepStrictEqual(yield* handle.exit, ExitStatus.exited(1))
+        assert.isTrue(done)
+      }).pipe(Effect.provide(NodeProcessSpawner.layer))
+    )
+  )
+
+  for (const how of ["silent", "trickle", "flood"] as const) {
+    it.live(
+      `a grandchild outside the group holding the pipe (${how}) does not hold up the exit; the last words come first`,
+      () =>
+        Effect.scoped(
+          Effect.gen(function* () {
+            const { env, tag } = makeTag()
+            // The grandchild is in a group of its own: no stop reaches it. It is ended here, by pid.
+            yield* Effect.addFinalizer(() =>
+              Effect.sync(() => {
+                for (const pid of pidsWithTag(tag)) {
+                  try {
+                    process.kill(pid, "SIGKILL")
+                  } catch {
+                    // gone meanwhile
+                  }
+                }
+              })
+            )
+            const lines: Array<string> = []
+            const spawner = yield* ProcessSpawner
+            const handle = yield* spawner.spawn(
+              nodeWorker(env, [fixture("hold-pipe.js"), how], (line) => {
+                lines.push(line.line)
+              })
+            )
+            // Without a bound the exit would wait for the grandchild's own end, 20 s later.
+            const exit = yield* Effect.timeoutOption(handle.exit, "10 seconds")
+            assert.deepStrictEqual(exit, Option.some(ExitStatus.exited(1)))
+            assert.include(lines, "last words")
+          }).pipe(Effect.provide(NodeProcessSpawner.layer))
+        )
+    )
+  }
+})

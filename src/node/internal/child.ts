@@ -2,7 +2,13 @@
  * What the Node spawners share: turning a `ChildProcess` just started into a
  * `ProcessHandle`, and the scoped release.
  *
- * - The exit is the leader's `'exit'` event, kept as data.
+ * - The exit is the leader's `'exit'` event, kept as data, and told (the
+ *   handle's `exit`, and its `stop`) once the worker's piped output has been
+ *   delivered: a crash's last words come before the news of its death. That
+ *   wait is bounded: `DRAIN_TIMEOUT` spent waiting for bytes from a pipe that
+ *   something outside the worker holds open (see `Output.Reader.finish`),
+ *   `LAST_WORDS_TIMEOUT` in all for a sink that does not complete, and only
+ *   `DRAIN_TIMEOUT` after a stop. The handle's `exitStatus` has it at once.
  * - The worker is its whole process group when it leads one (`pgid`): the
  *   handle's `stop` signals the group and waits until the leader is reaped
  *   and no member is left, even after the leader exited by itself. A worker
@@ -45,8 +51,31 @@ export interface Started {
   readonly close: Effect.Effect<void>
 }
 
-/** How long the release waits for piped output after the stop, in case something outside the group holds the pipe. */
+/**
+ * How long the exit and the release wait for piped output after the leader's
+ * exit, in case something outside it (a grandchild) holds the pipe open.
+ */
 const DRAIN_TIMEOUT = Duration.millis(500)
+
+/** How long the exit waits at most for the worker's last lines to be delivered, however slow the sink. */
+const LAST_WORDS_TIMEOUT = Duration.seconds(5)
+
+/**
+ * Calls `tell` once every reader has delivered what the exited worker wrote,
+ * or after `LAST_WORDS_TIMEOUT` at the latest.
+ */
+const afterOutput = (readers: ReadonlyArray<Output.Reader>, tell: () => void): void => {
+  let left = readers.length
+  if (left === 0) return tell()
+  const timer = setTimeout(tell, Duration.toMillis(LAST_WORDS_TIMEOUT)).unref()
+  for (const reader of readers) {
+    reader.finish(Duration.toMillis(DRAIN_TIMEOUT), () => {
+      if (--left > 0) return
+      clearTimeout(timer)
+      tell()
+    })
+  }
+}
 
 /**
  * The `SpawnFailed` of a request. Its `code` tells a shortage (`EMFILE`,
@@ -158,6 +187,8 @@ export const attach = (
 ): Effect.Effect<Started, SpawnFailed> => {
   const { pgid, run } = options
   const started = Deferred.makeUnsafe<Started, SpawnFailed>()
+  /** The leader's exit, and the same once its output has been delivered. */
+  const reaped = Deferred.makeUnsafe<ExitStatus.ExitStatus>()
   const exited = Deferred.makeUnsafe<ExitStatus.ExitStatus>()
   const closed = Deferred.makeUnsafe<void>()
   const ready = Deferred.makeUnsafe<void>()
@@ -217,7 +248,9 @@ export const attach = (
     status = ExitStatus.fromNode(code, signal)
     // Look at the group at once: if it is empty, its pgid may be reused from now on, and must never be signaled.
     alive()
-    Deferred.doneUnsafe(exited, Effect.succeed(status))
+    const exit = Effect.succeed(status)
+    Deferred.doneUnsafe(reaped, exit)
+    afterOutput(readers, () => Deferred.doneUnsafe(exited, exit))
   })
   child.once("close", () => Deferred.doneUnsafe(closed, Effect.void))
   child.on("error", (error) => {
@@ -315,6 +348,7 @@ export const attach = (
   child.once("spawn", () => {
     spawned = true
     const exit = Deferred.await(exited)
+    const leaderExit = Deferred.await(reaped)
     const exitStatus = Effect.sync(() => Option.fromUndefinedOr(status))
     const signal = diagnosticSignal(request)
     const handle: ProcessHandle = {
@@ -330,16 +364,13 @@ export const attach = (
         get taskId() {
           return taskId
         },
-        get spare() {
-          return spare
-        },
         pid: pid!,
-        exit,
+        exit: leaderExit,
         exitStatus,
         signalGroup: (signal) => Effect.sync(() => signalGroup(signal)),
         alive: Effect.sync(alive),
         timeout: request.stopTimeout
-      }),
+      }).pipe(Effect.tap(() => Effect.timeoutOption(exit, DRAIN_TIMEOUT))),
       lastHeartbeat: Effect.sync(() => Option.fromUndefinedOr(lastBeat)),
       memory,
       activate,
