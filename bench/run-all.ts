@@ -44,7 +44,9 @@ const BENCHMARKS: ReadonlyArray<readonly [string, ReadonlyArray<string>, Readonl
   ["cli", ["cli"], []],
   ["sockets", ["sockets"], []],
   ["spares", ["spares"], []],
-  ["health-cost", ["health-cost"], []]
+  ["health-cost", ["health-cost"], []],
+  ["control-abuse", ["control-abuse"], []],
+  ["metrics-abuse", ["metrics-abuse"], []]
 ]
 
 const only = list("only", [])
