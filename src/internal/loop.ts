@@ -56,52 +56,21 @@ import type { Config, Event, SlotStatus, Summary } from "../Model.ts"
 import { type ProcessHandle, ProcessSpawner, type SpawnRequest } from "../ProcessSpawner.ts"
 import * as RestartPolicy from "../RestartPolicy.ts"
 import { ENV_VAR, TaskId } from "../TaskId.ts"
-import * as Health from "./health.ts"
+import * as Life from "./life.ts"
 import * as Mailbox from "./mailbox.ts"
 import * as Shortage from "./shortage.ts"
 import * as Slot from "./slot.ts"
 import * as Spares from "./spares.ts"
+import * as Surge from "./surge.ts"
 
 /** How many of the most recent exits a supervisor keeps for `Summary` and `TooManyRestarts`. */
 export const EXIT_HISTORY = 1000
 
 type Failure = TooManyRestarts | SpawnFailed
 
-/** How one worker's life ended, as the loop classifies it. */
-interface Ended {
-  readonly pid: number
-  readonly status: ExitStatus.ExitStatus
-  readonly startedAt: number
-  readonly notReady: Option.Option<NotReady>
-  /** Stopped by `restart`: started again at once, spending no budget. */
-  readonly requested: boolean
-  /** Replaced by a surge reload: this worker, already ready, is the slot's next one. */
-  readonly next?: Acquired | undefined
-  /** Why the supervisor ended it, when it did so itself (not ready, unresponsive, recycled). */
-  readonly reason?: ExitReason | undefined
-  /** For a requested replacement: who asked. */
-  readonly by?: Mailbox.Intent["by"] | undefined
-  /** The span of the reload or restart that asked: the next worker's span links to it. */
-  readonly span?: Tracer.AnySpan | undefined
-}
-
-/** What ends the wait of a running worker. */
-type Running = { readonly _tag: "exited" } | { readonly _tag: "mail" } | Health.Health
-
 /** Reasons that make an exit a failure, whatever its status: not ready in time, unresponsive. */
 const isFailureReason = (reason: ExitReason | undefined): boolean =>
   reason?._tag === "NotReady" || reason?._tag === "Unresponsive"
-
-/** Why a worker ended, as the intents about it are told. */
-const endCause = (ended: Ended): Mailbox.Cause =>
-  ended.by ??
-  (Option.isSome(ended.notReady)
-    ? "not-ready"
-    : ended.reason?._tag === "Unresponsive"
-      ? "unresponsive"
-      : ended.reason?._tag === "Recycled"
-        ? "recycle"
-        : "exit")
 
 /** The attributes an incarnation's span ends with. */
 const exitAttributes = (status: ExitStatus.ExitStatus, reason: ExitReason | undefined): Record<string, unknown> => ({
@@ -111,12 +80,6 @@ const exitAttributes = (status: ExitStatus.ExitStatus, reason: ExitReason | unde
     ? {}
     : { "prefork.exit.reason": reason._tag === "Recycled" ? `recycled:${reason.reason}` : reason._tag })
 })
-
-/** A worker spawned into a scope of its own. */
-interface Acquired {
-  readonly scope: Scope.Closeable
-  readonly handle: ProcessHandle
-}
 
 /**
  * How a rolling reload goes: `surge` (the default) starts each replacement
@@ -223,9 +186,6 @@ export const start = Effect.fnUntraced(function* (
   /** Per live slot, its mailbox: how anyone asks its fiber to replace its worker (see `mailbox.ts`). */
   const mailboxes = new Map<number, Mailbox.Mailbox>()
 
-  /** Replacements of a surge, from their spawn until they take over or are abandoned. */
-  const pendings = new Map<number, Acquired>()
-
   const slots = yield* FiberMap.make<number, void, Failure>()
   const reapers = yield* FiberSet.make<void>()
   /** Recycles waiting for their turn (one at a time), and the fibers that keep the spares. */
@@ -281,7 +241,7 @@ export const start = Effect.fnUntraced(function* (
             Effect.annotateLogs({ taskId, pid: handle.pid })
           )
           yield* publish({ _tag: "Started", taskId, pid: handle.pid, at: now(), spare: true })
-          return { scope: spare.scope, handle } satisfies Acquired
+          return { scope: spare.scope, handle } satisfies Surge.Acquired
         }
         const scope = yield* Scope.make()
         const asked = clock.currentTimeNanosUnsafe()
@@ -294,7 +254,7 @@ export const start = Effect.fnUntraced(function* (
         const handle = spawned.value
         yield* apply(taskId, transition(handle.pid))
         yield* publish({ _tag: "Started", taskId, pid: handle.pid, at: now() })
-        return { scope, handle } satisfies Acquired
+        return { scope, handle } satisfies Surge.Acquired
       })
     )
 
@@ -306,253 +266,24 @@ export const start = Effect.fnUntraced(function* (
   const spawnInto = (taskId: TaskId, transition: (pid: number) => Slot.Transition) =>
     Shortage.retrying(spawnOnce(taskId, transition), { whose: { taskId }, publish, now })
 
-  /**
-   * A surge: start a replacement beside the live worker, and once it is ready
-   * stop the old one; the replacement is then the slot's next incarnation. If
-   * the replacement cannot be started (a shortage too: it is not retried, the
-   * old worker serves on), exits or is not ready in time, it is stopped, the
-   * old worker keeps serving and the caller gets `ReloadFailed`; no budget is spent.
-   */
-  const surge = (
-    taskId: TaskId,
-    old: ProcessHandle,
-    spares: boolean
-  ): Effect.Effect<{ readonly ended: Option.Option<Ended>; readonly failed?: ReloadFailed | undefined }> =>
-    Effect.gen(function* () {
-      const spawned = yield* Effect.exit(
-        spawnOnce(taskId, (pid) => ({ _tag: "Surging", pid }), spares).pipe(
-          Effect.tap((next) => Effect.sync(() => pendings.set(taskId, next))),
-          Effect.uninterruptible
-        )
-      )
-      if (Exit.isFailure(spawned)) {
-        const reason = Cause.squash(spawned.cause)
-        return {
-          ended: Option.none<Ended>(),
-          failed: new ReloadFailed({
-            taskId,
-            reloaded: [],
-            message: `reload: cannot start a replacement for child ${taskId}: ${reason instanceof Error ? reason.message : String(reason)}`
-          })
-        }
-      }
-      const next = spawned.value
-      // Interrupted from here on, the replacement is stopped beside the old worker, not after it.
-      const outcome = yield* Effect.raceAll([
-        Effect.as(readySignal(next.handle), "ready" as const),
-        Effect.as(next.handle.exit, "exited" as const),
-        Effect.as(old.exit, "old-exited" as const)
-      ]).pipe(
-        Effect.timeoutOption(cfg.readyTimeout),
-        Effect.onInterrupt(() => abandon(taskId, next))
-      )
-      if (Option.isSome(outcome) && outcome.value === "ready") {
-        yield* publish({ _tag: "Ready", taskId, pid: next.handle.pid, at: now() })
-        // The old worker stops (gracefully: it may take the stop timeout) while the replacement waits to take over.
-        const first = yield* Effect.raceFirst(
-          Effect.as(old.stop, "old-stopped" as const),
-          Effect.as(next.handle.exit, "next-exited" as const)
-        ).pipe(Effect.onInterrupt(() => abandon(taskId, next)))
-        if (first === "next-exited") {
-          // The replacement died before it could take over: it never served as the slot's worker. The slot
-          // starts a fresh worker (a requested restart, no budget), and the reload is told it failed.
-          yield* Effect.logWarning(
-            `reload: the replacement for child ${taskId} (pid ${next.handle.pid}) exited while pid ${old.pid} was stopping; starting another`
-          ).pipe(Effect.annotateLogs({ taskId, pid: next.handle.pid }))
-          yield* Effect.uninterruptible(abandonNow(taskId, next))
-          const status = yield* old.stop
-          return {
-            ended: Option.some<Ended>({ pid: old.pid, status, startedAt: 0, notReady: Option.none(), requested: true }),
-            failed: new ReloadFailed({
-              taskId,
-              pid: next.handle.pid,
-              reloaded: [],
-              message: `reload: the replacement for child ${taskId} (pid ${next.handle.pid}) exited before it took over`
-            })
-          }
-        }
-        const status = yield* old.stop
-        return {
-          ended: Option.some<Ended>({
-            pid: old.pid,
-            status,
-            startedAt: 0,
-            notReady: Option.none(),
-            requested: true,
-            next
-          })
-        }
-      }
-      const why = Option.isNone(outcome)
-        ? `not ready within ${Duration.toMillis(cfg.readyTimeout)} ms`
-        : outcome.value === "exited"
-          ? "exited before it was ready"
-          : `was not ready when child ${taskId} (pid ${old.pid}) exited`
-      yield* Effect.logWarning(
-        `reload: the replacement for child ${taskId} (pid ${next.handle.pid}) ${why}; child ${taskId} (pid ${old.pid}) keeps serving`
-      ).pipe(Effect.annotateLogs({ taskId, pid: next.handle.pid }))
-      yield* Effect.uninterruptible(abandonNow(taskId, next))
-      return {
-        ended: Option.none<Ended>(),
-        failed: new ReloadFailed({
-          taskId,
-          pid: next.handle.pid,
-          reloaded: [],
-          message: `reload: the replacement for child ${taskId} (pid ${next.handle.pid}) ${why}`
-        })
-      }
-    })
+  /** Surges: replacements started beside a slot's live worker (see `surge.ts`). */
+  const surges = Surge.make({ cfg, spawn: spawnOnce, ready: readySignal, apply, publish, now, reapers })
 
-  /** A replacement that will not take over: stopped (and told) in the background, as a reaper. */
-  const abandon = (taskId: TaskId, next: Acquired) =>
-    Effect.suspend(() =>
-      pendings.get(taskId) === next ? Effect.asVoid(FiberSet.run(reapers, abandonNow(taskId, next))) : Effect.void
-    )
-  const abandonNow = (taskId: TaskId, next: Acquired) =>
-    Effect.uninterruptible(
-      Effect.sync(() => {
-        if (pendings.get(taskId) === next) pendings.delete(taskId)
-      })
-    ).pipe(Effect.andThen(abandoned(taskId, next)))
-  const abandoned = (taskId: TaskId, next: Acquired) =>
-    Effect.uninterruptible(
-      Scope.close(next.scope, Exit.void).pipe(
-        Effect.andThen(next.handle.exitStatus),
-        Effect.flatMap((status) =>
-          apply(taskId, { _tag: "SurgeFailed" }).pipe(
-            Effect.andThen(
-              Option.isNone(status)
-                ? Effect.void
-                : publish({
-                    _tag: "Exited",
-                    taskId,
-                    pid: next.handle.pid,
-                    status: status.value,
-                    at: now(),
-                    restart: false,
-                    notReady: Option.none(),
-                    requested: true,
-                    stopped: true
-                  })
-            )
-          )
-        )
+  /** A worker's life once spawned, until it ends (see `life.ts`). */
+  const live = Life.make({
+    cfg,
+    mailbox: (taskId) => mailboxes.get(taskId)!,
+    ready: readySignal,
+    apply,
+    publish,
+    now,
+    surges,
+    recycle: (taskId, reason, pid) =>
+      FiberSet.run(
+        recyclers,
+        recycleLock.withPermits(1)(Effect.ignore(replace(taskId, recycleHow, "recycle", { reason, pid })))
       )
-    )
-
-  /**
-   * The worker's life once spawned: until ready (or not in time), then until
-   * it exits, its health watch says so, or its mailbox asks it to be replaced
-   * (stopped then started again, or a surge). `ready` is set for a worker
-   * that took over from a surge. Only this fiber takes from the slot's
-   * mailbox and answers (see `mailbox.ts`).
-   */
-  const live = (taskId: TaskId, handle: ProcessHandle, ready: boolean, incarnation: number) =>
-    Effect.gen(function* () {
-      const { pid } = handle
-      const mailbox = mailboxes.get(taskId)!
-      const startedAt = now()
-      const ended = (status: ExitStatus.ExitStatus, more: Partial<Ended> = {}): Ended => ({
-        pid,
-        status,
-        startedAt,
-        notReady: Option.none(),
-        requested: false,
-        ...more
-      })
-      /** An intent about an older worker: that one is gone already, replaced for `replacedBy`. */
-      const stale = (intent: Mailbox.Intent) => intent.incarnation < incarnation
-      const superseded: Mailbox.Answer = { _tag: "Superseded", by: mailbox.replacedBy }
-      /** Acts on an intent to replace this worker by stopping it: it and every other intent about it wait for the next. */
-      const stopFor = (intent: Mailbox.Intent) =>
-        Effect.suspend(() => {
-          Mailbox.wait(mailbox, intent, { _tag: "Done" })
-          for (const other of Mailbox.takeAbout(mailbox, incarnation)) {
-            Mailbox.wait(mailbox, other, { _tag: "Superseded", by: intent.by })
-          }
-          return Effect.map(handle.stop, (status) =>
-            ended(status, { requested: true, reason: intent.reason, by: intent.by, span: intent.span })
-          )
-        })
-      if (ready) yield* Mailbox.running(mailbox)
-      if (!ready && cfg.ready !== "spawn") {
-        const outcome = yield* Effect.gen(function* () {
-          while (true) {
-            const first = yield* Effect.raceAll([
-              Effect.as(readySignal(handle), "ready" as const),
-              Effect.as(handle.exit, "exited" as const),
-              Effect.as(Mailbox.arrived(mailbox), "mail" as const)
-            ])
-            if (first !== "mail") return first
-            const intent = Mailbox.next(mailbox)
-            if (intent === undefined) continue
-            // About an older worker: answered once this one is ready. Before it is ready, any other ask
-            // replaces it: there is nothing to keep serving.
-            if (stale(intent)) Mailbox.wait(mailbox, intent, superseded)
-            else return intent
-          }
-        }).pipe(Effect.timeoutOption(cfg.readyTimeout))
-        if (Option.isNone(outcome)) {
-          const notReady = new NotReady({ taskId, pid, timeoutMillis: Duration.toMillis(cfg.readyTimeout) })
-          return ended(yield* handle.stop, { notReady: Option.some(notReady) })
-        }
-        if (typeof outcome.value === "object") return yield* stopFor(outcome.value)
-      }
-      if (!ready && Option.isNone(yield* handle.exitStatus)) {
-        // Published first, so whoever `awaitReady` wakes finds the event already in the stream.
-        yield* publish({ _tag: "Ready", taskId, pid, at: now() })
-        yield* apply(taskId, { _tag: "Ready" })
-        yield* Mailbox.running(mailbox)
-        yield* Metrics.recordReady((now() - startedAt) / 1000)
-        yield* Effect.annotateCurrentSpan("prefork.ready", true)
-      }
-      // Both watches keep their deadlines across the races below: started once, at readiness.
-      const heartbeat = yield* Health.heartbeat(cfg, handle)
-      let recycle = yield* Health.recycle(cfg, handle, undefined)
-      while (true) {
-        const watched: Array<Effect.Effect<Running>> = [
-          Effect.as(handle.exit, { _tag: "exited" } as const),
-          Effect.as(Mailbox.arrived(mailbox), { _tag: "mail" } as const),
-          heartbeat,
-          recycle
-        ]
-        const outcome = yield* Effect.raceAll(watched)
-        if (outcome._tag === "exited") return ended(yield* handle.exit)
-        if (outcome._tag === "Unresponsive") {
-          const { reason, status } = yield* Health.kill(cfg, taskId, handle, publish, now)
-          return ended(status, { reason })
-        }
-        if (outcome._tag === "Recycle") {
-          // Asked like an operator's reload, one worker at a time; until then this worker serves on.
-          recycle = Effect.never
-          const { reason } = outcome
-          yield* publish({ _tag: "Recycling", taskId, pid, reason, at: now() })
-          yield* Effect.logInfo(`${reason.message}, replacing it`).pipe(Effect.annotateLogs({ taskId, pid }))
-          yield* FiberSet.run(
-            recyclers,
-            recycleLock.withPermits(1)(Effect.ignore(replace(taskId, recycleHow, "recycle", { reason, pid })))
-          )
-          continue
-        }
-        const intent = Mailbox.next(mailbox)
-        if (intent === undefined) continue
-        // About an older worker: this one, newer, runs already.
-        if (stale(intent)) {
-          yield* Mailbox.answer(intent, Exit.succeed(superseded))
-          continue
-        }
-        if (intent.how === "replace") return yield* stopFor(intent)
-        // A recycle may take a spare; a reload may not (the spares run the code it replaces).
-        Mailbox.wait(mailbox, intent, { _tag: "Done" })
-        const surged = yield* surge(taskId, handle, intent.by === "recycle")
-        if (surged.failed !== undefined) yield* Mailbox.fail(mailbox, intent, surged.failed)
-        if (Option.isSome(surged.ended)) {
-          return { ...surged.ended.value, startedAt, reason: intent.reason, by: intent.by, span: intent.span }
-        }
-        // The surge failed: this worker keeps serving; the next intent is taken, a recycle tried again after a pause.
-        if (intent.by === "recycle") recycle = yield* Health.recycle(cfg, handle, cfg.readyTimeout)
-      }
-    })
+  })
 
   /** Recycles replace a worker beside the live one where that is safe: the sockets are shared. */
   const recycleHow: "surge" | "replace" = sockets.length > 0 || cfg.mode === "cluster" ? "surge" : "replace"
@@ -564,13 +295,13 @@ export const start = Effect.fnUntraced(function* (
    * and the stop is told as an event. Ended by the worker's own exit, the rest
    * of its process group is stopped by a reaper, and the slot goes on at once.
    */
-  const incarnation = (taskId: TaskId, adopted: Acquired | undefined, link: Tracer.AnySpan | undefined) =>
+  const incarnation = (taskId: TaskId, adopted: Surge.Acquired | undefined, link: Tracer.AnySpan | undefined) =>
     Effect.acquireUseRelease(
       adopted === undefined
         ? spawnInto(taskId, (pid) => ({ _tag: "Spawned", pid, at: now() }))
         : Effect.as(
             apply(taskId, { _tag: "TookOver", pid: adopted.handle.pid, at: now() }).pipe(
-              Effect.tap(() => Effect.sync(() => pendings.delete(taskId)))
+              Effect.tap(() => Effect.sync(() => surges.tookOver(taskId)))
             ),
             adopted
           ),
@@ -583,7 +314,7 @@ export const start = Effect.fnUntraced(function* (
               onSome: (s) => s.incarnation
             })
             const ended = yield* restore(live(taskId, handle, adopted !== undefined, number))
-            yield* Mailbox.ended(mailboxes.get(taskId)!, number, endCause(ended))
+            yield* Mailbox.ended(mailboxes.get(taskId)!, number, Life.endCause(ended))
             return yield* tell(taskId, ended)
           })
         ),
@@ -628,7 +359,7 @@ export const start = Effect.fnUntraced(function* (
       )
     )
 
-  const logExit = (taskId: TaskId, ended: Ended, restart: boolean) => {
+  const logExit = (taskId: TaskId, ended: Life.Ended, restart: boolean) => {
     const { notReady, pid, requested, status } = ended
     const what = Option.isSome(notReady)
       ? `not ready within ${notReady.value.timeoutMillis} ms`
@@ -665,7 +396,7 @@ export const start = Effect.fnUntraced(function* (
    * Tornado log line and the `Exited` event. Run uninterruptibly right after
    * the exit is seen, so no exit goes untold, whenever the slot is stopped.
    */
-  const tell = (taskId: TaskId, ended: Ended) =>
+  const tell = (taskId: TaskId, ended: Life.Ended) =>
     Effect.gen(function* () {
       const { notReady, pid, requested, status } = ended
       const at = now()
@@ -712,7 +443,7 @@ export const start = Effect.fnUntraced(function* (
   /** One slot: start, wait, classify the exit, spend the budget, restart or stop. */
   const supervise = Effect.fnUntraced(function* (taskId: TaskId) {
     let failures = 0
-    let next: Acquired | undefined
+    let next: Surge.Acquired | undefined
     let link: Tracer.AnySpan | undefined
     while (true) {
       const {
@@ -788,8 +519,8 @@ export const start = Effect.fnUntraced(function* (
       // A replacement between its surge and its takeover when the slot ends is stopped too.
       Effect.onExit(() =>
         Effect.suspend(() => {
-          const next = pendings.get(taskId)
-          return next === undefined ? Effect.void : abandonNow(taskId, next)
+          const next = surges.pending(taskId)
+          return next === undefined ? Effect.void : surges.abandonNow(taskId, next)
         })
       ),
       Effect.onExit((exit) => {
