@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `prefork` command. It runs dist/bin/prefork.js: one file holding the CLI, the library and
-// Effect, bundled by scripts/build-cli.mjs (on `npm install` in a checkout and before `npm pack`),
+// Effect, bundled by scripts/build-cli.mjs (on `npm install` in a checkout and before `npm pack`;
+// the package ships no other copy of the command's modules),
 // which any Node >= 22 runs with no TypeScript and which loads in a fraction of the time and
 // memory of the separate modules. In a checkout of the repository whose sources are newer than
 // that bundle, or that has none, it runs the TypeScript sources instead (Node >= 22.18 strips
@@ -32,8 +33,14 @@ const newestSource = () => {
 module.enableCompileCache?.()
 
 const bundled = existsSync(bundle) && (!checkout || statSync(bundle).mtimeMs >= newestSource())
-if (bundled || !checkout) {
-  await import(bundled ? bundle.href : new URL("../dist/cli/main.js", import.meta.url).href)
+if (bundled) {
+  await import(bundle.href)
+} else if (!checkout) {
+  process.stderr.write(
+    `prefork: ${fileURLToPath(bundle)} is missing: this copy of effect-prefork was not built ` +
+      "(`npm run build` in it, or install a packed tarball: `npm pack`).\n"
+  )
+  process.exit(1)
 } else {
   try {
     await import(new URL("cli/main.ts", sources).href)

@@ -6,6 +6,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { spawnSync } from "node:child_process"
+import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url))
@@ -49,6 +50,20 @@ describe("the import path", () => {
     for (const entry of ["src/Errors.ts", "src/Messages.ts", "src/ExitStatus.ts", "src/TaskId.ts"]) {
       assert.deepStrictEqual(schemaModules(loadedBy(entry)), [], entry)
     }
+  })
+
+  it("no entry point loads @effect/platform-node (a devDependency: only the bundled command carries a copy)", () => {
+    for (const entry of ["src/index.ts", "src/node.ts", "src/testing.ts"]) {
+      const loaded = loadedBy(entry)
+      assert.deepStrictEqual(
+        loaded.filter((u) => u.includes("/@effect/platform-node")),
+        [],
+        entry
+      )
+    }
+    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"))
+    assert.deepStrictEqual(Object.keys(pkg.dependencies ?? {}), [])
+    assert.deepStrictEqual(Object.keys(pkg.peerDependencies), ["effect"])
   })
 
   it("Prefork, as a worker imports it, loads neither the supervisor nor the spawner (the primary loads them when it supervises)", () => {

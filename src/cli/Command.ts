@@ -70,6 +70,38 @@ const parseReady = (text: string): Option.Option<Ready> =>
     : Option.map(Argv.parseDuration(text), (delay) => ({ delay }))
 
 /**
+ * The command's restart budget when neither `--max-restarts` nor
+ * `--intensity` is given: a service's, not Tornado's lifetime total of 100
+ * (the library's default). systemd's `StartLimitBurst=5` within
+ * `StartLimitIntervalSec=10s`: more than 5 restarts in any 10 seconds is a
+ * crash loop and gives up (exit 3); crashes further apart are restarted for
+ * ever, as PM2, systemd and supervisord do.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const DEFAULT_INTENSITY: { readonly maxRestarts: number; readonly within: Duration.Duration } = {
+  maxRestarts: 5,
+  within: Duration.seconds(10)
+}
+
+/**
+ * The command's backoff when `--backoff` is not given: 100 ms (systemd's
+ * `RestartSec=`, PM2's first exponential delay), doubling per consecutive
+ * failure of a worker up to 1 s, from zero again once a worker ran 10 s.
+ * With {@link DEFAULT_INTENSITY}, a worker that dies within about a second of
+ * starting (PM2's `min_uptime`, supervisord's `startsecs`) is a crash loop,
+ * given up within 10 s; one that ran longer is restarted at most 1 s later.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const DEFAULT_BACKOFF: { readonly initial: Duration.Duration; readonly max: Duration.Duration } = {
+  initial: Duration.millis(100),
+  max: Duration.seconds(1)
+}
+
+/**
  * Every option of `prefork`. Each description ends with its default.
  *
  * @since 0.1.0
@@ -103,8 +135,8 @@ export const flags = {
     Flag.filterMap(Argv.parseCount, () => "a whole number, or infinity"),
     Flag.withDescription(
       describe(
-        "Restarts allowed in all, shared by every worker, before giving up (exit 3)",
-        "100, or none with --intensity"
+        "Restarts allowed in all, over prefork's whole life, shared by every worker, before giving up (exit 3); replaces the default --intensity",
+        "no limit"
       )
     ),
     Flag.optional
@@ -112,11 +144,24 @@ export const flags = {
   intensity: Flag.String("intensity").pipe(
     Flag.withMetavar("n/duration"),
     Flag.filterMap(Argv.parseIntensity, () => "<restarts>/<window>, such as 5/10s"),
-    Flag.withDescription(describe("At most n restarts within any window of this length (OTP intensity)", "none")),
+    Flag.withDescription(
+      describe(
+        "Give up (exit 3) on a crash loop: more than n restarts within any window of this length (OTP intensity)",
+        `${DEFAULT_INTENSITY.maxRestarts}/${Duration.format(DEFAULT_INTENSITY.within)}, none with --max-restarts alone`
+      )
+    ),
     Flag.optional
   ),
-  backoff: duration("backoff", "Wait before restarting a worker that keeps failing, doubling each time", "none"),
-  backoffMax: duration("backoff-max", "The longest backoff", "30s"),
+  backoff: duration(
+    "backoff",
+    "Wait before restarting a worker that keeps failing, doubling each time; 0 for none",
+    Duration.format(DEFAULT_BACKOFF.initial)
+  ),
+  backoffMax: duration(
+    "backoff-max",
+    "The longest backoff",
+    `${Duration.format(DEFAULT_BACKOFF.max)}, or 30s with --backoff`
+  ),
   backoffFactor: Flag.Finite("backoff-factor").pipe(
     Flag.withDescription(describe("How much each backoff grows", "2")),
     Flag.optional
@@ -379,8 +424,10 @@ const usage = (field: string, message: string) => new InvalidOptions({ field, me
 
 /**
  * Turns the parsed command line into supervisor options, refusing what the
- * parser cannot see: a backoff setting without `--backoff`, `--ready message`
- * for a program that is not Node, a `--cwd` that is not a directory.
+ * parser cannot see: `--ready message` for a program that is not Node, a
+ * `--cwd` that is not a directory. Without `--max-restarts` or `--intensity`
+ * the budget is {@link DEFAULT_INTENSITY}; without `--backoff` the backoff is
+ * {@link DEFAULT_BACKOFF}.
  *
  * `--ready message` needs an IPC channel: `node <args…>` then runs under
  * prefork's own Node binary (`process.execPath`) in module mode, with the
@@ -395,9 +442,6 @@ export const toOptions = (
 ): Effect.Effect<Supervisor.Options, InvalidOptions> =>
   Effect.gen(function* () {
     const [command, ...args] = input.command as readonly [string, ...Array<string>]
-    if (Option.isNone(input.backoff) && (Option.isSome(input.backoffMax) || Option.isSome(input.backoffFactor))) {
-      return yield* usage("backoff", "--backoff-max and --backoff-factor need --backoff <duration>")
-    }
     if (Option.isSome(input.lifetimeJitter) && Option.isNone(input.maxLifetime)) {
       return yield* usage("lifetimeJitter", "--lifetime-jitter needs --max-lifetime <duration>")
     }
@@ -451,17 +495,17 @@ export const toOptions = (
       processes: input.processes,
       restart: input.restart,
       ...option("normalExitCodes", input.normalExitCodes),
+      // A service's policy unless the command line gives a budget (DEFAULT_INTENSITY, DEFAULT_BACKOFF).
       ...option("maxRestarts", input.maxRestarts),
-      ...option("intensity", input.intensity),
-      ...(Option.isSome(input.backoff)
-        ? {
-            backoff: {
-              initial: input.backoff.value,
-              ...option("max", input.backoffMax),
-              ...option("factor", input.backoffFactor)
-            }
-          }
-        : {}),
+      ...(Option.isNone(input.maxRestarts) && Option.isNone(input.intensity)
+        ? { intensity: DEFAULT_INTENSITY }
+        : option("intensity", input.intensity)),
+      backoff: {
+        initial: Option.getOrElse(input.backoff, () => DEFAULT_BACKOFF.initial),
+        ...(Option.isNone(input.backoff) ? { max: DEFAULT_BACKOFF.max } : {}),
+        ...option("max", input.backoffMax),
+        ...option("factor", input.backoffFactor)
+      },
       ...option("resetAfter", input.resetAfter),
       ...option("stopTimeout", input.stopTimeout),
       ready: input.ready,

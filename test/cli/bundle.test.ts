@@ -23,6 +23,7 @@ import { builtinModules } from "node:module"
 import { tmpdir } from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
+import { MINIMUM_NODE_MAJOR, refuseNode } from "../../src/cli/Engines.ts"
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url))
 const BUNDLE = Path.join(ROOT, "dist", "bin", "prefork.js")
@@ -147,15 +148,35 @@ describe("the bundled command", () => {
     }
   })
 
+  it("refuses a Node older than package.json's engines", () => {
+    const engines: string = JSON.parse(readFileSync(Path.join(ROOT, "package.json"), "utf8")).engines.node
+    assert.strictEqual(engines, `>=${MINIMUM_NODE_MAJOR}`)
+    assert.isUndefined(refuseNode(`v${MINIMUM_NODE_MAJOR}.0.0`, "/usr/bin/node"))
+    assert.isUndefined(refuseNode("v24.21.0", "/usr/bin/node"))
+    const refused = refuseNode(`v${MINIMUM_NODE_MAJOR - 1}.99.1`, "/opt/node")
+    assert.include(refused, `Node.js >= ${MINIMUM_NODE_MAJOR} is required`)
+    assert.include(refused, `/opt/node is v${MINIMUM_NODE_MAJOR - 1}.99.1`)
+  })
+
   const node = machineNode()
+  const machineMajor =
+    node === undefined ? undefined : Number(/^v(\d+)/.exec(run(node, ["--version"], ROOT).stdout)?.[1])
   it.skipIf(node === undefined)(
-    `bin/prefork.js runs with the machine's own Node (${node ?? "none found"}), not only the project's`,
+    `bin/prefork.js with the machine's own Node (${node ?? "none found"}, ${machineMajor ?? "?"}): runs it if >= ${MINIMUM_NODE_MAJOR}, else exits 2 saying why`,
     () => {
       freshBundle()
-      const version = run(node!, ["--version"], ROOT).stdout.trim()
       const r = run(node!, [BIN, ...twoWorkers(node!)], ROOT)
-      assert.strictEqual(r.code, 0, `with ${node} ${version}: ${r.stderr}`)
-      assert.match(r.stdout, /^\[1:\d+\] task 1$/m)
+      if (machineMajor! >= MINIMUM_NODE_MAJOR) {
+        assert.strictEqual(r.code, 0, `with ${node}: ${r.stderr}`)
+        assert.match(r.stdout, /^\[1:\d+\] task 1$/m)
+      } else {
+        assert.strictEqual(r.code, 2, r.stderr)
+        assert.include(r.stderr, `prefork: Node.js >= ${MINIMUM_NODE_MAJOR} is required`)
+        assert.strictEqual(r.stdout, "")
+        // ctl too: nothing runs on an older Node.
+        const ctl = run(node!, [BIN, "ctl", "status"], ROOT)
+        assert.strictEqual(ctl.code, 2, ctl.stderr)
+      }
     }
   )
 
@@ -170,5 +191,11 @@ describe("the bundled command", () => {
     const files: Array<string> = JSON.parse(r.stdout)[0].files.map((f: { path: string }) => f.path)
     assert.include(files, "bin/prefork.js")
     assert.include(files, "dist/bin/prefork.js")
+    // The command's modules ship only inside the bundle: nothing else imports @effect/platform-node.
+    assert.deepStrictEqual(
+      files.filter((f) => f.startsWith("dist/cli/") || f.startsWith("src/cli/")),
+      []
+    )
+    assert.notInclude(files, "scripts/prepare.mjs")
   })
 })

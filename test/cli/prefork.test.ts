@@ -78,11 +78,6 @@ describe("prefork (the bin)", () => {
       ],
       ["a restart mode that does not exist", ["--restart", "sometimes", "--", "node", "x.js"], "--restart"],
       [
-        "--backoff-max without --backoff",
-        ["--backoff-max", "1s", "--", "node", "x.js"],
-        "--backoff-max and --backoff-factor need --backoff <duration>"
-      ],
-      [
         "--ready message for a program that is not Node",
         ["--ready", "message", "--", "sh", "-c", "true"],
         "--ready message needs a Node program"
