@@ -3,10 +3,12 @@
  * `reload` (SIGHUP) replace workers without spending budget, `scale` (SIGTTIN,
  * SIGTTOU) adds and removes slots.
  */
+import { readdirSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Option } from "effect"
+import { Effect, Fiber, Option } from "effect"
 import { assertNoneLeft, eventually, pidsWithTag } from "../helpers/procs.ts"
-import { exitedEvents, started, superviseNode } from "../helpers/supervise.ts"
+import { exitedEvents, fixture, started, supervise, superviseNode, tempDir } from "../helpers/supervise.ts"
+import type * as Supervisor from "../../src/Supervisor.ts"
 import { TaskId } from "../../src/TaskId.ts"
 
 const alive = (pid: number) => {
@@ -145,5 +147,49 @@ describe("SupervisorHandle controls (real processes)", () => {
         yield* assertNoneLeft(tag)
       })
     )
+  )
+
+  it.live(
+    "live lists every process until it is reaped, a spare being stopped too (as a spare); kill SIGKILLs them all at once",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          // Every process ignores SIGTERM: left alone, the stop would take the whole 60 s.
+          const { handle, tag } = yield* supervise({
+            mode: "module",
+            command: fixture("spare-ignore-term.js"),
+            args: [dir],
+            processes: 1,
+            spares: 1,
+            stopTimeout: "60 seconds"
+          })
+          yield* handle.awaitReady
+          const [spare] = yield* eventually(
+            () => (Effect.runSync(handle.spares).length === 1 ? Effect.runSync(handle.spares) : undefined),
+            "15 seconds"
+          )
+          const worker = Option.getOrThrow((yield* handle.status)[0]!.pid)
+          // Booted: their SIGTERM handlers are installed.
+          yield* eventually(() => {
+            const files = readdirSync(dir)
+            return files.includes(`boot-${worker}`) && files.includes(`boot-${spare}`) ? true : undefined
+          }, "15 seconds")
+          /** Each process as `pid:task`, or `pid:spare`, sorted. */
+          const listed = (live: ReadonlyArray<Supervisor.LiveProcess>) =>
+            live.map((p) => `${p.pid}:${Option.getOrElse(p.taskId, () => "spare")}`).sort()
+          const both = [`${worker}:0`, `${spare}:spare`].sort()
+          assert.deepStrictEqual(listed(yield* handle.live), both)
+          const stopping = yield* Effect.forkChild(handle.stop)
+          // The spare has left the pool and the worker its slot, but neither is reaped: both still listed.
+          yield* eventually(() => Effect.runSync(handle.spares).length === 0 || undefined)
+          assert.deepStrictEqual(listed(yield* handle.live), both)
+          assert.deepStrictEqual(listed(yield* handle.kill), both)
+          yield* Fiber.join(stopping)
+          assert.deepStrictEqual(yield* handle.live, [])
+          assert.isFalse(alive(worker) || alive(spare!))
+          yield* assertNoneLeft(tag)
+        })
+      )
   )
 })
