@@ -562,8 +562,13 @@ export const supervise = (input: Input) => {
       const now = yield* Clock.currentTimeMillis
       const slots = yield* handle.status
       const spares = yield* handle.spares
+      const stopping = Status.unlisted(slots, spares, yield* handle.live)
+        .map(Status.processName)
+        .join(", ")
       if (input.logFormat === "pretty") {
-        stderr.write(`${Status.table(slots, now)}\n${spares.length > 0 ? `spares: ${spares.join(", ")}\n` : ""}`)
+        stderr.write(
+          `${Status.table(slots, now)}\n${spares.length > 0 ? `spares: ${spares.join(", ")}\n` : ""}${stopping.length > 0 ? `stopping: ${stopping}\n` : ""}`
+        )
         return
       }
       // The same key names as every other record: taskId and pid.
@@ -571,6 +576,7 @@ export const supervise = (input: Input) => {
         yield* Effect.logInfo("status").pipe(Effect.annotateLogs({ taskId: task, ...row }))
       }
       if (spares.length > 0) yield* Effect.logInfo("status").pipe(Effect.annotateLogs({ spares: spares.join(",") }))
+      if (stopping.length > 0) yield* Effect.logInfo("status").pipe(Effect.annotateLogs({ stopping }))
     })
   return Effect.scoped(
     Effect.gen(function* () {

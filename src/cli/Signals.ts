@@ -21,7 +21,8 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
-import type { LiveProcess, SupervisorHandle } from "../Supervisor.ts"
+import type { SupervisorHandle } from "../Supervisor.ts"
+import * as Status from "./Status.ts"
 
 /**
  * The signals `prefork` acts on while it runs (SIGINT and SIGTERM are
@@ -92,10 +93,6 @@ export const listen = (): Effect.Effect<Listener, never, Scope.Scope> =>
     return { signals, supervisor }
   })
 
-/** A process as the log names it: `child 2 (pid 4242)`, or `spare (pid 4243)`. */
-const name = (p: LiveProcess): string =>
-  `${Option.match(p.taskId, { onNone: () => "spare", onSome: (id) => `child ${id}` })} (pid ${p.pid})`
-
 /** A second SIGINT or SIGTERM: SIGKILL to every process the supervisor has now (none before it has started). */
 const force = (signal: NodeJS.Signals, supervisor: Deferred.Deferred<SupervisorHandle>): Effect.Effect<void> =>
   Effect.gen(function* () {
@@ -103,7 +100,7 @@ const force = (signal: NodeJS.Signals, supervisor: Deferred.Deferred<SupervisorH
     const handle = yield* Deferred.poll(supervisor)
     if (Option.isNone(handle)) return
     const killed = yield* Effect.flatMap(handle.value, (h) => h.kill)
-    if (killed.length > 0) yield* Effect.logInfo(`SIGKILL sent to ${killed.map(name).join(", ")}`)
+    if (killed.length > 0) yield* Effect.logInfo(`SIGKILL sent to ${killed.map(Status.processName).join(", ")}`)
   })
 
 /**

@@ -9,10 +9,14 @@
  * 2     -      restarting  3         -       SIGKILL
  * ```
  *
+ * Below it, the spares waiting for a task id, and every other process the
+ * supervisor still has (a spare or a replaced worker being stopped): one is
+ * shown until it is reaped.
+ *
  * @since 0.1.0
  */
 import * as Option from "effect/Option"
-import type { SlotStatus } from "../Supervisor.ts"
+import type { LiveProcess, SlotStatus } from "../Supervisor.ts"
 
 /**
  * One slot, as plain data: what the table shows, for structured logs.
@@ -85,4 +89,35 @@ export const table = (slots: ReadonlyArray<SlotStatus>, now: number): string => 
   return [header, ...body]
     .map((cells) => cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]! + 2))).join(""))
     .join("\n")
+}
+
+/**
+ * A process as the log names it: `child 2 (pid 4242)`, or `spare (pid 4243)`
+ * for a spare not given a task id.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const processName = (p: LiveProcess): string =>
+  `${Option.match(p.taskId, { onNone: () => "spare", onSome: (id) => `child ${id}` })} (pid ${p.pid})`
+
+/**
+ * The processes of `live` that neither the table (a slot's worker or
+ * replacement) nor the spares show: the ones being stopped (a spare, a
+ * worker replaced or scaled away), until they are reaped.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const unlisted = (
+  slots: ReadonlyArray<SlotStatus>,
+  spares: ReadonlyArray<number>,
+  live: ReadonlyArray<LiveProcess>
+): ReadonlyArray<LiveProcess> => {
+  const shown = new Set(spares)
+  for (const slot of slots) {
+    if (Option.isSome(slot.pid)) shown.add(slot.pid.value)
+    if (Option.isSome(slot.replacement)) shown.add(slot.replacement.value)
+  }
+  return live.filter((p) => !shown.has(p.pid))
 }

@@ -136,4 +136,41 @@ describe("prefork: signals read the supervisor when they act (real processes)", 
       })
     )
   )
+
+  it.live("SIGUSR2 shows a spare being stopped (a reload refreshes the spares) until it is reaped, named a spare", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const p = yield* prefork([
+          "-n",
+          "1",
+          "--spares",
+          "1",
+          "--stop-timeout",
+          "60s",
+          "--",
+          "node",
+          fixture("spare-ignore-term.js"),
+          dir
+        ])
+        const spare = yield* eventually(() => booted(dir, "spare")[0], "15 seconds")
+        yield* eventually(() => (readdirSync(dir).some((f) => f.startsWith("ready-0-")) ? true : undefined))
+        p.signal("SIGHUP")
+        yield* stderrHas(p, "SIGHUP received: reloading")
+        // The reload stops the spare first; it ignores SIGTERM, so it stays being stopped for the 60 s.
+        const shown = `stopping: spare (pid ${spare})`
+        for (let i = 0; i < 50 && !p.stderr().includes(shown); i++) {
+          p.signal("SIGUSR2")
+          yield* Effect.sleep("200 millis")
+        }
+        assert.include(p.stderr(), shown)
+        p.signal("SIGTERM")
+        yield* stderrHas(p, "SIGTERM received: stopping")
+        p.signal("SIGTERM")
+        assert.strictEqual((yield* p.exit).code, 0, p.stderr())
+        assert.deepStrictEqual(pidsWithTag(p.tag), [])
+        assert.notInclude(p.stderr(), `child 0 (pid ${spare})`)
+      })
+    )
+  )
 })
