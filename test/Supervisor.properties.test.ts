@@ -11,7 +11,11 @@
  * - every process has exactly one `Started` and one `Exited` event;
  * - the budget is spent exactly as Tornado counts: one per restart of an
  *   abnormal exit, none for requested restarts or exits while stopping;
- * - every handle call has returned (no waiter left behind);
+ * - every handle call has returned (no waiter left behind), and truthfully: a `restart` or a
+ *   `reload` that returns while the supervisor runs has replaced the worker it found (or that
+ *   slot has ended);
+ * - a recycle asked is never lost: given ready replacements and time, the worker it was for is
+ *   gone (recycled, or replaced for another reason);
  * - with health on: spares are never workers (no task id, not in `status`) until a slot takes one, and die
  *   with the supervisor; hung workers spend the budget, recycles never do.
  */
@@ -188,11 +192,51 @@ const runScenario = (scenario: Scenario) =>
         : {})
     }).pipe(Scope.provide(scope))
     const collector = yield* Effect.forkChild(Stream.runCollect(handle.events))
+    /** The events so far, as they come. */
+    const seen: Array<Model.Event> = []
+    yield* Effect.forkChild(Stream.runForEach(handle.events, (e) => Effect.sync(() => seen.push(e))))
     const result = yield* Effect.forkChild(handle.await)
     yield* settle
     const calls: Array<Fiber.Fiber<unknown, unknown>> = []
     /** Abnormal exits the test caused itself: the budget can be spent on these and on workers not ready in time. */
     let faults = 0
+    /** Answers that were not true when they came. */
+    const untruths: Array<string> = []
+
+    /**
+     * Checks, the moment a `restart` or `reload` returns, that each worker it
+     * found (task id, pid) is gone: replaced as asked, or superseded. Unless
+     * the supervision is ending or that slot has ended (the answer is then "gone").
+     */
+    const truthful = (what: string, found: ReadonlyArray<readonly [number, number]>) =>
+      Effect.gen(function* () {
+        if (result.pollUnsafe() !== undefined) return
+        const status = yield* handle.status
+        if (status.some((s) => s.taskId < handle.processes && s.state === "stopping")) return
+        for (const [taskId, pid] of found) {
+          const slot = status.find((s) => s.taskId === taskId)
+          if (slot === undefined || taskId >= handle.processes || slot.state === "exited" || slot.state === "stopped")
+            continue
+          if (Option.isNone((yield* spawner.process(pid)).exitStatus)) {
+            // "Gone" is the truth when the supervision had begun to end as it answered: its slots say so next.
+            yield* settle
+            const closing = (yield* handle.status).some((s) => s.state === "stopping")
+            if (!closing && result.pollUnsafe() === undefined) {
+              untruths.push(`${what} returned while pid ${pid} of task ${taskId} still runs`)
+            }
+          }
+        }
+      })
+
+    /** The worker of each slot now (not a surge's replacement): what a restart or reload asked about. */
+    const found = (only?: number) =>
+      Effect.map(handle.status, (status) =>
+        status.flatMap((s) =>
+          Option.isSome(s.pid) && (only === undefined || s.taskId === only)
+            ? [[s.taskId as number, s.pid.value] as const]
+            : []
+        )
+      )
 
     const call = (effect: Effect.Effect<unknown, unknown>, cut: number) =>
       Effect.gen(function* () {
@@ -267,7 +311,10 @@ const runScenario = (scenario: Scenario) =>
             const surging = Option.isSome(
               (yield* handle.status).find((s) => s.taskId === op.slot)?.replacement ?? Option.none()
             )
-            const fiber = yield* Effect.forkChild(handle.restart(taskId))
+            const asked = yield* found(op.slot)
+            const fiber = yield* Effect.forkChild(
+              Effect.tap(handle.restart(taskId), () => truthful(`restart(${op.slot})`, asked))
+            )
             calls.push(fiber)
             yield* settle
             // While the supervisor runs, a restart stops the worker it found at once (SIGTERM), whatever the worker does then.
@@ -300,7 +347,8 @@ const runScenario = (scenario: Scenario) =>
           case "Reload": {
             const reload = handle.reload({ surge: op.surge, concurrency: op.concurrency })
             if (op.cut !== 0) return yield* call(reload, op.cut)
-            const fiber = yield* Effect.forkChild(reload)
+            const asked = yield* found()
+            const fiber = yield* Effect.forkChild(Effect.tap(reload, () => truthful("reload", asked)))
             calls.push(fiber)
             yield* settle
             // A reload that failed has stopped the replacement it gave up on.
@@ -335,6 +383,22 @@ const runScenario = (scenario: Scenario) =>
         for (const p of yield* spawner.live) assert.strictEqual(p.request.sockets?.length, 2)
       }
       if (result.pollUnsafe() === undefined) yield* checkConsistent(spawner, handle, `after op ${i} (${op._tag})`)
+    }
+
+    // With health: a quiet while, replacements made ready as they come; every recycle asked by then happens
+    // (its worker is gone), unless the supervision ended meanwhile.
+    if (scenario.health && result.pollUnsafe() === undefined) {
+      const asked = seen.flatMap((e) => (e._tag === "Recycling" ? [e.pid] : []))
+      for (let i = 0; i < 60 && result.pollUnsafe() === undefined; i++) {
+        for (const p of yield* workers(spawner)) yield* spawner.ready(p.pid)
+        yield* TestClock.adjust(500)
+        yield* settle
+      }
+      if (result.pollUnsafe() === undefined) {
+        for (const pid of asked) {
+          assert.isTrue(Option.isSome((yield* spawner.process(pid)).exitStatus), `the recycle of pid ${pid} was lost`)
+        }
+      }
     }
 
     // The end: a stop, an interruption, or every worker finishing.
@@ -381,6 +445,8 @@ const runScenario = (scenario: Scenario) =>
     yield* Scope.close(scope, Exit.void)
     const events = Array.from(yield* Fiber.join(collector))
     yield* settle
+
+    assert.deepStrictEqual(untruths, [], "an answer was not true")
 
     // Every handle call has returned.
     for (const fiber of calls) {

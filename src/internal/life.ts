@@ -27,6 +27,7 @@ import type * as Surge from "./surge.ts"
 export interface Ended {
   readonly pid: number
   readonly status: ExitStatus.ExitStatus
+  /** When it was spawned, in monotonic milliseconds (for its uptime). */
   readonly startedAt: number
   readonly notReady: Option.Option<NotReady>
   /** Stopped by `restart`: started again at once, spending no budget. */
@@ -69,10 +70,12 @@ export const make = (options: {
   readonly apply: (taskId: TaskId, t: Slot.Transition) => Effect.Effect<void>
   readonly publish: (event: Event) => Effect.Effect<unknown>
   readonly now: () => number
+  /** Monotonic milliseconds, for durations. */
+  readonly monotonic: () => number
   readonly surges: Surge.Surges
   readonly recycle: (taskId: TaskId, reason: Recycled, pid: number) => Effect.Effect<unknown>
 }) => {
-  const { apply, cfg, now, publish, surges } = options
+  const { apply, cfg, monotonic, now, publish, surges } = options
   const readyOf = options.ready
   /**
    * The worker's life once spawned: until ready (or not in time), then until
@@ -85,7 +88,7 @@ export const make = (options: {
     Effect.gen(function* () {
       const { pid } = handle
       const mailbox = options.mailbox(taskId)
-      const startedAt = now()
+      const startedAt = monotonic()
       const ended = (status: ExitStatus.ExitStatus, more: Partial<Ended> = {}): Ended => ({
         pid,
         status,
@@ -137,7 +140,7 @@ export const make = (options: {
         yield* publish({ _tag: "Ready", taskId, pid, at: now() })
         yield* apply(taskId, { _tag: "Ready" })
         yield* Mailbox.running(mailbox)
-        yield* Metrics.recordReady((now() - startedAt) / 1000)
+        yield* Metrics.recordReady((monotonic() - startedAt) / 1000)
         yield* Effect.annotateCurrentSpan("prefork.ready", true)
       }
       // Both watches keep their deadlines across the races below: started once, at readiness.

@@ -150,7 +150,10 @@ export const start = Effect.fnUntraced(function* (
   const step = yield* RestartPolicy.start(policy)
   const budgetLock = Semaphore.makeUnsafe(1)
   const resetAfter = Duration.toMillis(policy.resetAfter)
+  /** Wall-clock milliseconds: the `at` of events and records, for people. */
   const now = () => clock.currentTimeMillisUnsafe()
+  /** Monotonic milliseconds: every duration and deadline (a clock stepped back moves none of them). */
+  const monotonic = () => Number(clock.currentTimeNanosUnsafe() / 1_000_000n)
 
   const table = yield* SubscriptionRef.make(Slot.makeTable(cfg.processes))
   const apply = (taskId: TaskId, t: Slot.Transition) =>
@@ -174,7 +177,7 @@ export const start = Effect.fnUntraced(function* (
     if (limits.maxRestarts !== undefined) left = limits.maxRestarts - restarts
     if (limits.intensity !== undefined) {
       const window = Duration.toMillis(limits.intensity.within)
-      const at = now()
+      const at = monotonic()
       left = Math.min(left, limits.intensity.maxRestarts - counted.filter((t) => at - t < window).length)
     }
     return Number.isFinite(left) ? Metrics.setBudgetRemaining(Math.max(0, left)) : Effect.void
@@ -277,6 +280,7 @@ export const start = Effect.fnUntraced(function* (
     apply,
     publish,
     now,
+    monotonic,
     surges,
     recycle: (taskId, reason, pid) =>
       FiberSet.run(
@@ -437,7 +441,7 @@ export const start = Effect.fnUntraced(function* (
         ...(reason === undefined ? {} : { reason })
       })
       yield* Effect.annotateCurrentSpan(exitAttributes(status, reason))
-      return { ...ended, at, record, restart }
+      return { ...ended, endedAt: monotonic(), record, restart }
     })
 
   /** One slot: start, wait, classify the exit, spend the budget, restart or stop. */
@@ -447,7 +451,7 @@ export const start = Effect.fnUntraced(function* (
     let link: Tracer.AnySpan | undefined
     while (true) {
       const {
-        at,
+        endedAt,
         next: replacement,
         record,
         requested,
@@ -463,7 +467,7 @@ export const start = Effect.fnUntraced(function* (
         yield* Effect.yieldNow
         continue
       }
-      failures = at - startedAt >= resetAfter ? 1 : failures + 1
+      failures = endedAt - startedAt >= resetAfter ? 1 : failures + 1
       const delay = yield* budgetLock.withPermits(1)(step(record))
       if (Option.isNone(delay)) {
         return yield* new TooManyRestarts({
@@ -475,7 +479,7 @@ export const start = Effect.fnUntraced(function* (
         })
       }
       restarts++
-      counted.push(at)
+      counted.push(endedAt)
       if (counted.length > EXIT_HISTORY) counted.shift()
       yield* apply(taskId, { _tag: "Counted" })
       yield* Metrics.recordRestart(
