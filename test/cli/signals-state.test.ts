@@ -39,6 +39,24 @@ const booted = (dir: string, as: "spare" | "worker") =>
     .map((f) => Number(f.slice("boot-".length)))
     .filter((pid) => readFileSync(Path.join(dir, `boot-${pid}`), "utf8") === as)
 
+/**
+ * `prefork -n <workers> --spares 1 --stop-timeout <stopTimeout>` over workers that ignore SIGTERM, once every
+ * worker has its task id and the spare has booted (their handlers installed): prefork, the spare's pid and the
+ * workers' pids.
+ */
+const withSpare = (workers: number, stopTimeout: string) =>
+  Effect.gen(function* () {
+    const dir = yield* tempDir
+    const flags = ["-n", String(workers), "--spares", "1", "--stop-timeout", stopTimeout]
+    const p = yield* prefork([...flags, "--", "node", fixture("spare-ignore-term.js"), dir])
+    const spare = yield* eventually(() => {
+      const ready = readdirSync(dir).filter((f) => f.startsWith("ready-")).length
+      const spares = booted(dir, "spare")
+      return ready === workers && spares.length === 1 ? spares[0] : undefined
+    }, "15 seconds")
+    return { p, spare, workers: booted(dir, "worker") }
+  })
+
 describe("prefork: signals read the supervisor when they act (real processes)", () => {
   it.live("after `ctl scale 5`, SIGTTIN makes 6 workers; after `ctl scale 5` again, SIGTTOU makes 4", () =>
     Effect.scoped(
@@ -70,27 +88,7 @@ describe("prefork: signals read the supervisor when they act (real processes)", 
     () =>
       Effect.scoped(
         Effect.gen(function* () {
-          const dir = yield* tempDir
-          const p = yield* prefork([
-            "-n",
-            "2",
-            "--spares",
-            "1",
-            "--stop-timeout",
-            "60s",
-            "--",
-            "node",
-            fixture("spare-ignore-term.js"),
-            dir
-          ])
-          const spare = yield* eventually(() => {
-            const files = readdirSync(dir)
-            const spares = booted(dir, "spare")
-            return files.filter((f) => f.startsWith("ready-")).length === 2 && spares.length === 1
-              ? spares[0]
-              : undefined
-          }, "15 seconds")
-          const workers = booted(dir, "worker")
+          const { p, spare, workers } = yield* withSpare(2, "60s")
           assert.strictEqual(workers.length, 2)
           p.signal("SIGINT")
           yield* stderrHas(p, "Stopping 2 processes")
@@ -112,21 +110,7 @@ describe("prefork: signals read the supervisor when they act (real processes)", 
   it.live("a spare that outlives --stop-timeout is named a spare when it is killed, not child 0", () =>
     Effect.scoped(
       Effect.gen(function* () {
-        const dir = yield* tempDir
-        const p = yield* prefork([
-          "-n",
-          "1",
-          "--spares",
-          "1",
-          "--stop-timeout",
-          "1s",
-          "--",
-          "node",
-          fixture("spare-ignore-term.js"),
-          dir
-        ])
-        const spare = yield* eventually(() => booted(dir, "spare")[0], "15 seconds")
-        yield* eventually(() => (readdirSync(dir).some((f) => f.startsWith("ready-0-")) ? true : undefined))
+        const { p, spare } = yield* withSpare(1, "1s")
         p.signal("SIGTERM")
         assert.strictEqual((yield* p.exit).code, 0, p.stderr())
         assert.deepStrictEqual(pidsWithTag(p.tag), [])
@@ -140,21 +124,7 @@ describe("prefork: signals read the supervisor when they act (real processes)", 
   it.live("SIGUSR2 shows a spare being stopped (a reload refreshes the spares) until it is reaped, named a spare", () =>
     Effect.scoped(
       Effect.gen(function* () {
-        const dir = yield* tempDir
-        const p = yield* prefork([
-          "-n",
-          "1",
-          "--spares",
-          "1",
-          "--stop-timeout",
-          "60s",
-          "--",
-          "node",
-          fixture("spare-ignore-term.js"),
-          dir
-        ])
-        const spare = yield* eventually(() => booted(dir, "spare")[0], "15 seconds")
-        yield* eventually(() => (readdirSync(dir).some((f) => f.startsWith("ready-0-")) ? true : undefined))
+        const { p, spare } = yield* withSpare(1, "60s")
         p.signal("SIGHUP")
         yield* stderrHas(p, "SIGHUP received: reloading")
         // The reload stops the spare first; it ignores SIGTERM, so it stays being stopped for the 60 s.
