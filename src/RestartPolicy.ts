@@ -56,8 +56,20 @@ export interface RestartOptions {
   readonly normalExitCodes?: ReadonlyArray<number> | undefined
   /** How many restarts in all (shared by every slot) before giving up. Default 100; `Infinity` for no limit. */
   readonly maxRestarts?: number | undefined
-  /** OTP-style intensity: at most `maxRestarts` restarts within any window of `within`. */
-  readonly intensity?: { readonly maxRestarts: number; readonly within: Duration.Input } | undefined
+  /**
+   * OTP-style intensity: at most `maxRestarts` restarts within any window of
+   * `within`, counted over all workers together (`per: "supervisor"`, the
+   * default, as OTP) or for each worker alone (`per: "worker"`: a crash loop
+   * of one worker gives up, every worker crashing once at the same moment
+   * does not; systemd's `StartLimitBurst` counts the same way, per unit).
+   */
+  readonly intensity?:
+    | {
+        readonly maxRestarts: number
+        readonly within: Duration.Input
+        readonly per?: "supervisor" | "worker" | undefined
+      }
+    | undefined
   /** A budget of your own; replaces `maxRestarts` and `intensity`. */
   readonly budget?: Budget | undefined
   /** Per-slot exponential backoff between restarts. Default: none (restart at once, as Tornado). */
@@ -95,6 +107,7 @@ export interface RestartPolicy {
    */
   readonly limits?: {
     readonly maxRestarts?: number | undefined
+    /** A shared intensity (one counted per worker has no single "remaining"). */
     readonly intensity?: { readonly maxRestarts: number; readonly within: Duration.Duration } | undefined
   }
 }
@@ -118,20 +131,30 @@ export const maxRestarts = (n: number): Budget => (n === Infinity ? Schedule.for
 /**
  * OTP's restart intensity: at most `n` restarts within any sliding window of
  * `within`. A burst of `n + 1` abnormal exits inside the window gives up; exits
- * spaced wider than `within / n` never do.
+ * spaced wider than `within / n` never do. With `per: "worker"` each worker
+ * (task id) has a window of its own: only one worker's own `n + 1` restarts
+ * within `within` give up.
  *
  * @since 0.1.0
  * @category budgets
  */
-export const intensity = (n: number, within: Duration.Input): Budget => {
+export const intensity = (n: number, within: Duration.Input, per: "supervisor" | "worker" = "supervisor"): Budget => {
   const window = Duration.toMillis(Duration.fromInputUnsafe(within))
   return Schedule.fromStepWithMetadata(
     Effect.sync(() => {
-      const recent: Array<number> = []
+      const windows = new Map<number, Array<number>>()
       return (meta: Schedule.InputMetadata<ExitRecord>) => {
+        const key = per === "worker" ? meta.input.taskId : -1
+        const recent = windows.get(key) ?? []
         while (recent.length > 0 && meta.now - recent[0]! >= window) recent.shift()
         if (recent.length >= n) return Cause.done(recent.length)
         recent.push(meta.now)
+        windows.set(key, recent)
+        // Windows that emptied are forgotten: the map holds only workers that restarted within the window.
+        if (per === "worker" && windows.size > 64) {
+          for (const [task, times] of windows)
+            if (times.length === 0 || meta.now - times.at(-1)! >= window) windows.delete(task)
+        }
         return Effect.succeed([recent.length, Duration.zero] as [number, Duration.Duration])
       }
     })
@@ -247,8 +270,15 @@ export const make = Effect.fnUntraced(function* (
       if (Duration.toMillis(within) <= 0) {
         return yield* invalid("intensity.within", `intensity.within must be a positive duration`)
       }
-      parts.push(intensity(n, within))
-      limits = { ...limits, intensity: { maxRestarts: n, within } }
+      const per = options.intensity.per ?? "supervisor"
+      if (per !== "supervisor" && per !== "worker") {
+        return yield* invalid(
+          "intensity.per",
+          `intensity.per must be "supervisor" or "worker", got ${JSON.stringify(per)}`
+        )
+      }
+      parts.push(intensity(n, within, per))
+      if (per === "supervisor") limits = { ...limits, intensity: { maxRestarts: n, within } }
     }
     budget = parts.length === 1 ? parts[0]! : Schedule.max([parts[0]!, parts[1]!])
   }

@@ -436,3 +436,27 @@ describe("RestartPolicy", () => {
     )
   })
 })
+
+describe("intensity per worker", () => {
+  it.effect("each task id has its own window: many workers once each pass, one worker's burst gives up", () =>
+    Effect.gen(function* () {
+      const policy = yield* RestartPolicy.make({ intensity: { maxRestarts: 2, within: "10 seconds", per: "worker" } })
+      assert.isUndefined(policy.limits?.intensity, "no single remaining count for a per-worker window")
+      const step = yield* RestartPolicy.start(policy)
+      const exit = (taskId: number) =>
+        new ExitRecord({ taskId, pid: 100 + taskId, status: ExitStatus.exited(1), at: 0 })
+      for (let taskId = 0; taskId < 16; taskId++) assert.isTrue(Option.isSome(yield* step(exit(taskId))))
+      assert.isTrue(Option.isSome(yield* step(exit(3))))
+      assert.isTrue(Option.isNone(yield* step(exit(3))), "task 3's third restart within 10 s")
+    })
+  )
+
+  it.effect("a bad per is an InvalidOptions naming intensity.per", () =>
+    Effect.gen(function* () {
+      const error = yield* Effect.flip(
+        RestartPolicy.make({ intensity: { maxRestarts: 2, within: "1 second", per: "task" as unknown as "worker" } })
+      )
+      assert.strictEqual(error.field, "intensity.per")
+    })
+  )
+})

@@ -89,20 +89,29 @@ export const parseEnv = (text: string): Option.Option<readonly [string, string]>
 
 /**
  * Reads `--intensity`: `<restarts>/<window>`, such as `5/10s` (at most 5
- * restarts within any 10 seconds).
+ * restarts within any 10 seconds, all workers together), with `,per-worker`
+ * for a window of each worker's own (`5/10s,per-worker`).
  *
  * @since 0.1.0
  * @category parsing
  */
 export const parseIntensity = (
   text: string
-): Option.Option<{ readonly maxRestarts: number; readonly within: Duration.Duration }> => {
-  const slash = text.indexOf("/")
+): Option.Option<{
+  readonly maxRestarts: number
+  readonly within: Duration.Duration
+  readonly per: "supervisor" | "worker"
+}> => {
+  const perWorker = /,\s*per-worker$/.exec(text)
+  const body = perWorker === null ? text : text.slice(0, perWorker.index)
+  const slash = body.indexOf("/")
   if (slash === -1) return Option.none()
-  const count = text.slice(0, slash).trim()
+  const count = body.slice(0, slash).trim()
   if (!/^\d+$/.test(count)) return Option.none()
-  return Option.flatMap(parseDuration(text.slice(slash + 1)), (within) =>
-    Duration.toMillis(within) > 0 ? Option.some({ maxRestarts: Number(count), within }) : Option.none()
+  return Option.flatMap(parseDuration(body.slice(slash + 1)), (within) =>
+    Duration.toMillis(within) > 0
+      ? Option.some({ maxRestarts: Number(count), within, per: perWorker === null ? "supervisor" : "worker" })
+      : Option.none()
   )
 }
 

@@ -73,16 +73,23 @@ const parseReady = (text: string): Option.Option<Ready> =>
  * The command's restart budget when neither `--max-restarts` nor
  * `--intensity` is given: a service's, not Tornado's lifetime total of 100
  * (the library's default). systemd's `StartLimitBurst=5` within
- * `StartLimitIntervalSec=10s`: more than 5 restarts in any 10 seconds is a
- * crash loop and gives up (exit 3); crashes further apart are restarted for
- * ever, as PM2, systemd and supervisord do.
+ * `StartLimitIntervalSec=10s`, counted as systemd counts it, per unit: a
+ * worker restarted more than 5 times in any 10 seconds is in a crash loop and
+ * prefork gives up (exit 3); every worker crashing once at the same moment
+ * (a database that went away) is not a crash loop; crashes further apart are
+ * restarted for ever, as PM2, systemd and supervisord do.
  *
  * @since 0.1.0
  * @category options
  */
-export const DEFAULT_INTENSITY: { readonly maxRestarts: number; readonly within: Duration.Duration } = {
+export const DEFAULT_INTENSITY: {
+  readonly maxRestarts: number
+  readonly within: Duration.Duration
+  readonly per: "worker"
+} = {
   maxRestarts: 5,
-  within: Duration.seconds(10)
+  within: Duration.seconds(10),
+  per: "worker"
 }
 
 /**
@@ -143,11 +150,11 @@ export const flags = {
   ),
   intensity: Flag.String("intensity").pipe(
     Flag.withMetavar("n/duration"),
-    Flag.filterMap(Argv.parseIntensity, () => "<restarts>/<window>, such as 5/10s"),
+    Flag.filterMap(Argv.parseIntensity, () => "<restarts>/<window>[,per-worker], such as 5/10s"),
     Flag.withDescription(
       describe(
-        "Give up (exit 3) on a crash loop: more than n restarts within any window of this length (OTP intensity)",
-        `${DEFAULT_INTENSITY.maxRestarts}/${Duration.format(DEFAULT_INTENSITY.within)}, none with --max-restarts alone`
+        "Give up (exit 3) on a crash loop: more than n restarts within any window of this length, all workers together (OTP intensity), or each worker alone with ,per-worker",
+        `${DEFAULT_INTENSITY.maxRestarts}/${Duration.format(DEFAULT_INTENSITY.within)},per-worker; none with --max-restarts alone`
       )
     ),
     Flag.optional

@@ -1,6 +1,7 @@
 /**
  * The command's restart policy is a service's (issue 18): with no budget flag
- * it gives up only on a crash loop (more than 5 restarts within 10 s, with a
+ * it gives up only on a crash loop (a worker restarted more than 5 times within
+ * 10 s; every worker crashing at once is not one), with a
  * backoff of 100 ms doubling up to 1 s between a worker's rapid restarts),
  * never because of crashes far apart; `--max-restarts n` is still a total over
  * prefork's life. The options come from `Command.toOptions`; the supervisor
@@ -13,6 +14,7 @@ import type { BindFailed, InvalidOptions, SpawnFailed, TooManyRestarts } from ".
 import * as ExitStatus from "../../src/ExitStatus.ts"
 import * as Supervisor from "../../src/Supervisor.ts"
 import * as TestSpawner from "../../src/testing/TestSpawner.ts"
+import * as Argv from "../../src/cli/Argv.ts"
 import * as Command from "../../src/cli/Command.ts"
 
 /** The parsed command line of `prefork -n 2 --no-prefix -- node app.js`, with `overrides`. */
@@ -57,12 +59,13 @@ const ms = (d: Duration.Input | undefined) =>
   d === undefined ? undefined : Duration.toMillis(Duration.fromInputUnsafe(d))
 
 describe("the command's default restart policy", () => {
-  it.effect("no budget flag: intensity 5/10s, no lifetime total, backoff 100ms doubling up to 1s", () =>
+  it.effect("no budget flag: intensity 5/10s per worker, no lifetime total, backoff 100ms doubling up to 1s", () =>
     Effect.gen(function* () {
       const options = yield* Command.toOptions(input({}), undefined)
       assert.strictEqual(options.maxRestarts, undefined)
       assert.strictEqual(options.intensity?.maxRestarts, 5)
       assert.strictEqual(ms(options.intensity?.within), 10_000)
+      assert.strictEqual(options.intensity?.per, "worker")
       assert.strictEqual(ms(options.backoff?.initial), 100)
       assert.strictEqual(ms(options.backoff?.max), 1_000)
     })
@@ -74,11 +77,15 @@ describe("the command's default restart policy", () => {
       assert.strictEqual(total.maxRestarts, 7)
       assert.strictEqual(total.intensity, undefined)
       const both = yield* Command.toOptions(
-        input({ maxRestarts: Option.some(7), intensity: Option.some({ maxRestarts: 2, within: Duration.seconds(1) }) }),
+        input({
+          maxRestarts: Option.some(7),
+          intensity: Option.some({ maxRestarts: 2, within: Duration.seconds(1), per: "supervisor" as const })
+        }),
         undefined
       )
       assert.strictEqual(both.maxRestarts, 7)
       assert.strictEqual(both.intensity?.maxRestarts, 2)
+      assert.strictEqual(both.intensity?.per, "supervisor")
       // Tornado's rule exactly: --max-restarts 100 --backoff 0.
       const tornado = yield* Command.toOptions(
         input({ maxRestarts: Option.some(100), backoff: Option.some(Duration.zero) }),
@@ -103,13 +110,14 @@ const supervised = <A>(
   body: (
     spawner: Control,
     run: Fiber.Fiber<Supervisor.Summary, TooManyRestarts | SpawnFailed | InvalidOptions | BindFailed>
-  ) => Effect.Effect<A>
+  ) => Effect.Effect<A>,
+  processes = 2
 ) =>
   Effect.gen(function* () {
-    const options = yield* Command.toOptions(input({}), undefined)
+    const options = yield* Command.toOptions(input({ processes }), undefined)
     const spawner = yield* TestSpawner.TestSpawner
     const run = yield* Effect.forkChild(Supervisor.run(options))
-    yield* spawner.awaitSpawns(2)
+    yield* spawner.awaitSpawns(processes)
     return yield* body(spawner, run)
   }).pipe(Effect.provide(Layer.merge(TestSpawner.layer(), Logger.layer([]))))
 
@@ -132,7 +140,10 @@ describe("the default policy, under TestClock", () => {
         assert.isTrue(exit._tag === "Failure", "the supervisor gave up")
         const error = yield* Effect.orDie(Effect.flip(Fiber.join(run)))
         assert.strictEqual(error._tag, "TooManyRestarts")
-        assert.strictEqual(error._tag === "TooManyRestarts" ? error.restarts : -1, 5)
+        // Each worker may be restarted 5 times within 10 s: the 6th exit of one of them gives up.
+        const restarts = error._tag === "TooManyRestarts" ? error.restarts : -1
+        assert.isAtLeast(restarts, 5)
+        assert.isAtMost(restarts, 10)
         assert.isBelow((yield* now) - start, 10_000)
         // Slot 0's restarts waited 100 ms, then 200 ms, … (its start times, less its 200 ms lives).
         const slot0 = (yield* spawner.processes).filter((p) => p.taskId === 0).map((p) => p.spawnedAt)
@@ -164,4 +175,42 @@ describe("the default policy, under TestClock", () => {
       })
     )
   )
+
+  it.effect(
+    "8 workers all crashing at the same moment, twice within 10 s, is not a crash loop; one worker's loop is",
+    () =>
+      supervised(
+        (spawner, run) =>
+          Effect.gen(function* () {
+            for (let round = 0; round < 2; round++) {
+              yield* TestClock.adjust("2 seconds")
+              for (const p of yield* spawner.live) yield* spawner.exit(p.pid, ExitStatus.exited(1))
+              yield* TestClock.adjust("1 second") // the longest backoff
+              yield* spawner.awaitSpawns(8 * (round + 2))
+            }
+            assert.isUndefined(run.pollUnsafe(), "16 restarts in 6 s, two per worker: still supervising")
+            assert.strictEqual((yield* spawner.live).length, 8)
+            // Now worker 3 alone dies at once, every time: its 6th restart within 10 s gives up.
+            for (let step = 0; step < 200 && run.pollUnsafe() === undefined; step++) {
+              for (const p of yield* spawner.live) if (p.taskId === 3) yield* spawner.exit(p.pid, ExitStatus.exited(1))
+              yield* TestClock.adjust("50 millis")
+            }
+            const error = yield* Effect.orDie(Effect.flip(Fiber.join(run)))
+            assert.strictEqual(error._tag, "TooManyRestarts")
+            assert.strictEqual(error._tag === "TooManyRestarts" ? error.exits.at(-1)?.taskId : -1, 3)
+            assert.deepStrictEqual(yield* spawner.live, [])
+          }),
+        8
+      )
+  )
+})
+
+describe("--intensity", () => {
+  it("reads n/window, all workers together, or each alone with ,per-worker; refuses the rest", () => {
+    const read = (text: string) =>
+      Option.map(Argv.parseIntensity(text), (i) => ({ n: i.maxRestarts, ms: Duration.toMillis(i.within), per: i.per }))
+    assert.deepStrictEqual(read("5/10s"), Option.some({ n: 5, ms: 10_000, per: "supervisor" as const }))
+    assert.deepStrictEqual(read("3/1m,per-worker"), Option.some({ n: 3, ms: 60_000, per: "worker" as const }))
+    for (const bad of ["5", "x/10s", "5/0s", "5/10s,per-task", "5/10s,"]) assert.isTrue(Option.isNone(read(bad)), bad)
+  })
 })
