@@ -11,6 +11,7 @@
  *
  * @since 0.1.0
  */
+import type * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -176,9 +177,13 @@ export interface ProcessHandle {
    */
   readonly stop: Effect.Effect<ExitStatus>
   /**
-   * When the worker last beat, in epoch milliseconds on the spawner's clock
-   * (none before its first beat, or without `heartbeat`). A beat only stores
-   * the time: the supervisor looks at it once per deadline, not per beat.
+   * When the worker last beat, in milliseconds on the monotonic clock
+   * (`monotonicMillis`: never the wall clock, which may be stepped), none
+   * before its first beat or without `heartbeat`. A beat only stores the
+   * time: the supervisor looks at it once per deadline, not per beat. Beats
+   * that have arrived but are not read yet (a supervisor that did not run for
+   * a while finds them waiting in its pipes) are read first, so a verdict
+   * never comes before evidence already received.
    */
   readonly lastHeartbeat: Effect.Effect<Option.Option<number>>
   /**
@@ -310,3 +315,15 @@ export const makeStop = (p: StopPrimitives): Effect.Effect<ExitStatus> => {
     return Fiber.join(fiber)
   })
 }
+
+/**
+ * The time scale of `ProcessHandle.lastHeartbeat`: the clock's monotonic
+ * reading (`Clock.monotonicTimeNanos`) in milliseconds. A spawner stamps each
+ * beat with it and the supervisor's deadlines read it, so a wall clock
+ * stepped back or forward moves neither. Its origin is arbitrary: compare
+ * readings, never show one.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const monotonicMillis = (clock: Clock.Clock): number => Number(clock.monotonicTimeNanosUnsafe()) / 1_000_000

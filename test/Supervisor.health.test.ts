@@ -4,7 +4,7 @@
  * and warm spares. Every timing rule is checked to the millisecond.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer, Logger, Metric, Option, Stream, Tracer } from "effect"
+import { Clock, Effect, Exit, Fiber, Layer, Logger, Metric, Option, Stream, Tracer } from "effect"
 import * as Duration from "effect/Duration"
 import type * as Scope from "effect/Scope"
 import { TestClock } from "effect/testing"
@@ -42,6 +42,46 @@ const advance = (ms: number) =>
       yield* settle
     }
   })
+
+/**
+ * The test clock with a wall reading that can be stepped (`step`), as NTP or
+ * an operator steps a real one: its monotonic reading and its timers do not
+ * move. And a supervisor that stops running for a while (`stall`): the
+ * monotonic clock moves on at once, and the timers due meanwhile fire late,
+ * when `advance` reaches them. Time goes forward with its own `advance` (the
+ * wrapper is not a `TestClock`). Provide `clock` as the `Clock`.
+ */
+const steppedWall = Effect.map(TestClock.testClockWith(Effect.succeed), (test) => {
+  let offset = 0
+  let stalled = 0n
+  const wallMillis = () => test.currentTimeMillisUnsafe() + offset
+  const wallNanos = () => test.currentTimeNanosUnsafe() + BigInt(offset) * 1_000_000n
+  const clock: Clock.Clock = {
+    currentTimeMillisUnsafe: wallMillis,
+    currentTimeMillis: Effect.sync(wallMillis),
+    currentTimeNanosUnsafe: wallNanos,
+    currentTimeNanos: Effect.sync(wallNanos),
+    monotonicTimeNanosUnsafe: () => test.monotonicTimeNanosUnsafe() + stalled,
+    monotonicTimeNanos: Effect.sync(() => test.monotonicTimeNanosUnsafe() + stalled),
+    sleep: (duration) => test.sleep(duration)
+  }
+  const step = (millis: number) =>
+    Effect.sync(() => {
+      offset += millis
+    })
+  const stall = (millis: number) =>
+    Effect.sync(() => {
+      stalled += BigInt(millis) * 1_000_000n
+    })
+  const advance = (ms: number) =>
+    Effect.gen(function* () {
+      for (let i = 0; i < ms; i++) {
+        yield* test.adjust(1)
+        yield* settle
+      }
+    })
+  return { clock, step, stall, advance }
+})
 
 /** Starts a supervisor and records its events. */
 const started = (options: Supervisor.Options) =>
@@ -174,6 +214,84 @@ describe("heartbeats", () => {
         assert.strictEqual((yield* spawner.live).length, 0)
       })
     ).pipe(Effect.scoped)
+  )
+
+  it.effect("the wall clock stepped back 20 s does not delay the verdict: deadlines are on the monotonic clock", () =>
+    Effect.gen(function* () {
+      const wall = yield* steppedWall
+      yield* withSpawner((spawner) =>
+        Effect.gen(function* () {
+          yield* started({ ...base, processes: 1, heartbeat: { timeout: "1 second", interval: "250 millis" } })
+          const [first] = yield* spawner.awaitSpawns(1)
+          yield* wall.advance(3000)
+          // The last beat was at 3000 (monotonic); the wall clock goes back 20 s half-way to the deadline.
+          yield* spawner.hang(first!.pid)
+          yield* wall.advance(500)
+          yield* wall.step(-20_000)
+          yield* wall.advance(499)
+          assert.deepStrictEqual(yield* spawner.kills, [], "nothing before the deadline")
+          yield* wall.advance(1)
+          // At the deadline, 1000 ms after the last beat: 4000 on the monotonic clock, -16000 on the wall clock.
+          assert.deepStrictEqual(
+            (yield* spawner.kills).map((k) => [k.signal, k.at]),
+            [["SIGUSR1", -16_000]]
+          )
+        })
+      ).pipe(Effect.provideService(Clock.Clock, wall.clock))
+    }).pipe(Effect.scoped)
+  )
+
+  it.effect(
+    "a supervisor stalled for 3 s over a hung worker's deadline finds it after the timeout, the stall and one interval",
+    () =>
+      Effect.gen(function* () {
+        const wall = yield* steppedWall
+        yield* withSpawner((spawner) =>
+          Effect.gen(function* () {
+            yield* started({ ...base, processes: 1, heartbeat: { timeout: "1 second", interval: "250 millis" } })
+            const [first] = yield* spawner.awaitSpawns(1)
+            yield* wall.advance(3000)
+            // The last beat at 3000. At 3500 the monotonic clock jumps 3 s ahead with no timer run: the watch's
+            // timer, due at 4000 on the test clock, fires 3000 ms late (at 7000 monotonic), as after a SIGSTOP.
+            yield* spawner.hang(first!.pid)
+            yield* wall.advance(500)
+            yield* wall.stall(3000)
+            yield* wall.advance(500)
+            // The stall is not held against the worker, which has one interval more.
+            yield* wall.advance(249)
+            assert.deepStrictEqual(yield* spawner.kills, [], "nothing before timeout + stall + interval")
+            yield* wall.advance(1)
+            // 3000 + 1000 + 3000 + 250 = 7250 on the monotonic clock, 4250 on the test clock's wall reading.
+            assert.deepStrictEqual(
+              (yield* spawner.kills).map((k) => [k.signal, k.at]),
+              [["SIGUSR1", 4250]]
+            )
+          })
+        ).pipe(Effect.provideService(Clock.Clock, wall.clock))
+      }).pipe(Effect.scoped)
+  )
+
+  it.effect("the wall clock stepped forward 20 s kills no healthy worker", () =>
+    Effect.gen(function* () {
+      const wall = yield* steppedWall
+      yield* withSpawner((spawner) =>
+        Effect.gen(function* () {
+          const { events } = yield* started({
+            ...base,
+            processes: 1,
+            heartbeat: { timeout: "1 second", interval: "900 millis" }
+          })
+          const [first] = yield* spawner.awaitSpawns(1)
+          // Beats at 900 and 1800; the watch wakes at 1900 (1000 after the beat at 900): the step comes between.
+          yield* wall.advance(1850)
+          yield* wall.step(20_000)
+          yield* wall.advance(3000)
+          assert.deepStrictEqual(yield* spawner.kills, [])
+          assert.isFalse(events.some((e) => e._tag === "Unresponsive" || e._tag === "Exited"))
+          assert.strictEqual((yield* spawner.process(first!.pid)).heartbeats, 5)
+        })
+      ).pipe(Effect.provideService(Clock.Clock, wall.clock))
+    }).pipe(Effect.scoped)
   )
 })
 
@@ -366,6 +484,40 @@ describe("lifetime", () => {
         assert.strictEqual(recycling?.at, 10_000)
       })
     ).pipe(Effect.scoped)
+  )
+
+  it.effect(
+    "the wall clock stepped back does not delay the lifetime recycle, even when a failed reload races it again",
+    () =>
+      Effect.gen(function* () {
+        const wall = yield* steppedWall
+        yield* withSpawner((spawner) =>
+          Effect.gen(function* () {
+            const { events, handle } = yield* started({
+              ...base,
+              processes: 1,
+              ready: "message",
+              readyTimeout: "2 seconds",
+              listen: ["127.0.0.1:0"],
+              maxLifetime: "10 seconds",
+              lifetimeJitter: 0
+            })
+            const [old] = yield* spawner.awaitSpawns(1)
+            yield* spawner.ready(old!.pid)
+            yield* wall.advance(5000)
+            yield* wall.step(-20_000)
+            // A reload whose replacement is never ready: it fails at 7 s, and the watches are raced again.
+            const reload = yield* Effect.forkChild(Effect.flip(handle.reload()))
+            yield* wall.advance(2000)
+            assert.strictEqual((yield* Fiber.join(reload))._tag, "ReloadFailed")
+            yield* wall.advance(2999)
+            assert.isFalse(events.some((e) => e._tag === "Recycling"))
+            yield* wall.advance(1)
+            // 10 s after ready on the monotonic clock; the event's time is the wall clock's.
+            assert.strictEqual(events.find((e) => e._tag === "Recycling")?.at, -10_000)
+          })
+        ).pipe(Effect.provideService(Clock.Clock, wall.clock))
+      }).pipe(Effect.scoped)
   )
 
   it.effect("a recycle takes a warm spare when there is one", () =>

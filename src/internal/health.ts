@@ -4,7 +4,6 @@
  * memory samples and its lifetime. Each watch is an effect that completes
  * with what it saw, or never; the loop decides what to do.
  */
-import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -13,7 +12,7 @@ import { Recycled, Unresponsive } from "../Errors.ts"
 import type * as ExitStatus from "../ExitStatus.ts"
 import * as Metrics from "../Metrics.ts"
 import type { Config, Event } from "../Model.ts"
-import type { ProcessHandle } from "../ProcessSpawner.ts"
+import { monotonicMillis, type ProcessHandle } from "../ProcessSpawner.ts"
 import type { TaskId } from "../TaskId.ts"
 
 /** What the health watch of a running worker saw. @internal */
@@ -29,32 +28,68 @@ export const DIAGNOSE_GRACE = Duration.seconds(2)
 /** How many memory samples in a row must be above the limit before a worker is recycled. @internal */
 export const MEMORY_SAMPLES_ABOVE = 2
 
-/** Waits until the clock reads `at` (epoch milliseconds). */
+/** The monotonic clock in milliseconds (`ProcessSpawner.monotonicMillis`): every deadline here reads it. */
+const monotonicNow: Effect.Effect<number> = Effect.clockWith((clock) => Effect.sync(() => monotonicMillis(clock)))
+
+/** Waits until the monotonic clock reads `at`. */
 const until = (at: number): Effect.Effect<void> =>
-  Effect.flatMap(Clock.currentTimeMillis, (now) => (now >= at ? Effect.void : Effect.sleep(Duration.millis(at - now))))
+  Effect.flatMap(monotonicNow, (t) => (t >= at ? Effect.void : Effect.sleep(Duration.millis(at - t))))
+
+/**
+ * How much later than its deadline the heartbeat watch may wake and still
+ * count as the supervisor having run meanwhile. A timer of a running Node
+ * event loop fires a few milliseconds late; one that fires later than this
+ * means the supervisor itself was stopped (SIGSTOP, a suspended terminal
+ * job) or blocked (a long synchronous task, a flood): that time is not held
+ * against the workers. @internal
+ */
+export const STALL_MILLIS = 100
 
 /**
  * The heartbeat watch of a worker that is ready now: it completes when the
  * worker misses its deadline, `timeout` after its last beat (or after now, if
  * it has not beaten since). Never without heartbeats. It wakes once per
  * deadline, not per beat: a beat costs the primary only the storing of its
- * time. The deadlines are absolute, so the loop may race the watch again and
- * again (after a failed reload, say) without moving them.
+ * time. The deadlines are absolute, on the monotonic clock, so the loop may
+ * race the watch again and again (after a failed reload, say) without moving
+ * them, and a wall clock stepped back or forward does not move them either.
+ *
+ * A verdict comes after the evidence: each look at the last beat reads the
+ * beats already waiting first (`ProcessHandle.lastHeartbeat`), and the time
+ * the supervisor did not run is not counted. When the watch wakes later than
+ * its deadline by more than `STALL_MILLIS`, the supervisor was stalled for at
+ * least that long: the worker's deadline moves by it, and by one heartbeat
+ * interval more (once per silence) for the worker to be heard from. A beat
+ * read later but stored before the stall keeps it counted. A worker that
+ * really hangs is found within the timeout, plus the supervisor's own
+ * stalls, plus one interval.
  *
  * @internal
  */
 export const heartbeat = (cfg: Config, handle: ProcessHandle): Effect.Effect<Effect.Effect<Health>> =>
-  Effect.map(Clock.currentTimeMillis, (since) => {
+  Effect.map(monotonicNow, (since) => {
     const hb = cfg.heartbeat
     if (hb === undefined) return Effect.never
     const timeout = Duration.toMillis(hb.timeout)
+    const interval = Duration.toMillis(hb.interval)
     const late: Health = { _tag: "Unresponsive" }
+    // Kept across races: where the silence counts from, and the stalls of the supervisor since (when each was seen).
+    let from = since
+    let stalls: Array<{ readonly seenAt: number; readonly millis: number }> = []
     return Effect.gen(function* () {
       while (true) {
         const last = Option.getOrElse(yield* handle.lastHeartbeat, () => since)
-        const deadline = Math.max(since, last) + timeout
-        if ((yield* Clock.currentTimeMillis) >= deadline) return late
+        if (last > from) {
+          from = last
+          // A beat is stored while the supervisor runs: a stall seen after it began after it, and still counts.
+          stalls = stalls.filter((stall) => stall.seenAt > from)
+        }
+        const stalled = stalls.reduce((sum, stall) => sum + stall.millis, stalls.length > 0 ? interval : 0)
+        const deadline = from + timeout + stalled
+        if ((yield* monotonicNow) >= deadline) return late
         yield* until(deadline)
+        const woke = yield* monotonicNow
+        if (woke - deadline > STALL_MILLIS) stalls.push({ seenAt: woke, millis: woke - deadline })
       }
     })
   })
@@ -76,7 +111,7 @@ export const recycle = (
   retryAfter: Duration.Duration | undefined
 ): Effect.Effect<Effect.Effect<Health>> =>
   Effect.gen(function* () {
-    const start = yield* Clock.currentTimeMillis
+    const start = yield* monotonicNow
     const watches: Array<Effect.Effect<Health>> = []
     const { pid, taskId } = handle
     if (cfg.maxLifetime !== undefined) {
@@ -102,7 +137,7 @@ export const recycle = (
         Effect.gen(function* () {
           while (true) {
             yield* until(next)
-            next = (yield* Clock.currentTimeMillis) + interval
+            next = (yield* monotonicNow) + interval
             const sample = yield* handle.memory
             if (Option.isNone(sample)) continue
             yield* Metrics.setWorkerMemory(taskId, sample.value)
@@ -124,7 +159,8 @@ export const recycle = (
  * Ends a worker that missed its heartbeat deadline: its diagnostic signal
  * (told as an `Unresponsive` event and a warning), a moment to print, then
  * SIGKILL to its group, and the stop of what is left. Its exit status and the
- * typed reason.
+ * typed reason. `now` is the wall clock, for the event's time; the grace is
+ * measured on the monotonic clock.
  *
  * @internal
  */
@@ -139,7 +175,7 @@ export const kill = (
     const { pid } = handle
     const timeoutMillis = Duration.toMillis(cfg.heartbeat!.timeout)
     const grace = Duration.toMillis(Duration.min(DIAGNOSE_GRACE, cfg.stopTimeout))
-    const started = now()
+    const started = yield* monotonicNow
     // A Node worker's stack is fetched from its inspector within the grace; any other program has the grace to print.
     const { signal, stack } = yield* handle.diagnose(grace)
     yield* publish({ _tag: "Unresponsive", taskId, pid, signal, at: now(), ...(stack === undefined ? {} : { stack }) })
@@ -148,7 +184,7 @@ export const kill = (
         stack === undefined ? "" : `; its event loop is stuck in:\n${stack}`
       }`
     ).pipe(Effect.annotateLogs({ taskId, pid }))
-    const left = grace - (now() - started)
+    const left = grace - ((yield* monotonicNow) - started)
     if (stack === undefined && left > 0)
       yield* Effect.raceFirst(Effect.asVoid(handle.exit), Effect.sleep(Duration.millis(left)))
     yield* handle.kill("SIGKILL")

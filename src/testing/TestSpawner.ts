@@ -39,7 +39,6 @@
  *
  * @since 0.1.0
  */
-import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -56,7 +55,8 @@ import {
   ProcessSpawner,
   type Signal,
   type SpawnRequest,
-  makeStop
+  makeStop,
+  monotonicMillis
 } from "../ProcessSpawner.ts"
 import type { TaskId } from "../TaskId.ts"
 
@@ -379,7 +379,7 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
             })
           )
 
-      /** One heartbeat, at `at` on the test clock. */
+      /** One heartbeat, at `at` on the test clock's monotonic reading (`monotonicMillis`). */
       const beatUnsafe = (p: ProcessState, at: number): void => {
         if (Option.isSome(p.exit)) return
         p.heartbeats++
@@ -391,7 +391,7 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
         Effect.gen(function* () {
           while (Option.isNone(p.exit) && !p.hung) {
             yield* Effect.sleep(interval)
-            if (!p.hung) beatUnsafe(p, yield* Clock.currentTimeMillis)
+            if (!p.hung) beatUnsafe(p, yield* Effect.clockWith((clock) => Effect.succeed(monotonicMillis(clock))))
           }
         }).pipe(Effect.forkIn(scope), Effect.asVoid)
 
@@ -596,7 +596,7 @@ export const layer = (options: Options = {}): Layer.Layer<ProcessSpawner | TestS
           ),
         beat: (pid) =>
           Effect.flatMap(lookup(pid), (p) =>
-            Effect.clockWith((clock) => Effect.sync(() => beatUnsafe(p, clock.currentTimeMillisUnsafe())))
+            Effect.clockWith((clock) => Effect.sync(() => beatUnsafe(p, monotonicMillis(clock))))
           ),
         setMemory: (pid, bytes) =>
           Effect.flatMap(lookup(pid), (p) =>

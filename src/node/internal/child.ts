@@ -152,6 +152,16 @@ export interface AttachOptions {
 }
 
 /**
+ * Waits for one turn of the event loop through its I/O poll: a `setImmediate`
+ * callback runs in the check phase, after the poll phase has read what was
+ * waiting on every descriptor.
+ */
+const pollIo: Effect.Effect<void> = Effect.callback<void>((resume) => {
+  const immediate = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(immediate))
+})
+
+/**
  * Counts every chunk read from `stream` as a beat, and drops it: what a
  * worker writes there never accumulates. One chunk per turn of the event
  * loop, as for the IPC channel (see `channel.ts`): a worker writing as fast
@@ -196,11 +206,13 @@ export const attach = (
    * A beat only stores its time: nothing runs in Effect per beat, and the
    * supervisor reads it once per deadline. (Waking a fiber per beat cost the
    * primary 0.5 ms of CPU per beat here, 1.5 ms with a `Latch`, which resumes
-   * its waiters while still open; measured by bench/health-cost.ts.)
+   * its waiters while still open; measured by bench/health-cost.ts.) Its
+   * time is `process.hrtime`, the monotonic clock Effect's default `Clock`
+   * reads (see `lastHeartbeat`).
    */
-  let lastBeat: number | undefined
+  let lastBeat: bigint | undefined
   const onBeat = () => {
-    lastBeat = Date.now()
+    lastBeat = process.hrtime.bigint()
   }
   const pid = child.pid
   /** The task id: a spare's changes when it is activated. */
@@ -321,6 +333,18 @@ export const attach = (
     return Effect.flatMap(Clock.currentTimeMillis, (now) => Memory.ofGroup(pgid, now))
   })
 
+  /**
+   * The last beat in milliseconds of `process.hrtime` (what `monotonicMillis`
+   * reads from Effect's default `Clock`), once the event loop has polled its
+   * I/O twice: a supervisor that did not run for a while (stopped, blocked)
+   * wakes in its timers before it reads the beats waiting in its pipes, and
+   * must not judge before reading them.
+   */
+  const lastHeartbeat: Effect.Effect<Option.Option<number>> = Effect.andThen(
+    Effect.andThen(pollIo, pollIo),
+    Effect.sync(() => (lastBeat === undefined ? Option.none() : Option.some(Number(lastBeat) / 1_000_000)))
+  )
+
   /** Sends the leader alone the diagnostic signal: SIGUSR1's default action would kill the group's other programs. */
   const diagnose = (signal: Signal) => {
     if (pid === undefined || status !== undefined) return
@@ -371,7 +395,7 @@ export const attach = (
         alive: Effect.sync(alive),
         timeout: request.stopTimeout
       }).pipe(Effect.tap(() => Effect.timeoutOption(exit, DRAIN_TIMEOUT))),
-      lastHeartbeat: Effect.sync(() => Option.fromUndefinedOr(lastBeat)),
+      lastHeartbeat,
       memory,
       activate,
       diagnose: (withinMillis) =>
