@@ -100,6 +100,36 @@ describe("a slot answers every ask of it", () => {
     ).pipe(Effect.scoped)
   )
 
+  it.effect("a restart asked while a recycle's surge runs is answered by it: one replacement, both answered", () =>
+    withSpawner((spawner) =>
+      Effect.gen(function* () {
+        const { handle } = yield* started({
+          command: "worker",
+          mode: "module",
+          processes: 1,
+          ready: "message",
+          listen: ["127.0.0.1:0"],
+          maxLifetime: "10 seconds",
+          lifetimeJitter: 0
+        })
+        const [old] = yield* spawner.awaitSpawns(1)
+        yield* spawner.ready(old!.pid)
+        yield* advance(10_000)
+        const next = (yield* spawner.awaitSpawns(2))[1]!
+        // The recycle's replacement is not ready yet: a restart now waits for it, it does not start another.
+        const restart = yield* Effect.forkChild(handle.restart(TaskId(0)))
+        yield* advance(1000)
+        assert.isUndefined(restart.pollUnsafe())
+        yield* spawner.ready(next.pid)
+        yield* advance(200)
+        assert.isDefined(restart.pollUnsafe(), "the restart was not answered")
+        assert.isFalse(yield* isLive(spawner, old!.pid))
+        assert.isTrue(yield* isLive(spawner, next.pid), "the restart replaced the recycle's replacement too")
+        assert.strictEqual((yield* spawner.processes).length, 2)
+      })
+    ).pipe(Effect.scoped)
+  )
+
   it.effect("a restart asked the moment a worker is started is answered once its replacement runs", () =>
     withSpawner((spawner) =>
       Effect.gen(function* () {

@@ -53,7 +53,7 @@ import * as ExitStatus from "../ExitStatus.ts"
 import * as Listen from "../Listen.ts"
 import * as Metrics from "../Metrics.ts"
 import type { Config, Event, SlotStatus, Summary } from "../Model.ts"
-import { type ProcessHandle, ProcessSpawner, type SpawnRequest } from "../ProcessSpawner.ts"
+import { monotonicMillis, type ProcessHandle, ProcessSpawner, type SpawnRequest } from "../ProcessSpawner.ts"
 import * as RestartPolicy from "../RestartPolicy.ts"
 import { ENV_VAR, TaskId } from "../TaskId.ts"
 import * as Life from "./life.ts"
@@ -153,7 +153,7 @@ export const start = Effect.fnUntraced(function* (
   /** Wall-clock milliseconds: the `at` of events and records, for people. */
   const now = () => clock.currentTimeMillisUnsafe()
   /** Monotonic milliseconds: every duration and deadline (a clock stepped back moves none of them). */
-  const monotonic = () => Number(clock.currentTimeNanosUnsafe() / 1_000_000n)
+  const monotonic = () => monotonicMillis(clock)
 
   const table = yield* SubscriptionRef.make(Slot.makeTable(cfg.processes))
   const apply = (taskId: TaskId, t: Slot.Transition) =>
@@ -707,17 +707,23 @@ export const start = Effect.fnUntraced(function* (
           const from = tb.target
           if (tb.closed || processes === from) return
           if (processes > from) {
-            yield* Effect.uninterruptible(
-              SubscriptionRef.update(table, (tb) => Slot.grow(tb, processes)).pipe(
-                Effect.andThen(
-                  Effect.forEach(
-                    Array.from({ length: processes - from }, (_, i) => TaskId(from + i)),
-                    launch,
-                    { discard: true }
-                  )
+            // Grown only if the supervision is not ending by now (checked in the same step): nothing starts after a stop.
+            const grown = yield* Effect.uninterruptible(
+              SubscriptionRef.modify(table, (tb): readonly [boolean, Slot.Table] =>
+                tb.closed ? [false, tb] : [true, Slot.grow(tb, processes)]
+              ).pipe(
+                Effect.tap((grown) =>
+                  grown
+                    ? Effect.forEach(
+                        Array.from({ length: processes - from }, (_, i) => TaskId(from + i)),
+                        launch,
+                        { discard: true }
+                      )
+                    : Effect.void
                 )
               )
             )
+            if (!grown) return
             return yield* Effect.logInfo(`Scaled from ${from} to ${processes} process${processes === 1 ? "" : "es"}`)
           }
           const removed = Slot.list(tb).filter((s) => s.taskId >= processes)
