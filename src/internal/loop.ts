@@ -7,17 +7,20 @@
  * - one fiber per slot in a `FiberMap` keyed by task id: `remove` is the
  *   scale-down, a failure of any slot (budget spent, spawn failed) ends the
  *   run, an empty map is every slot done;
- * - the slots' states in a `SubscriptionRef` (see `slot.ts`): `awaitReady`,
- *   `restart` and `scale` wait for a state that satisfies them;
+ * - the slots' states in a `SubscriptionRef` (see `slot.ts`): `awaitReady`
+ *   and `scale` wait for a state that satisfies them;
+ * - a mailbox per slot (`mailbox.ts`): `restart`, a reload and a recycle post
+ *   an intent with its own reply, and only the slot's fiber acts and answers;
  * - each worker in a scope of its own, stopped by its handle's `stop` (one
  *   uninterruptible run per process): when the slot fiber is interrupted the
  *   scope's release stops the worker and waits; when the worker's leader
  *   exited by itself, what is left of its process group is stopped in the
  *   background (a `FiberSet` of reapers), so the replacement does not wait,
  *   while the run does not end before every reaper is done;
- * - a running worker races its exit, the requests to replace it (`restart`,
- *   `reload`, a recycle) and its health watch (`health.ts`: the heartbeat
- *   deadline, memory, lifetime); recycles queue behind one semaphore;
+ * - a worker's life (`life.ts`) races its exit, its slot's mailbox and its
+ *   health watches (`health.ts`: the heartbeat deadline, memory, lifetime);
+ *   a surge (`surge.ts`) starts a replacement beside it; recycles queue
+ *   behind one semaphore, each asked as an intent of its own;
  * - warm spares in a pool of their own (`spares.ts`), taken by a slot that
  *   needs a worker, stopped with the run.
  *
@@ -394,7 +397,6 @@ export const start = Effect.fnUntraced(function* (
     if (exits.length > EXIT_HISTORY) exits.shift()
   }
 
-  /** One slot: start, wait, classify the exit, spend the budget, restart or stop. */
   /**
    * Tells an exit the slot's fiber has seen: its record, the slot's state, the
    * Tornado log line and the `Exited` event. Run uninterruptibly right after

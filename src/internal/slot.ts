@@ -9,8 +9,9 @@
  *   any live state ──Stopping──▶ stopping ──Stopped──▶ stopped (or removed, when scaled away)
  *
  * Everything here is pure: the loop keeps the table in a `SubscriptionRef`
- * and applies transitions to it, and whoever waits (`awaitReady`, `restart`,
- * `scale`) waits for a table that satisfies a predicate.
+ * and applies transitions to it, and whoever waits (`awaitReady`, `scale`)
+ * waits for a table that satisfies a predicate. Only a slot's own fiber
+ * replaces its worker: others ask through its mailbox (`mailbox.ts`).
  */
 import * as HashMap from "effect/HashMap"
 import * as Option from "effect/Option"
