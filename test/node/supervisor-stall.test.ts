@@ -15,7 +15,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { awaitExit, type Primary, type PrimaryEvent, spawnPrimary, waitLine } from "../helpers/primary.ts"
 import { assertNoneLeft, eventually, pidsWithTag } from "../helpers/procs.ts"
-import { fixture } from "../helpers/supervise.ts"
+import { fixture, tempDir } from "../helpers/supervise.ts"
 
 /** The heartbeat timeout of these tests: the supervisor stalls for 3× it. */
 const TIMEOUT_MS = 1000
@@ -27,6 +27,7 @@ const options = (more: Record<string, unknown> = {}) =>
     mode: "module",
     command: fixture("block-on-usr2.js"),
     processes: 2,
+    ready: "spawn",
     heartbeat: `${TIMEOUT_MS} millis`,
     stopTimeout: "2 seconds",
     ...more
@@ -79,25 +80,32 @@ const stop = (primary: Primary) =>
   })
 
 describe("the supervisor stalls (FAULTS row 44, real processes)", () => {
-  it.live(
-    "SIGSTOPped for 3× the heartbeat timeout, then SIGCONT: no healthy worker is killed, no budget spent",
-    () =>
-      Effect.scoped(
-        Effect.gen(function* () {
-          // No restart allowed: a worker killed as unresponsive would end the run.
-          const primary = yield* spawnPrimary("stall-primary.ts", [options({ maxRestarts: 0 })])
-          const pids = yield* readyPids(primary)
-          // Beats flow, and the watches have passed a deadline or so, before the stall.
-          yield* Effect.sleep(TIMEOUT_MS)
-          yield* stopFor(primary, STALL_MS)
-          // Three timeouts of the supervisor running again: a verdict would have come by now.
-          yield* Effect.sleep(STALL_MS)
-          assertUntouched(primary, pids)
-          yield* stop(primary)
-        })
-      ),
-    30_000
-  )
+  for (const mode of ["module", "cluster", "command"] as const) {
+    it.live(
+      `${mode}: SIGSTOPped for 3× the heartbeat timeout, then SIGCONT: no healthy worker is killed, no budget spent`,
+      () =>
+        Effect.scoped(
+          Effect.gen(function* () {
+            // A command beats on its heartbeat descriptor (health-block.sh, never told to block).
+            const worker =
+              mode === "command"
+                ? { mode, command: "/bin/sh", args: [fixture("health-block.sh"), yield* tempDir] }
+                : { mode }
+            // No restart allowed: a worker killed as unresponsive would end the run.
+            const primary = yield* spawnPrimary("stall-primary.ts", [options({ maxRestarts: 0, ...worker })])
+            const pids = yield* readyPids(primary)
+            // Beats flow, and the watches have passed a deadline or so, before the stall.
+            yield* Effect.sleep(TIMEOUT_MS)
+            yield* stopFor(primary, STALL_MS)
+            // Three timeouts of the supervisor running again: a verdict would have come by now.
+            yield* Effect.sleep(STALL_MS)
+            assertUntouched(primary, pids)
+            yield* stop(primary)
+          })
+        ),
+      30_000
+    )
+  }
 
   it.live(
     "a synchronous task that blocks the supervisor for 3× the heartbeat timeout kills no healthy worker",
