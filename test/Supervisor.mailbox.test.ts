@@ -5,10 +5,11 @@
  * racing the shutdown answers, nothing hangs. In-memory spawner, `TestClock`.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer, Logger, Option, Stream } from "effect"
+import { Deferred, Effect, Exit, Fiber, Layer, Logger, Option, Stream } from "effect"
 import type * as Scope from "effect/Scope"
 import { TestClock } from "effect/testing"
 import * as ExitStatus from "../src/ExitStatus.ts"
+import * as Mailbox from "../src/internal/mailbox.ts"
 import type { ProcessSpawner } from "../src/ProcessSpawner.ts"
 import * as Supervisor from "../src/Supervisor.ts"
 import { TaskId } from "../src/TaskId.ts"
@@ -177,5 +178,65 @@ describe("a slot answers every ask of it", () => {
         }
       })
     ).pipe(Effect.scoped)
+  )
+})
+
+describe("mailbox.ts", () => {
+  const about = (incarnation: number, by: Mailbox.Intent["by"] = "restart") =>
+    Mailbox.intent({ by, how: "replace", incarnation })
+
+  it.effect(
+    "an intent waits for a newer worker; a recycle's reason goes with its worker; closing answers the rest Gone",
+    () =>
+      Effect.gen(function* () {
+        const mailbox = yield* Mailbox.make()
+        const restart = about(1)
+        const recycle = about(1, "recycle")
+        const later = about(2)
+        const answers = yield* Effect.forkChild(
+          Effect.all([Mailbox.ask(mailbox, restart), Mailbox.ask(mailbox, recycle), Mailbox.ask(mailbox, later)], {
+            concurrency: "unbounded"
+          })
+        )
+        yield* settle
+        // Worker 1 ends (it exited): the restart waits for the next worker, the recycle is answered now.
+        yield* Mailbox.ended(mailbox, 1, "exit")
+        assert.isTrue(Deferred.isDoneUnsafe(recycle.reply))
+        assert.isFalse(Deferred.isDoneUnsafe(restart.reply))
+        yield* Mailbox.running(mailbox)
+        assert.isTrue(Deferred.isDoneUnsafe(restart.reply))
+        // The intent about worker 2 is still there; the slot ends: it is answered Gone, and so is any ask after.
+        assert.isFalse(Deferred.isDoneUnsafe(later.reply))
+        yield* Mailbox.close(mailbox)
+        assert.deepStrictEqual(yield* Fiber.join(answers), [
+          { _tag: "Superseded", by: "exit" },
+          { _tag: "Superseded", by: "exit" },
+          { _tag: "Gone" }
+        ])
+        assert.deepStrictEqual(yield* Mailbox.ask(mailbox, about(3)), { _tag: "Gone" })
+      })
+  )
+
+  it.effect("an intent is answered once: a second answer is a defect, not a silent drop", () =>
+    Effect.gen(function* () {
+      const intent = about(1)
+      yield* Mailbox.answer(intent, Exit.succeed({ _tag: "Done" }))
+      const again = yield* Effect.exit(Mailbox.answer(intent, Exit.succeed({ _tag: "Gone" })))
+      assert.isTrue(Exit.hasDies(again))
+      assert.deepStrictEqual(yield* Deferred.await(intent.reply), { _tag: "Done" })
+    })
+  )
+
+  it.effect("`arrived` keeps the intent it waited for: whoever wins the race, the slot takes it next", () =>
+    Effect.gen(function* () {
+      const mailbox = yield* Mailbox.make()
+      const intent = about(1)
+      yield* Effect.forkChild(Mailbox.ask(mailbox, intent))
+      yield* settle
+      yield* Mailbox.arrived(mailbox)
+      yield* Mailbox.arrived(mailbox)
+      assert.strictEqual(Mailbox.next(mailbox), intent)
+      assert.isUndefined(Mailbox.next(mailbox))
+    })
   )
 })
