@@ -83,6 +83,8 @@ const steppedWall = Effect.map(TestClock.testClockWith(Effect.succeed), (test) =
   return { clock, step, stall, advance }
 })
 
+type SteppedWall = Effect.Success<typeof steppedWall>
+
 /** Starts a supervisor and records its events. */
 const started = (options: Supervisor.Options) =>
   Effect.gen(function* () {
@@ -216,34 +218,31 @@ describe("heartbeats", () => {
     ).pipe(Effect.scoped)
   )
 
-  it.effect("the wall clock stepped back 20 s does not delay the verdict: deadlines are on the monotonic clock", () =>
-    Effect.gen(function* () {
-      const wall = yield* steppedWall
-      yield* withSpawner((spawner) =>
-        Effect.gen(function* () {
-          yield* started({ ...base, processes: 1, heartbeat: { timeout: "1 second", interval: "250 millis" } })
-          const [first] = yield* spawner.awaitSpawns(1)
-          yield* wall.advance(3000)
-          // The last beat was at 3000 (monotonic); the wall clock goes back 20 s half-way to the deadline.
-          yield* spawner.hang(first!.pid)
-          yield* wall.advance(500)
-          yield* wall.step(-20_000)
-          yield* wall.advance(499)
-          assert.deepStrictEqual(yield* spawner.kills, [], "nothing before the deadline")
-          yield* wall.advance(1)
-          // At the deadline, 1000 ms after the last beat: 4000 on the monotonic clock, -16000 on the wall clock.
-          assert.deepStrictEqual(
-            (yield* spawner.kills).map((k) => [k.signal, k.at]),
-            [["SIGUSR1", -16_000]]
-          )
-        })
-      ).pipe(Effect.provideService(Clock.Clock, wall.clock))
-    }).pipe(Effect.scoped)
-  )
-
-  it.effect(
-    "a supervisor stalled for 3 s over a hung worker's deadline finds it after the timeout, the stall and one interval",
-    () =>
+  /**
+   * A worker hangs after its beat at 3000 (timeout 1 s, interval 250 ms), and
+   * at 3500 on the test clock something happens to the supervisor's clock.
+   * `verdictAt`: when, on the test clock, its diagnostic signal is sent;
+   * `told`: the wall reading then, the kill's time.
+   */
+  const disturbances = [
+    {
+      name: "the wall clock stepped back 20 s does not delay the verdict: deadlines are on the monotonic clock",
+      disturb: (wall: SteppedWall) => wall.step(-20_000),
+      // At the deadline, 1000 ms after the last beat; -16000 on the wall clock.
+      verdictAt: 4000,
+      told: -16_000
+    },
+    {
+      name: "a supervisor stalled for 3 s over a hung worker's deadline finds it after the timeout, the stall and one interval",
+      // The monotonic clock jumps 3 s ahead with no timer run: the watch's timer, due at 4000 on the test clock,
+      // fires 3000 ms late (7000 monotonic), as after a SIGSTOP. The verdict: 3000 + 1000 + 3000 + 250 = 7250.
+      disturb: (wall: SteppedWall) => wall.stall(3000),
+      verdictAt: 4250,
+      told: 4250
+    }
+  ]
+  for (const { disturb, name, told, verdictAt } of disturbances) {
+    it.effect(name, () =>
       Effect.gen(function* () {
         const wall = yield* steppedWall
         yield* withSpawner((spawner) =>
@@ -251,25 +250,21 @@ describe("heartbeats", () => {
             yield* started({ ...base, processes: 1, heartbeat: { timeout: "1 second", interval: "250 millis" } })
             const [first] = yield* spawner.awaitSpawns(1)
             yield* wall.advance(3000)
-            // The last beat at 3000. At 3500 the monotonic clock jumps 3 s ahead with no timer run: the watch's
-            // timer, due at 4000 on the test clock, fires 3000 ms late (at 7000 monotonic), as after a SIGSTOP.
             yield* spawner.hang(first!.pid)
             yield* wall.advance(500)
-            yield* wall.stall(3000)
-            yield* wall.advance(500)
-            // The stall is not held against the worker, which has one interval more.
-            yield* wall.advance(249)
-            assert.deepStrictEqual(yield* spawner.kills, [], "nothing before timeout + stall + interval")
+            yield* disturb(wall)
+            yield* wall.advance(verdictAt - 3500 - 1)
+            assert.deepStrictEqual(yield* spawner.kills, [], "nothing before the verdict")
             yield* wall.advance(1)
-            // 3000 + 1000 + 3000 + 250 = 7250 on the monotonic clock, 4250 on the test clock's wall reading.
             assert.deepStrictEqual(
               (yield* spawner.kills).map((k) => [k.signal, k.at]),
-              [["SIGUSR1", 4250]]
+              [["SIGUSR1", told]]
             )
           })
         ).pipe(Effect.provideService(Clock.Clock, wall.clock))
       }).pipe(Effect.scoped)
-  )
+    )
+  }
 
   it.effect("the wall clock stepped forward 20 s kills no healthy worker", () =>
     Effect.gen(function* () {
@@ -458,67 +453,41 @@ describe("lifetime", () => {
       ).pipe(Effect.scoped)
   )
 
-  it.effect("a reload that fails meanwhile does not move the lifetime deadline", () =>
-    withSpawner((spawner) =>
-      Effect.gen(function* () {
-        const { events, handle } = yield* started({
-          ...base,
-          processes: 1,
-          ready: "message",
-          readyTimeout: "2 seconds",
-          listen: ["127.0.0.1:0"],
-          maxLifetime: "10 seconds",
-          lifetimeJitter: 0
-        })
-        const [old] = yield* spawner.awaitSpawns(1)
-        yield* spawner.ready(old!.pid)
-        yield* advance(5000)
-        // A reload whose replacement is never ready: it fails at 7 s, and the old worker serves on.
-        const reload = yield* Effect.forkChild(Effect.flip(handle.reload()))
-        yield* advance(2000)
-        assert.strictEqual((yield* Fiber.join(reload))._tag, "ReloadFailed")
-        yield* advance(2999)
-        assert.isFalse(events.some((e) => e._tag === "Recycling"))
-        yield* advance(1)
-        const recycling = events.find((e) => e._tag === "Recycling")
-        assert.strictEqual(recycling?.at, 10_000)
-      })
-    ).pipe(Effect.scoped)
-  )
-
-  it.effect(
-    "the wall clock stepped back does not delay the lifetime recycle, even when a failed reload races it again",
-    () =>
-      Effect.gen(function* () {
-        const wall = yield* steppedWall
-        yield* withSpawner((spawner) =>
-          Effect.gen(function* () {
-            const { events, handle } = yield* started({
-              ...base,
-              processes: 1,
-              ready: "message",
-              readyTimeout: "2 seconds",
-              listen: ["127.0.0.1:0"],
-              maxLifetime: "10 seconds",
-              lifetimeJitter: 0
+  for (const step of [0, -20_000]) {
+    it.effect(
+      `a reload that fails meanwhile does not move the lifetime deadline${step === 0 ? "" : ", nor does the wall clock stepped back 20 s"}`,
+      () =>
+        Effect.gen(function* () {
+          const wall = yield* steppedWall
+          yield* withSpawner((spawner) =>
+            Effect.gen(function* () {
+              const { events, handle } = yield* started({
+                ...base,
+                processes: 1,
+                ready: "message",
+                readyTimeout: "2 seconds",
+                listen: ["127.0.0.1:0"],
+                maxLifetime: "10 seconds",
+                lifetimeJitter: 0
+              })
+              const [old] = yield* spawner.awaitSpawns(1)
+              yield* spawner.ready(old!.pid)
+              yield* wall.advance(5000)
+              yield* wall.step(step)
+              // A reload whose replacement is never ready: it fails at 7 s, and the old worker serves on.
+              const reload = yield* Effect.forkChild(Effect.flip(handle.reload()))
+              yield* wall.advance(2000)
+              assert.strictEqual((yield* Fiber.join(reload))._tag, "ReloadFailed")
+              yield* wall.advance(2999)
+              assert.isFalse(events.some((e) => e._tag === "Recycling"))
+              yield* wall.advance(1)
+              // 10 s after ready on the monotonic clock; the event's time is the wall clock's.
+              assert.strictEqual(events.find((e) => e._tag === "Recycling")?.at, 10_000 + step)
             })
-            const [old] = yield* spawner.awaitSpawns(1)
-            yield* spawner.ready(old!.pid)
-            yield* wall.advance(5000)
-            yield* wall.step(-20_000)
-            // A reload whose replacement is never ready: it fails at 7 s, and the watches are raced again.
-            const reload = yield* Effect.forkChild(Effect.flip(handle.reload()))
-            yield* wall.advance(2000)
-            assert.strictEqual((yield* Fiber.join(reload))._tag, "ReloadFailed")
-            yield* wall.advance(2999)
-            assert.isFalse(events.some((e) => e._tag === "Recycling"))
-            yield* wall.advance(1)
-            // 10 s after ready on the monotonic clock; the event's time is the wall clock's.
-            assert.strictEqual(events.find((e) => e._tag === "Recycling")?.at, -10_000)
-          })
-        ).pipe(Effect.provideService(Clock.Clock, wall.clock))
-      }).pipe(Effect.scoped)
-  )
+          ).pipe(Effect.provideService(Clock.Clock, wall.clock))
+        }).pipe(Effect.scoped)
+    )
+  }
 
   it.effect("a recycle takes a warm spare when there is one", () =>
     withSpawner((spawner) =>

@@ -80,52 +80,47 @@ const stop = (primary: Primary) =>
   })
 
 describe("the supervisor stalls (FAULTS row 44, real processes)", () => {
-  for (const mode of ["module", "cluster", "command"] as const) {
-    it.live(
-      `${mode}: SIGSTOPped for 3× the heartbeat timeout, then SIGCONT: no healthy worker is killed, no budget spent`,
-      () =>
-        Effect.scoped(
-          Effect.gen(function* () {
-            // A command beats on its heartbeat descriptor (health-block.sh, never told to block).
-            const worker =
-              mode === "command"
-                ? { mode, command: "/bin/sh", args: [fixture("health-block.sh"), yield* tempDir] }
-                : { mode }
-            // No restart allowed: a worker killed as unresponsive would end the run.
-            const primary = yield* spawnPrimary("stall-primary.ts", [options({ maxRestarts: 0, ...worker })])
-            const pids = yield* readyPids(primary)
-            // Beats flow, and the watches have passed a deadline or so, before the stall.
-            yield* Effect.sleep(TIMEOUT_MS)
-            yield* stopFor(primary, STALL_MS)
-            // Three timeouts of the supervisor running again: a verdict would have come by now.
-            yield* Effect.sleep(STALL_MS)
-            assertUntouched(primary, pids)
-            yield* stop(primary)
-          })
-        ),
-      30_000
-    )
-  }
-
-  it.live(
-    "a synchronous task that blocks the supervisor for 3× the heartbeat timeout kills no healthy worker",
-    () =>
+  /** How the supervisor stalls: SIGSTOP then SIGCONT, or a busy loop of its own (SIGUSR2 to `stall-primary.ts`). */
+  const stalls = {
+    "SIGSTOPped for 3× the heartbeat timeout, then SIGCONT": (primary: Primary) => stopFor(primary, STALL_MS),
+    "blocked by a synchronous task for 3× the heartbeat timeout": (primary: Primary) =>
+      Effect.gen(function* () {
+        primary.child.kill("SIGUSR2")
+        yield* waitLine(primary, /^BLOCKED /, "20 seconds")
+      })
+  } as const
+  const cases = [
+    ...(["module", "cluster", "command"] as const).map((mode) => ({
+      mode,
+      how: "SIGSTOPped for 3× the heartbeat timeout, then SIGCONT" as const
+    })),
+    { mode: "module", how: "blocked by a synchronous task for 3× the heartbeat timeout" } as const
+  ]
+  for (const { how, mode } of cases) {
+    it.live(`${mode}: the supervisor ${how}: no healthy worker is killed, no budget spent`, () =>
       Effect.scoped(
         Effect.gen(function* () {
-          const primary = yield* spawnPrimary("stall-primary.ts", [options({ maxRestarts: 0 })], {
+          // A command beats on its heartbeat descriptor (health-block.sh, never told to block).
+          const worker =
+            mode === "command"
+              ? { mode, command: "/bin/sh", args: [fixture("health-block.sh"), yield* tempDir] }
+              : { mode }
+          // No restart allowed: a worker killed as unresponsive would end the run.
+          const primary = yield* spawnPrimary("stall-primary.ts", [options({ maxRestarts: 0, ...worker })], {
             env: { PREFORK_TEST_BLOCK_MS: String(STALL_MS) }
           })
           const pids = yield* readyPids(primary)
+          // Beats flow, and the watches have passed a deadline or so, before the stall.
           yield* Effect.sleep(TIMEOUT_MS)
-          primary.child.kill("SIGUSR2")
-          yield* waitLine(primary, /^BLOCKED /, "20 seconds")
+          yield* stalls[how](primary)
+          // Three timeouts of the supervisor running again: a verdict would have come by now.
           yield* Effect.sleep(STALL_MS)
           assertUntouched(primary, pids)
           yield* stop(primary)
         })
-      ),
-    30_000
-  )
+      )
+    )
+  }
 
   it.live(
     "a worker that hangs just before the supervisor is SIGSTOPped is still found after it resumes; its sibling is untouched",
