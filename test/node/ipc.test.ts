@@ -129,9 +129,10 @@ for (const mode of modes) {
             // The flood has begun: the offender is logged at its first message.
             yield* eventually(() => dropped().length > 0 || undefined, "20 seconds")
             // A responsive primary all along: one read per turn of the event loop, each turn a chance for the
-            // timer. (Reading 32 in a row, as libuv does, left it 8 ticks in 3 s, against ~300 without a flood.)
+            // timer. Reading 32 in a row, as libuv does, left it 1/25 to 1/40 of the baseline's ticks (5 to 8
+            // against 194); one read per turn, 2/3 on a quiet machine, 1/5 with two CPU hogs on its 2 cores.
             const during = yield* ticksDuring(FLOOD)
-            assert.isAbove(during, baseline / 5, `${during} ticks during the flood, ${baseline} before it`)
+            assert.isAbove(during, baseline / 10, `${during} ticks during the flood, ${baseline} before it`)
             // Logged at the 1st, 10th, 100th … message only: never one line per message.
             const counts = dropped().map((l) => Number(/\((\d+) dropped so far\)/.exec(l)?.[1]))
             assert.deepStrictEqual(
