@@ -388,6 +388,9 @@ export const attach = (
         get taskId() {
           return taskId
         },
+        get spare() {
+          return spare
+        },
         pid: pid!,
         exit: leaderExit,
         exitStatus,
