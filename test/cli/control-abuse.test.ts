@@ -152,7 +152,10 @@ describe("control socket under abuse (real processes)", () => {
           let writeError: Error | null | undefined
           big.socket.write(Buffer.alloc(10 * 1024 * 1024, 97), (error) => (writeError = error ?? null))
           yield* eventually(() => big.closed() || undefined, "15 seconds")
-          assert.include(big.received(), `{"ok":false,"error":"request line longer than 4096 bytes"}`)
+          // The error line is sent before the close; a client still writing may see the reset first and drop what it
+          // had not read yet (a loaded machine did), so what it got is that line or nothing, never an answer.
+          const said = big.received()
+          if (said !== "") assert.include(said, `{"ok":false,"error":"request line longer than 4096 bytes"}`)
           yield* eventually(() => writeError !== undefined || undefined)
           assert.isNotNull(writeError, "all 10 MiB were taken")
           // A request begun and never ended: cut at its deadline.

@@ -96,9 +96,9 @@ const scenario = (
     yield* retried(2)
     const fds = readdirSync(`/proc/${primary.pid}/fd`).length
     const retrying = yield* retried(4)
-    // A failed spawn leaves no descriptor behind (its pipes and channel): two more retries open none for good
-    // (a leak would add some per retry; the count may be lower, a descriptor of the primary's own closing meanwhile).
-    assert.isAtMost(readdirSync(`/proc/${primary.pid}/fd`).length, fds)
+    // A failed spawn leaves no descriptor behind (its pipes and channel, three or more): two more retries would add
+    // six. The primary's own descriptors may come and go by one meanwhile (seen in cluster mode, both ways).
+    assert.isAtMost(readdirSync(`/proc/${primary.pid}/fd`).length, fds + 1)
     yield* restore
     const after = yield* waitEvents(primary, (events) => events.filter((e) => e._tag === "Started").length >= 4)
     const output = primary.lines.join("\n")
