@@ -35,6 +35,7 @@ import * as ExitCode from "./ExitCode.ts"
 import * as Logging from "./Logging.ts"
 import * as Metrics from "../Metrics.ts"
 import * as MetricsServer from "./MetricsServer.ts"
+import * as Orphan from "./Orphan.ts"
 import * as Output from "./Output.ts"
 import * as PidFile from "./PidFile.ts"
 import { cpuCount } from "../internal/cpus.ts"
@@ -592,6 +593,8 @@ export const supervise = (input: Input) => {
       yield* Effect.logInfo(`prefork pid ${process.pid} (signal this one: HUP reload, TERM stop, USR2 status)`)
       if (Option.isSome(input.pidFile)) yield* PidFile.hold(input.pidFile.value)
       const listener = yield* Signals.listen()
+      // Started by npm or npx: npm's SIGTERM does not reach prefork through `sh -c`, so npm's going away stops it.
+      yield* Orphan.watch(process.env)
       if (Option.isSome(input.metrics)) {
         // Serving before any worker starts: the first scrape sees them start.
         yield* Metrics.register

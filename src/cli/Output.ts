@@ -2,7 +2,8 @@
  * Workers' output as `prefork` shows it: each line a worker writes becomes
  * one line on prefork's own stream of the same name, prefixed with
  * `[<task id>:<pid>]`, the prefix colored by task id when that stream is a
- * terminal.
+ * terminal; under `--log-format json` or `logfmt`, a record (a worker's own
+ * JSON object or logfmt line stays one, see {@link Structured}).
  *
  * A line is written with one `write` call, so lines of different workers never
  * interleave inside a line, and the spawner hands over the last unterminated
@@ -21,6 +22,7 @@
  */
 import * as Effect from "effect/Effect"
 import type { OutputLine } from "../ProcessSpawner.ts"
+import * as Structured from "./Structured.ts"
 
 /**
  * Where lines go: `process.stdout` and `process.stderr`, or a test's buffers.
@@ -97,16 +99,17 @@ const logfmtValue = (value: string | number | boolean): string =>
 /**
  * One worker line as a record of the log format: the same keys as prefork's
  * own records (`message`, `level`, `timestamp`, and `taskId`, `pid`, `stream`
- * as annotations), so one parser reads the whole stream.
+ * as annotations), so one parser reads the whole stream. A line that is
+ * already a record of that format (a JSON object, logfmt pairs) stays one,
+ * with prefork's fields under `prefork` (see {@link Structured}).
  *
  * @since 0.1.0
  * @category formatting
  */
 export const record = (line: OutputLine, format: "json" | "logfmt", date: Date = new Date()): string => {
-  const annotations =
-    line.spare === true
-      ? { spare: true, pid: line.pid, stream: line.stream }
-      : { taskId: line.taskId as number, pid: line.pid, stream: line.stream }
+  const structured = format === "json" ? Structured.json(line) : Structured.logfmt(line)
+  if (structured !== undefined) return structured
+  const annotations = Structured.fields(line)
   if (format === "json") {
     return JSON.stringify({ message: line.line, level: "INFO", timestamp: date.toISOString(), annotations, spans: {} })
   }
