@@ -22,9 +22,10 @@
  *
  * @since 0.1.0
  */
-import { lstatSync, mkdirSync, realpathSync, type Stats } from "node:fs"
+import { lstatSync, mkdirSync, type Stats } from "node:fs"
 import * as Path from "node:path"
 import * as Data from "effect/Data"
+import * as Trust from "../node/internal/trust.ts"
 
 /**
  * A path prefork will not use: a directory or socket another user could
@@ -117,17 +118,6 @@ const lstat = (path: string): Stats | Missing | UntrustedPath => {
   }
 }
 
-/** Why a directory may not hold a socket of ours, or undefined: owned by us or root, not open to others unless sticky. */
-const parentProblem = (stats: Stats): string | undefined => {
-  if (!stats.isDirectory()) return "it is not a directory"
-  if (stats.uid !== euid() && stats.uid !== 0)
-    return `it belongs to uid ${stats.uid}, neither to uid ${euid()} nor to root`
-  if ((stats.mode & 0o022) !== 0 && (stats.mode & 0o1000) === 0) {
-    return `it is writable by ${(stats.mode & 0o002) !== 0 ? "others" : "its group"} (mode ${octal(stats.mode)}) and not sticky`
-  }
-  return undefined
-}
-
 /**
  * The real path of an existing directory that may hold a socket of ours:
  * every directory on its real path (links resolved) belongs to this euid or
@@ -138,27 +128,18 @@ const parentProblem = (stats: Stats): string | undefined => {
  * @category checks
  */
 export const trustedParent = (dir: string): string | Missing | UntrustedPath => {
-  let real: string
-  try {
-    real = realpathSync(dir)
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    return code === "ENOENT" || code === "ENOTDIR"
-      ? new Missing({ path: dir })
-      : new UntrustedPath({ path: dir, reason: `cannot resolve it (${code ?? String(error)})` })
+  const verdict = Trust.directory(dir, [euid()])
+  switch (verdict._tag) {
+    case "Trusted":
+      return verdict.real
+    case "Missing":
+      return new Missing({ path: dir })
+    case "Untrusted":
+      return new UntrustedPath({
+        path: dir,
+        reason: verdict.at === verdict.real ? verdict.reason : `${verdict.at}: ${verdict.reason}`
+      })
   }
-  // From the root down: a directory anyone could rename or replace makes everything under it untrustworthy.
-  const parts = real.split(Path.sep).filter((part) => part !== "")
-  for (let i = 0; i <= parts.length; i++) {
-    const at = Path.sep + parts.slice(0, i).join(Path.sep)
-    const stats = lstat(at)
-    if (!isStats(stats)) return stats
-    const problem = parentProblem(stats)
-    if (problem !== undefined) {
-      return new UntrustedPath({ path: dir, reason: at === real ? problem : `${at}: ${problem}` })
-    }
-  }
-  return real
 }
 
 /** Why an existing directory is not our private one, or undefined: a directory, not a link, ours, mode 0700. */

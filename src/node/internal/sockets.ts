@@ -29,6 +29,7 @@ import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import { BindFailed } from "../../Errors.ts"
 import * as Listen from "../../Listen.ts"
+import * as Trust from "./trust.ts"
 
 /** What `net._createServerHandle` returns: a libuv TCP or Pipe handle, or a negative errno. */
 interface ServerHandle {
@@ -115,44 +116,19 @@ const lstatOrUndefined = (path: string): Fs.Stats | undefined => {
  */
 const checkParents = (spec: Extract<Listen.Spec, { _tag: "Unix" }>) =>
   Effect.suspend(() => {
-    const trusted = new Set([0, euid(), ...(spec.owner?.uid === undefined ? [] : [spec.owner.uid])])
-    let dir: string
-    try {
-      dir = Fs.realpathSync(Path.dirname(spec.path))
-    } catch (error) {
-      return Effect.fail(bindFailed(spec, errorCode(error), `its directory ${Path.dirname(spec.path)} is missing`))
+    const trusted = [euid(), ...(spec.owner?.uid === undefined ? [] : [spec.owner.uid])]
+    const verdict = Trust.directory(Path.dirname(spec.path), trusted)
+    if (verdict._tag === "Trusted") return Effect.void
+    if (verdict._tag === "Missing") {
+      return Effect.fail(bindFailed(spec, verdict.code, `its directory ${Path.dirname(spec.path)} is missing`))
     }
-    for (let i = 0; i < 64; i++) {
-      let stat: Fs.Stats
-      try {
-        stat = Fs.statSync(dir)
-      } catch (error) {
-        return Effect.fail(bindFailed(spec, errorCode(error), `cannot check ${dir}: ${String(error)}`))
-      }
-      if (!stat.isDirectory()) return Effect.fail(bindFailed(spec, "ENOTDIR", `${dir} is not a directory`))
-      if (!trusted.has(stat.uid)) {
-        return Effect.fail(
-          bindFailed(
-            spec,
-            "EPERM",
-            `${dir} belongs to uid ${stat.uid}, who could replace the socket: use a directory of your own`
-          )
-        )
-      }
-      if ((stat.mode & 0o022) !== 0 && (stat.mode & 0o1000) === 0) {
-        return Effect.fail(
-          bindFailed(
-            spec,
-            "EPERM",
-            `${dir} is writable by others (mode ${(stat.mode & 0o7777).toString(8)}), who could replace the socket: use a directory of your own`
-          )
-        )
-      }
-      const up = Path.dirname(dir)
-      if (up === dir) break
-      dir = up
-    }
-    return Effect.void
+    return Effect.fail(
+      bindFailed(
+        spec,
+        "EPERM",
+        `${verdict.at}: ${verdict.reason}, so another user could replace the socket: use a directory of your own`
+      )
+    )
   })
 
 /**
