@@ -16,44 +16,10 @@ import * as Supervisor from "../../src/Supervisor.ts"
 import * as TestSpawner from "../../src/testing/TestSpawner.ts"
 import * as Argv from "../../src/cli/Argv.ts"
 import * as Command from "../../src/cli/Command.ts"
+import { input as parsed } from "./input.ts"
 
-/** The parsed command line of `prefork -n 2 --no-prefix -- node app.js`, with `overrides`. */
-const input = (overrides: Partial<Command.Input>): Command.Input =>
-  ({
-    processes: 2,
-    restart: "on-failure",
-    normalExitCodes: Option.none(),
-    maxRestarts: Option.none(),
-    intensity: Option.none(),
-    backoff: Option.none(),
-    backoffMax: Option.none(),
-    backoffFactor: Option.none(),
-    resetAfter: Option.none(),
-    stopTimeout: Option.none(),
-    ready: "spawn",
-    readyTimeout: Option.none(),
-    heartbeat: Option.none(),
-    maxMemory: Option.none(),
-    maxLifetime: Option.none(),
-    lifetimeJitter: Option.none(),
-    spares: Option.none(),
-    metrics: Option.none(),
-    listen: [],
-    cluster: false,
-    env: [],
-    watch: [],
-    watchIgnore: [],
-    watchDebounce: Option.none(),
-    user: Option.none(),
-    group: Option.none(),
-    control: Option.none(),
-    pidFile: Option.none(),
-    cwd: Option.none(),
-    prefix: false,
-    logFormat: "pretty",
-    command: ["node", "app.js"],
-    ...overrides
-  }) as Command.Input
+/** `prefork -n 2 --no-prefix -- node app.js`, with `overrides`. */
+const input = (overrides: Partial<Command.Input>): Command.Input => parsed({ prefix: false, ...overrides })
 
 const ms = (d: Duration.Input | undefined) =>
   d === undefined ? undefined : Duration.toMillis(Duration.fromInputUnsafe(d))

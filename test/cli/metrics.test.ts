@@ -13,6 +13,7 @@ import { Duration, Effect, Option } from "effect"
 import * as Command from "../../src/cli/Command.ts"
 import { busyPort } from "../helpers/http.ts"
 import { tempDir } from "../helpers/supervise.ts"
+import { input } from "./input.ts"
 import { awaitEvents, events, fixture, prefork, stderrHas } from "./prefork.ts"
 
 interface Response {
@@ -253,43 +254,6 @@ describe("prefork --metrics (real processes)", () => {
       )
     }
   })
-})
-
-/** The parsed command line of `prefork -- node app.js`, with `overrides`. */
-const input = (overrides: Partial<Command.Input>): Command.Input => ({
-  processes: 2,
-  restart: "on-failure",
-  normalExitCodes: Option.none(),
-  maxRestarts: Option.none(),
-  intensity: Option.none(),
-  backoff: Option.none(),
-  backoffMax: Option.none(),
-  backoffFactor: Option.none(),
-  resetAfter: Option.none(),
-  stopTimeout: Option.none(),
-  ready: "spawn",
-  readyTimeout: Option.none(),
-  heartbeat: Option.none(),
-  maxMemory: Option.none(),
-  maxLifetime: Option.none(),
-  lifetimeJitter: Option.none(),
-  spares: Option.none(),
-  metrics: Option.none(),
-  listen: [],
-  cluster: false,
-  env: [],
-  watch: [],
-  watchIgnore: [],
-  watchDebounce: Option.none(),
-  user: Option.none(),
-  group: Option.none(),
-  control: Option.none(),
-  pidFile: Option.none(),
-  cwd: Option.none(),
-  prefix: true,
-  logFormat: "pretty",
-  command: ["node", "app.js"],
-  ...overrides
 })
 
 describe("the health options reach the supervisor", () => {
