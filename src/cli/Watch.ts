@@ -39,8 +39,10 @@ export const isIgnored = (file: string, ignore: ReadonlyArray<string>): boolean 
 
 /**
  * Watches `paths` for as long as the scope lasts, and runs `onChange` with
- * the changed files once changes have been quiet for `debounce`. A path that
- * cannot be watched fails at once.
+ * the changed files once changes have been quiet for `debounce`. A path is a
+ * directory (watched recursively; a change names the file under it) or a
+ * file (a change names that file). A path that cannot be watched fails at
+ * once.
  *
  * @since 0.1.0
  * @category constructors
@@ -63,10 +65,12 @@ export const watch = (options: {
       const watcher = yield* Effect.try({
         try: () => {
           // Recursive watchers report a missing path late, as an 'error' event: look first.
-          statSync(path)
+          const directory = statSync(path).isDirectory()
           return fsWatch(path, { recursive: true, persistent: false }, (_, file) => {
-            const name = file === null ? path : String(file)
-            if (!isIgnored(name, options.ignore)) Queue.offerUnsafe(changes, Path.join(path, name))
+            const name = file === null ? "" : String(file)
+            if (isIgnored(name === "" ? Path.basename(path) : name, options.ignore)) return
+            // A watched file reports its own name: the change is the file itself, not a path under it.
+            Queue.offerUnsafe(changes, directory && name !== "" ? Path.join(path, name) : path)
           })
         },
         catch: (error) =>

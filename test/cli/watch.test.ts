@@ -58,6 +58,29 @@ describe("prefork --watch (real processes, real files)", () => {
     )
   )
 
+  it.live("a watched file is named as itself when it changes (not joined with its own name)", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const file = Path.join(dir, "leak.js")
+        writeFileSync(file, "1")
+        const p = yield* prefork(["--watch", file, "--watch-debounce", "100ms", "--", "node", fixture("forever.js")])
+        yield* stderrHas(p, `Watching ${file} for changes`)
+        writeFileSync(file, "2")
+        yield* stderrHas(p, "Reload finished", "20 seconds")
+        const changed = p
+          .stderr()
+          .split("\n")
+          .filter((l) => l.includes("Changed:"))
+        assert.strictEqual(changed.length, 1, p.stderr())
+        assert.include(changed[0], `Changed: ${file};`)
+        assert.notInclude(changed[0], "leak.js/leak.js")
+        p.signal("SIGTERM")
+        assert.strictEqual((yield* p.exit).code, 0, p.stderr())
+      })
+    )
+  )
+
   it.live("a path that cannot be watched is a usage error (exit 2)", () =>
     Effect.scoped(
       Effect.gen(function* () {
