@@ -175,6 +175,26 @@ describe("row 35: one watchdog per supervisor, gone when it ends", () => {
     })
   )
 
+  it.live("the watchdog shows in ps as itself and its primary's pid, not as its whole program", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const { env } = makeTag()
+      const gate = Path.join(dir, "gate")
+      const fiber = yield* Effect.forkChild(
+        layerPerRun({ processes: 1, command: process.execPath, args: [fixture("until-file.js"), gate], env })
+      )
+      const [watchdog] = yield* eventually(() => {
+        const found = watchdogsOf(self)
+        return found.length === 1 ? found : undefined
+      }, "10 seconds")
+      const args = readFileSync(`/proc/${watchdog}/cmdline`, "latin1").split("\0").slice(0, -1)
+      writeFileSync(gate, "")
+      yield* Fiber.join(fiber)
+      assert.deepStrictEqual(args, ["/bin/sh", "-c", 'eval "$PREFORK_WATCHDOG_SH"', "prefork-watchdog", String(self)])
+      assert.isBelow(args.join(" ").length, 80)
+    })
+  )
+
   it.live("two supervisors at once have two watchdogs; none is left when both have ended", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir

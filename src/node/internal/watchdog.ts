@@ -44,7 +44,14 @@ import type * as Scope from "effect/Scope"
 export const TOKEN = "PREFORK_WATCHDOG"
 
 /**
- * The watchdog's program, for `/bin/sh -c` (POSIX sh; `kill` is a builtin;
+ * The environment variable that carries {@link PROGRAM} to the watchdog's
+ * shell, which evaluates it (and unsets it, so `sleep`, `tr` and `grep` do
+ * not inherit it). The program is not an argument: `ps` would show all of it.
+ */
+const PROGRAM_VAR = "PREFORK_WATCHDOG_SH"
+
+/**
+ * The watchdog's program, evaluated by its `/bin/sh` (POSIX sh; `kill` is a builtin;
  * `sleep`, and `tr` and `grep` on Linux, the only other commands). Terminal
  * and polite signals are ignored: the watchdog ends when its pipe closes, and
  * only then is it useful. A target must be a number above 1 with an optional
@@ -59,7 +66,8 @@ export const TOKEN = "PREFORK_WATCHDOG"
  * environment carries this watchdog's token (`PREFORK_WATCHDOG=<its pid>`,
  * given to every worker) is killed with its group.
  */
-const PROGRAM = `trap '' HUP INT TERM
+const PROGRAM = `unset ${PROGRAM_VAR}
+trap '' HUP INT TERM
 now=" "
 late=" "
 pending=0
@@ -101,12 +109,17 @@ exit 0
 `
 
 /**
- * What the watchdog's `/proc/<pid>/cmdline` ends with (its `$0`), so that a
- * person (or a test) can tell it apart.
+ * The watchdog's `$0`, so that a person (or a test) can tell it apart.
  *
  * @internal
  */
 export const NAME = "prefork-watchdog"
+
+/**
+ * The watchdog's arguments after `/bin/sh`: `-c 'eval "$PREFORK_WATCHDOG_SH"'
+ * prefork-watchdog <primary pid>`, all that `ps -o args` shows of it.
+ */
+const argv = (primary: number): ReadonlyArray<string> => ["-c", `eval "$${PROGRAM_VAR}"`, NAME, String(primary)]
 
 /** How long the layer's release waits for the watchdog to exit after its pipe closes. */
 const EXIT_TIMEOUT = "2 seconds"
@@ -179,7 +192,8 @@ export const make: Effect.Effect<Watchdog, never, Scope.Scope> = Effect.gen(func
   const start = (): Running | undefined => {
     let child: ChildProcess
     try {
-      child = spawn("/bin/sh", ["-c", PROGRAM, NAME], {
+      child = spawn("/bin/sh", argv(process.pid), {
+        env: { ...process.env, [PROGRAM_VAR]: PROGRAM },
         stdio: ["pipe", "ignore", "ignore"],
         detached: true,
         windowsHide: true
