@@ -36,6 +36,7 @@ import * as Logging from "./Logging.ts"
 import * as Metrics from "../Metrics.ts"
 import * as MetricsServer from "./MetricsServer.ts"
 import * as Orphan from "./Orphan.ts"
+import * as Options from "./Options.ts"
 import * as Output from "./Output.ts"
 import * as PidFile from "./PidFile.ts"
 import { cpuCount } from "../internal/cpus.ts"
@@ -53,378 +54,20 @@ import * as Version from "./Version.ts"
  */
 export const VERSION: string = Version.VERSION
 
-const describe = (text: string, fallback: string) => `${text} (default: ${fallback})`
-
-const duration = (name: string, text: string, fallback: string) =>
-  Flag.String(name).pipe(
-    Flag.withMetavar("duration"),
-    Flag.filterMap(Argv.parseDuration, () => "a duration such as 500ms, 5s, 1m or 1h"),
-    Flag.withDescription(describe(text, fallback)),
-    Flag.optional
-  )
-
-type Ready = "spawn" | "message" | { readonly delay: Duration.Duration }
-
-const parseReady = (text: string): Option.Option<Ready> =>
-  text === "spawn" || text === "message"
-    ? Option.some(text)
-    : Option.map(Argv.parseDuration(text), (delay) => ({ delay }))
-
 /**
- * The command's restart budget when neither `--max-restarts` nor
- * `--intensity` is given: a service's, not Tornado's lifetime total of 100
- * (the library's default). systemd's `StartLimitBurst=5` within
- * `StartLimitIntervalSec=10s`, counted as systemd counts it, per unit: a
- * worker restarted more than 5 times in any 10 seconds is in a crash loop and
- * prefork gives up (exit 3); every worker crashing once at the same moment
- * (a database that went away) is not a crash loop; crashes further apart are
- * restarted for ever, as PM2, systemd and supervisord do.
+ * The options, defined in `Options` (flags, config file and schema from one
+ * definition), re-exported for the command's users.
  *
  * @since 0.1.0
  * @category options
  */
-export const DEFAULT_INTENSITY: {
-  readonly maxRestarts: number
-  readonly within: Duration.Duration
-  readonly per: "worker"
-} = {
-  maxRestarts: 5,
-  within: Duration.seconds(10),
-  per: "worker"
-}
-
-/**
- * The command's backoff when `--backoff` is not given: 100 ms (systemd's
- * `RestartSec=`, PM2's first exponential delay), doubling per consecutive
- * failure of a worker up to 1 s, from zero again once a worker ran 10 s.
- * With {@link DEFAULT_INTENSITY}, a worker that dies within about a second of
- * starting (PM2's `min_uptime`, supervisord's `startsecs`) is a crash loop,
- * given up within 10 s; one that ran longer is restarted at most 1 s later.
- *
- * @since 0.1.0
- * @category options
- */
-export const DEFAULT_BACKOFF: { readonly initial: Duration.Duration; readonly max: Duration.Duration } = {
-  initial: Duration.millis(100),
-  max: Duration.seconds(1)
-}
-
-/**
- * Every option of `prefork`. Each description ends with its default.
- *
- * @since 0.1.0
- * @category options
- */
-export const flags = {
-  processes: Flag.Int("processes").pipe(
-    Flag.withAlias("n"),
-    Flag.withDescription(
-      describe(
-        "How many workers; 0 or less means one per CPU (the CPUs prefork may use, capped by its container's CPU quota)",
-        `${cpuCount().count} here`
-      )
-    ),
-    Flag.withDefault(0)
-  ),
-  restart: Flag.Literals("restart", ["on-failure", "always", "never"] as const).pipe(
-    Flag.withDescription(
-      describe("Which exits restart a worker: abnormal ones (Tornado), every one, or none", "on-failure")
-    ),
-    Flag.withDefault("on-failure" as const)
-  ),
-  normalExitCodes: Flag.String("normal-exit-codes").pipe(
-    Flag.withMetavar("codes"),
-    Flag.filterMap(Argv.parseCodes, () => "a comma-separated list of exit codes 0..255, such as 0,3"),
-    Flag.withDescription(describe("Exit codes that count as a normal exit", "0")),
-    Flag.optional
-  ),
-  maxRestarts: Flag.String("max-restarts").pipe(
-    Flag.withMetavar("n"),
-    Flag.filterMap(Argv.parseCount, () => "a whole number, or infinity"),
-    Flag.withDescription(
-      describe(
-        "Restarts allowed in all, over prefork's whole life, shared by every worker, before giving up (exit 3); replaces the default --intensity",
-        "no limit"
-      )
-    ),
-    Flag.optional
-  ),
-  intensity: Flag.String("intensity").pipe(
-    Flag.withMetavar("n/duration"),
-    Flag.filterMap(Argv.parseIntensity, () => "<restarts>/<window>[,per-worker], such as 5/10s"),
-    Flag.withDescription(
-      describe(
-        "Give up (exit 3) on a crash loop: more than n restarts within any window of this length, all workers together (OTP intensity), or each worker alone with ,per-worker",
-        `${DEFAULT_INTENSITY.maxRestarts}/${Duration.format(DEFAULT_INTENSITY.within)},per-worker; none with --max-restarts alone`
-      )
-    ),
-    Flag.optional
-  ),
-  backoff: duration(
-    "backoff",
-    "Wait before restarting a worker that keeps failing, doubling each time; 0 for none",
-    Duration.format(DEFAULT_BACKOFF.initial)
-  ),
-  backoffMax: duration(
-    "backoff-max",
-    "The longest backoff",
-    `${Duration.format(DEFAULT_BACKOFF.max)}, or 30s with --backoff`
-  ),
-  backoffFactor: Flag.Finite("backoff-factor").pipe(
-    Flag.withDescription(describe("How much each backoff grows", "2")),
-    Flag.optional
-  ),
-  resetAfter: duration("reset-after", "A worker that ran this long starts its backoff from zero", "10s"),
-  stopTimeout: duration(
-    "stop-timeout",
-    "How long workers may take to exit after SIGTERM, all together, before SIGKILL",
-    "5s"
-  ),
-  ready: Flag.String("ready").pipe(
-    Flag.withMetavar("spawn|message|duration"),
-    Flag.filterMap(parseReady, () => "spawn, message, or a duration such as 2s"),
-    Flag.withDescription(
-      describe(
-        "When a worker counts as ready (for reloads): when started, when a Node worker calls Worker.ready, or after a delay",
-        "spawn"
-      )
-    ),
-    Flag.withDefault("spawn" as Ready)
-  ),
-  readyTimeout: duration(
-    "ready-timeout",
-    "A worker not ready this long after its start is stopped and counts as a failure",
-    "30s"
-  ),
-  heartbeat: Flag.String("heartbeat").pipe(
-    Flag.withMetavar("duration"),
-    Flag.filterMap(Argv.parsePositiveDuration, () => "a duration above 0, such as 10s or 1m"),
-    Flag.withDescription(
-      describe(
-        "Kill and restart (a failure) a ready worker that sends no heartbeat for this long: node and --cluster workers beat by themselves (run with an IPC channel); any other command writes a byte to the fd in PREFORK_HEARTBEAT_FD",
-        "off"
-      )
-    ),
-    Flag.optional
-  ),
-  maxMemory: Flag.String("max-memory").pipe(
-    Flag.withMetavar("size"),
-    Flag.filterMap(Supervisor.parseBytes, () => "a size such as 512M, 1.5G or 800K (powers of 1024), or bytes"),
-    Flag.withDescription(
-      describe(
-        "Recycle a worker whose process group stays above this resident memory (two samples in a row): a graceful replacement that spends no budget",
-        "none"
-      )
-    ),
-    Flag.optional
-  ),
-  maxLifetime: Flag.String("max-lifetime").pipe(
-    Flag.withMetavar("duration"),
-    Flag.filterMap(Argv.parsePositiveDuration, () => "a duration above 0, such as 6h"),
-    Flag.withDescription(
-      describe(
-        "Recycle each worker once it has been ready this long, plus a random --lifetime-jitter: a graceful replacement that spends no budget",
-        "none"
-      )
-    ),
-    Flag.optional
-  ),
-  lifetimeJitter: duration(
-    "lifetime-jitter",
-    "The most random time added to each worker's --max-lifetime, so workers do not recycle together",
-    "a tenth of --max-lifetime"
-  ),
-  spares: Flag.String("spares").pipe(
-    Flag.withMetavar("n"),
-    Flag.filterMap(Argv.parseWhole, () => "a whole number, 0 or more"),
-    Flag.withDescription(
-      describe(
-        "Keep this many Node workers booted and waiting for a task id (Worker.activated()): one takes over a dead worker's task id at once",
-        "0"
-      )
-    ),
-    Flag.optional
-  ),
-  metrics: Flag.String("metrics").pipe(
-    Flag.withMetavar("addr"),
-    Flag.filterMap(Argv.parseHostPort, () => "host:port or :port, such as 127.0.0.1:9464 (port 0: any free port)"),
-    Flag.withDescription(
-      describe(
-        "Serve Prometheus metrics on http://addr/metrics: workers by state, restarts by reason, spawn and ready durations, restart budget, memory",
-        "off"
-      )
-    ),
-    Flag.optional
-  ),
-  listen: Flag.String("listen").pipe(
-    Flag.withMetavar("addr"),
-    Flag.withDescription(
-      describe(
-        "Bind this address before any worker starts, hold it while workers restart, and hand it to every worker as fd 3, 4, … with LISTEN_FDS (node: server.listen({ fd: 3 }); gunicorn --bind fd://3); repeat for more: 8080, 127.0.0.1:0, [::1]:8080, unix:/run/app.sock (mode 0660; unix:/run/app.sock,mode=0666 to choose)",
-        "none, or the sockets of socket activation"
-      )
-    ),
-    Flag.atLeast(0)
-  ),
-  cluster: Flag.Boolean("cluster").pipe(
-    Flag.withDescription(
-      describe(
-        "Run `node script.js` as node:cluster workers sharing the ports they listen on (PM2's -i); ready when listening",
-        "off"
-      )
-    ),
-    Flag.withDefault(false)
-  ),
-  env: Flag.String("env").pipe(
-    Flag.withAlias("e"),
-    Flag.withMetavar("KEY=VALUE"),
-    Flag.filterMap(Argv.parseEnv, () => "KEY=VALUE"),
-    Flag.withDescription(describe("Set a variable for every worker; repeat for more", "prefork's own environment")),
-    Flag.atLeast(0)
-  ),
-  watch: Flag.String("watch").pipe(
-    Flag.withMetavar("path"),
-    Flag.withDescription(
-      describe(
-        "For development: reload the workers (as SIGHUP does) when files under this path change; repeat for more",
-        "off"
-      )
-    ),
-    Flag.atLeast(0)
-  ),
-  watchIgnore: Flag.String("watch-ignore").pipe(
-    Flag.withMetavar("glob"),
-    Flag.withDescription(
-      describe(
-        "Changes to matching paths (relative to the watched one) cause no reload; repeat for more",
-        "node_modules and .git"
-      )
-    ),
-    Flag.atLeast(0)
-  ),
-  watchDebounce: duration(
-    "watch-debounce",
-    "A burst of changes reloads once, after it has been quiet this long",
-    "300ms"
-  ),
-  user: Flag.String("user").pipe(
-    Flag.withMetavar("name|uid"),
-    Flag.withDescription(
-      describe(
-        "Run every worker as this user, with its primary group (prefork must be root: it binds --listen first, then drops privileges for the workers)",
-        "prefork's own"
-      )
-    ),
-    Flag.optional
-  ),
-  group: Flag.String("group").pipe(
-    Flag.withMetavar("name|gid"),
-    Flag.withDescription(describe("Run every worker with this group", "the --user's primary group, or prefork's own")),
-    Flag.optional
-  ),
-  control: Flag.String("control").pipe(
-    Flag.withMetavar("path|off"),
-    Flag.withDescription(
-      describe(
-        "The control socket `prefork ctl` talks to (status, restart, reload, scale), mode 0600 in a directory of mode 0700 (see docs/cli.md); off for none",
-        Control.defaultPath()
-      )
-    ),
-    Flag.optional
-  ),
-  pidFile: Flag.String("pid-file").pipe(
-    Flag.withMetavar("file"),
-    Flag.withDescription(
-      describe("Write prefork's own pid to this file while it runs (the process to signal), removed at exit", "none")
-    ),
-    Flag.optional
-  ),
-  cwd: Flag.String("cwd").pipe(
-    Flag.withMetavar("dir"),
-    Flag.withDescription(describe("The workers' working directory", "prefork's own")),
-    Flag.optional
-  ),
-  prefix: Flag.Boolean("prefix").pipe(
-    Flag.withDescription(
-      describe("Prefix each output line with [task:pid]; --no-prefix passes output through untouched", "on")
-    ),
-    Flag.withDefault(true)
-  ),
-  logFormat: Flag.Literals("log-format", Logging.FORMATS).pipe(
-    Flag.withDescription(describe("How prefork's own messages are written to stderr", "pretty")),
-    Flag.withDefault("pretty" as Logging.Format)
-  ),
-  command: Argument.String("command").pipe(
-    Argument.withDescription("The program to run in every worker, and its arguments, passed verbatim (no shell)"),
-    Argument.variadic({ min: 1 })
-  )
-} as const
-
-/**
- * What the command line says, parsed.
- *
- * @since 0.1.0
- * @category options
- */
-export type Input = Command.Command.Config.Infer<typeof flags>
-
-/**
- * The options that take a value from the next argument, and the boolean ones
- * (with the built-in `--help`, `--version` and `--log-level`): what
- * {@link Argv.splitCommand} needs to find where the command starts.
- *
- * @since 0.1.0
- * @category options
- */
-export const VALUE_FLAGS: ReadonlySet<string> = new Set([
-  "processes",
-  "n",
-  "restart",
-  "normal-exit-codes",
-  "max-restarts",
-  "intensity",
-  "backoff",
-  "backoff-max",
-  "backoff-factor",
-  "reset-after",
-  "stop-timeout",
-  "ready",
-  "ready-timeout",
-  "heartbeat",
-  "max-memory",
-  "max-lifetime",
-  "lifetime-jitter",
-  "spares",
-  "metrics",
-  "listen",
-  "pid-file",
-  "control",
-  "watch",
-  "watch-ignore",
-  "watch-debounce",
-  "user",
-  "group",
-  "env",
-  "e",
-  "cwd",
-  "log-format",
-  "log-level"
-])
+export { BOOLEAN_FLAGS, DEFAULT_BACKOFF, DEFAULT_INTENSITY, flags, VALUE_FLAGS } from "./Options.ts"
 
 /**
  * @since 0.1.0
  * @category options
  */
-export const BOOLEAN_FLAGS: ReadonlySet<string> = new Set([
-  "prefix",
-  "no-prefix",
-  "cluster",
-  "no-cluster",
-  "help",
-  "h",
-  "version",
-  "v"
-])
+export type { Input } from "./Options.ts"
 
 const isNode = (command: string): boolean => command === process.execPath || /^node(js)?$/.test(Path.basename(command))
 
@@ -434,8 +77,8 @@ const usage = (field: string, message: string) => new InvalidOptions({ field, me
  * Turns the parsed command line into supervisor options, refusing what the
  * parser cannot see: `--ready message` for a program that is not Node, a
  * `--cwd` that is not a directory. Without `--max-restarts` or `--intensity`
- * the budget is {@link DEFAULT_INTENSITY}; without `--backoff` the backoff is
- * {@link DEFAULT_BACKOFF}.
+ * the budget is `Options.DEFAULT_INTENSITY`; without `--backoff` the backoff is
+ * `Options.DEFAULT_BACKOFF`.
  *
  * `--ready message` needs an IPC channel: `node <args…>` then runs under
  * prefork's own Node binary (`process.execPath`) in module mode, with the
@@ -445,7 +88,7 @@ const usage = (field: string, message: string) => new InvalidOptions({ field, me
  * @category options
  */
 export const toOptions = (
-  input: Input,
+  input: Options.Input,
   onOutput: Supervisor.Options["onOutput"]
 ): Effect.Effect<Supervisor.Options, InvalidOptions> =>
   Effect.gen(function* () {
@@ -506,11 +149,11 @@ export const toOptions = (
       // A service's policy unless the command line gives a budget (DEFAULT_INTENSITY, DEFAULT_BACKOFF).
       ...option("maxRestarts", input.maxRestarts),
       ...(Option.isNone(input.maxRestarts) && Option.isNone(input.intensity)
-        ? { intensity: DEFAULT_INTENSITY }
+        ? { intensity: Options.DEFAULT_INTENSITY }
         : option("intensity", input.intensity)),
       backoff: {
-        initial: Option.getOrElse(input.backoff, () => DEFAULT_BACKOFF.initial),
-        ...(Option.isNone(input.backoff) ? { max: DEFAULT_BACKOFF.max } : {}),
+        initial: Option.getOrElse(input.backoff, () => Options.DEFAULT_BACKOFF.initial),
+        ...(Option.isNone(input.backoff) ? { max: Options.DEFAULT_BACKOFF.max } : {}),
         ...option("max", input.backoffMax),
         ...option("factor", input.backoffFactor)
       },
@@ -562,7 +205,7 @@ const abnormal = (exits: ReadonlyArray<ExitRecord>, normal: ReadonlyArray<number
  * @since 0.1.0
  * @category running
  */
-export const supervise = (input: Input) => {
+export const supervise = (input: Options.Input) => {
   const color = Output.useColor(stderr, process.env)
   const onOutput = Output.make({ stdout: process.stdout, stderr, env: process.env, format: input.logFormat })
   const report = (handle: Supervisor.SupervisorHandle) =>
@@ -664,7 +307,7 @@ export const supervise = (input: Input) => {
  * @since 0.1.0
  * @category commands
  */
-export const command = Command.make("prefork", flags, supervise).pipe(
+export const command = Command.make("prefork", Options.flags, (given) => supervise(Options.resolve(given))).pipe(
   Command.withDescription(
     [
       "Run n copies of a program, restart the ones that fail with the same task id",
@@ -740,7 +383,9 @@ const services = Layer.mergeAll(
  * @category running
  */
 export const run = (argv: ReadonlyArray<string>) =>
-  Command.runWith(command, { version: VERSION })(Argv.splitCommand(argv, VALUE_FLAGS, BOOLEAN_FLAGS)).pipe(
+  Command.runWith(command, { version: VERSION })(
+    Argv.splitCommand(argv, Options.VALUE_FLAGS, Options.BOOLEAN_FLAGS)
+  ).pipe(
     Effect.provide(
       Layer.mergeAll(
         services,

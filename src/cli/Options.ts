@@ -1,0 +1,636 @@
+/**
+ * Every option of `prefork`, defined once: each entry of {@link options} gives
+ * the command-line flag (`effect/cli`, what `--help` shows), the config file's
+ * key of the same name with its validation (`ConfigFile`), and the option's
+ * JSON Schema entry (`npm run schema`). A flag's value and the same key's value
+ * in a config file are read by the same parser (`Argv.parseDuration`, …).
+ *
+ * To add an option: one entry in {@link options} made with {@link value},
+ * {@link choice}, {@link boolean} or {@link list} (the key is the camel-case
+ * name `Input` gets, the first argument the long flag and config key), then
+ * `npm run schema`.
+ *
+ * @since 0.1.0
+ */
+import * as Duration from "effect/Duration"
+import * as Option from "effect/Option"
+import * as Result from "effect/Result"
+import { Argument, Command, Flag } from "effect/cli"
+import * as Supervisor from "../Supervisor.ts"
+import { cpuCount } from "../internal/cpus.ts"
+import * as Argv from "./Argv.ts"
+import * as Control from "./Control.ts"
+import * as Logging from "./Logging.ts"
+
+/**
+ * A JSON Schema fragment (draft 2020-12).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type JsonSchema = { readonly [key: string]: unknown }
+
+/**
+ * One option. `G` is what the command line gives (`Option.none()` or an empty
+ * list when absent), `R` what `Input` holds once defaults are applied.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Opt<G, R> {
+  /** The long flag without dashes, and the config file's key. */
+  readonly name: string
+  readonly alias: string | undefined
+  /** Whether the flag takes a value from the next argument (else it is a boolean). */
+  readonly takesValue: boolean
+  readonly flag: Flag.Flag<G>
+  /** Reads the config file's value: the same parser as the flag's, or what was expected. */
+  readonly fromJson: (value: unknown) => Result.Result<G, string>
+  /** Whether the command line (or file) gave this option. */
+  readonly given: (value: G) => boolean
+  /** The value `Input` holds: the given one or the default. */
+  readonly resolve: (value: G) => R
+  readonly schema: JsonSchema
+}
+
+/** An option's help text: what it does, then its default. */
+const describe = (text: string, fallback: string) => `${text} (default: ${fallback})`
+
+const got = (value: unknown) => `got ${JSON.stringify(value) ?? String(value)}`
+
+interface ValueSpec<A> {
+  readonly alias?: string
+  readonly metavar: string
+  readonly description: string
+  /** The default as `--help` says it. */
+  readonly fallback: string
+  /** The flag's parser, also applied to the config file's string (or number) value. */
+  readonly parse: (text: string) => Option.Option<A>
+  /** What a valid value looks like, for error messages. */
+  readonly expected: string
+  /** A JSON number is also accepted in a config file (read as its decimal text). */
+  readonly numbers?: "integer" | "number"
+  /** A JSON Schema pattern for the string form. */
+  readonly pattern?: string
+}
+
+/**
+ * An option with one value, read by `parse` (absent: `Option.none()`).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const value = <A>(name: string, spec: ValueSpec<A>): Opt<Option.Option<A>, Option.Option<A>> => {
+  const description = describe(spec.description, spec.fallback)
+  const base = Flag.String(name).pipe(
+    Flag.withMetavar(spec.metavar),
+    Flag.filterMap(spec.parse, () => spec.expected),
+    Flag.withDescription(description)
+  )
+  return {
+    name,
+    alias: spec.alias,
+    takesValue: true,
+    flag: Flag.optional(spec.alias === undefined ? base : Flag.withAlias(base, spec.alias)),
+    fromJson: (json) => {
+      const text =
+        typeof json === "string"
+          ? json
+          : typeof json === "number" && spec.numbers !== undefined
+            ? String(json)
+            : undefined
+      const parsed = text === undefined ? Option.none() : spec.parse(text)
+      return Option.isSome(parsed) ? Result.succeed(parsed) : Result.fail(`expected ${spec.expected}, ${got(json)}`)
+    },
+    given: Option.isSome,
+    resolve: (a) => a,
+    schema: {
+      description,
+      ...(spec.numbers === undefined ? { type: "string" } : { type: ["string", spec.numbers] }),
+      ...(spec.pattern === undefined ? {} : { pattern: spec.pattern })
+    }
+  }
+}
+
+/**
+ * An option whose value is one of `choices`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const choice = <const C extends string>(
+  name: string,
+  choices: ReadonlyArray<C>,
+  spec: { readonly description: string; readonly fallback: string }
+): Opt<Option.Option<C>, Option.Option<C>> => {
+  const description = describe(spec.description, spec.fallback)
+  return {
+    name,
+    alias: undefined,
+    takesValue: true,
+    flag: Flag.Literals(name, choices).pipe(Flag.withDescription(description), Flag.optional),
+    fromJson: (json) =>
+      choices.includes(json as C)
+        ? Result.succeed(Option.some(json as C))
+        : Result.fail(`expected one of ${choices.map((c) => JSON.stringify(c)).join(", ")}, ${got(json)}`),
+    given: Option.isSome,
+    resolve: (a) => a,
+    schema: { description, enum: choices }
+  }
+}
+
+/**
+ * A boolean option: `--name`, `--no-name`; `true` or `false` in a config file.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const boolean = (
+  name: string,
+  spec: { readonly description: string; readonly fallback: string }
+): Opt<Option.Option<boolean>, Option.Option<boolean>> => {
+  const description = describe(spec.description, spec.fallback)
+  return {
+    name,
+    alias: undefined,
+    takesValue: false,
+    flag: Flag.Boolean(name).pipe(Flag.withDescription(description), Flag.optional),
+    fromJson: (json) =>
+      typeof json === "boolean"
+        ? Result.succeed(Option.some(json))
+        : Result.fail(`expected true or false, ${got(json)}`),
+    given: Option.isSome,
+    resolve: (a) => a,
+    schema: { description, type: "boolean" }
+  }
+}
+
+/**
+ * A repeatable option (`--listen a --listen b`); in a config file a list of
+ * strings, or one string. A list on the command line replaces the file's.
+ * With `entries`, a config file may also give an object (`{"KEY": "VALUE"}`
+ * for `--env KEY=VALUE`).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const list = <A = string>(
+  name: string,
+  spec: Omit<ValueSpec<A>, "numbers" | "parse" | "expected"> & {
+    readonly parse?: (text: string) => Option.Option<A>
+    readonly expected?: string
+    readonly entries?: boolean
+  }
+): Opt<ReadonlyArray<A>, ReadonlyArray<A>> => {
+  const description = describe(spec.description, spec.fallback)
+  const parse = spec.parse ?? ((text: string) => Option.some(text as A))
+  const expected = spec.expected ?? "a string"
+  const base = Flag.String(name).pipe(
+    Flag.withMetavar(spec.metavar),
+    Flag.filterMap(parse, () => expected),
+    Flag.withDescription(description)
+  )
+  const item: JsonSchema = { type: "string", ...(spec.pattern === undefined ? {} : { pattern: spec.pattern }) }
+  return {
+    name,
+    alias: spec.alias,
+    takesValue: true,
+    flag: Flag.atLeast(spec.alias === undefined ? base : Flag.withAlias(base, spec.alias), 0),
+    fromJson: (json) => {
+      const texts =
+        typeof json === "string"
+          ? [json]
+          : Array.isArray(json)
+            ? json
+            : spec.entries === true && typeof json === "object" && json !== null
+              ? Object.entries(json).map(([k, v]) => (typeof v === "string" ? `${k}=${v}` : v))
+              : undefined
+      if (texts === undefined) {
+        return Result.fail(`expected ${spec.entries === true ? "a list or an object" : "a list"}, ${got(json)}`)
+      }
+      const values: Array<A> = []
+      for (const [i, text] of texts.entries()) {
+        const parsed = typeof text === "string" ? parse(text) : Option.none()
+        if (Option.isNone(parsed)) return Result.fail(`item ${i + 1}: expected ${expected}, ${got(text)}`)
+        values.push(parsed.value)
+      }
+      return Result.succeed(values)
+    },
+    given: (a) => a.length > 0,
+    resolve: (a) => a,
+    schema: {
+      description,
+      anyOf: [
+        item,
+        { type: "array", items: item },
+        ...(spec.entries === true ? [{ type: "object", additionalProperties: { type: "string" } }] : [])
+      ]
+    }
+  }
+}
+
+/**
+ * The same option with a default: `Input` holds the value, never `none`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const withDefault = <A>(
+  opt: Opt<Option.Option<A>, Option.Option<A>>,
+  fallback: NoInfer<A>
+): Opt<Option.Option<A>, A> => ({ ...opt, resolve: Option.getOrElse(() => fallback) })
+
+const duration = (name: string, description: string, fallback: string) =>
+  value(name, {
+    metavar: "duration",
+    description,
+    fallback,
+    parse: Argv.parseDuration,
+    expected: "a duration such as 500ms, 5s, 1m or 1h",
+    pattern: DURATION_PATTERN
+  })
+
+const DURATION_PATTERN = "^\\s*(0|\\d+(\\.\\d+)?(ms|s|m|h)|\\d+(\\.\\d+)?\\s+[a-z]+)\\s*$"
+
+type Ready = "spawn" | "message" | { readonly delay: Duration.Duration }
+
+const parseReady = (text: string): Option.Option<Ready> =>
+  text === "spawn" || text === "message"
+    ? Option.some(text)
+    : Option.map(Argv.parseDuration(text), (delay) => ({ delay }))
+
+const parseInteger = (text: string): Option.Option<number> =>
+  /^\s*-?\d{1,9}\s*$/.test(text) ? Option.some(Number(text)) : Option.none()
+
+const parseFinite = (text: string): Option.Option<number> => {
+  const n = text.trim() === "" ? NaN : Number(text)
+  return Number.isFinite(n) ? Option.some(n) : Option.none()
+}
+
+/**
+ * The command's restart budget when neither `--max-restarts` nor
+ * `--intensity` is given: a service's, not Tornado's lifetime total of 100
+ * (the library's default). systemd's `StartLimitBurst=5` within
+ * `StartLimitIntervalSec=10s`, counted as systemd counts it, per unit: a
+ * worker restarted more than 5 times in any 10 seconds is in a crash loop and
+ * prefork gives up (exit 3); every worker crashing once at the same moment
+ * (a database that went away) is not a crash loop; crashes further apart are
+ * restarted for ever, as PM2, systemd and supervisord do.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const DEFAULT_INTENSITY: {
+  readonly maxRestarts: number
+  readonly within: Duration.Duration
+  readonly per: "worker"
+} = {
+  maxRestarts: 5,
+  within: Duration.seconds(10),
+  per: "worker"
+}
+
+/**
+ * The command's backoff when `--backoff` is not given: 100 ms (systemd's
+ * `RestartSec=`, PM2's first exponential delay), doubling per consecutive
+ * failure of a worker up to 1 s, from zero again once a worker ran 10 s.
+ * With {@link DEFAULT_INTENSITY}, a worker that dies within about a second of
+ * starting (PM2's `min_uptime`, supervisord's `startsecs`) is a crash loop,
+ * given up within 10 s; one that ran longer is restarted at most 1 s later.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const DEFAULT_BACKOFF: { readonly initial: Duration.Duration; readonly max: Duration.Duration } = {
+  initial: Duration.millis(100),
+  max: Duration.seconds(1)
+}
+
+/**
+ * Every option of `prefork`, in `--help`'s order. Each description ends with
+ * its default.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const options = {
+  processes: withDefault(
+    value("processes", {
+      alias: "n",
+      metavar: "integer",
+      description:
+        "How many workers; 0 or less means one per CPU (the CPUs prefork may use, capped by its container's CPU quota)",
+      fallback: `${cpuCount().count} here`,
+      parse: parseInteger,
+      expected: "a whole number",
+      numbers: "integer"
+    }),
+    0
+  ),
+  restart: withDefault(
+    choice("restart", ["on-failure", "always", "never"], {
+      description: "Which exits restart a worker: abnormal ones (Tornado), every one, or none",
+      fallback: "on-failure"
+    }),
+    "on-failure"
+  ),
+  normalExitCodes: value("normal-exit-codes", {
+    metavar: "codes",
+    description: "Exit codes that count as a normal exit",
+    fallback: "0",
+    parse: Argv.parseCodes,
+    expected: "a comma-separated list of exit codes 0..255, such as 0,3",
+    numbers: "integer"
+  }),
+  maxRestarts: value("max-restarts", {
+    metavar: "n",
+    description:
+      "Restarts allowed in all, over prefork's whole life, shared by every worker, before giving up (exit 3); replaces the default --intensity",
+    fallback: "no limit",
+    parse: Argv.parseCount,
+    expected: "a whole number, or infinity",
+    numbers: "integer"
+  }),
+  intensity: value("intensity", {
+    metavar: "n/duration",
+    description:
+      "Give up (exit 3) on a crash loop: more than n restarts within any window of this length, all workers together (OTP intensity), or each worker alone with ,per-worker",
+    fallback: `${DEFAULT_INTENSITY.maxRestarts}/${Duration.format(DEFAULT_INTENSITY.within)},per-worker; none with --max-restarts alone`,
+    parse: Argv.parseIntensity,
+    expected: "<restarts>/<window>[,per-worker], such as 5/10s"
+  }),
+  backoff: duration(
+    "backoff",
+    "Wait before restarting a worker that keeps failing, doubling each time; 0 for none",
+    Duration.format(DEFAULT_BACKOFF.initial)
+  ),
+  backoffMax: duration(
+    "backoff-max",
+    "The longest backoff",
+    `${Duration.format(DEFAULT_BACKOFF.max)}, or 30s with --backoff`
+  ),
+  backoffFactor: value("backoff-factor", {
+    metavar: "number",
+    description: "How much each backoff grows",
+    fallback: "2",
+    parse: parseFinite,
+    expected: "a number",
+    numbers: "number"
+  }),
+  resetAfter: duration("reset-after", "A worker that ran this long starts its backoff from zero", "10s"),
+  stopTimeout: duration(
+    "stop-timeout",
+    "How long workers may take to exit after SIGTERM, all together, before SIGKILL",
+    "5s"
+  ),
+  ready: withDefault(
+    value("ready", {
+      metavar: "spawn|message|duration",
+      description:
+        "When a worker counts as ready (for reloads): when started, when a Node worker calls Worker.ready, or after a delay",
+      fallback: "spawn",
+      parse: parseReady,
+      expected: "spawn, message, or a duration such as 2s"
+    }),
+    "spawn" as Ready
+  ),
+  readyTimeout: duration(
+    "ready-timeout",
+    "A worker not ready this long after its start is stopped and counts as a failure",
+    "30s"
+  ),
+  heartbeat: value("heartbeat", {
+    metavar: "duration",
+    description:
+      "Kill and restart (a failure) a ready worker that sends no heartbeat for this long: node and --cluster workers beat by themselves (run with an IPC channel); any other command writes a byte to the fd in PREFORK_HEARTBEAT_FD",
+    fallback: "off",
+    parse: Argv.parsePositiveDuration,
+    expected: "a duration above 0, such as 10s or 1m",
+    pattern: DURATION_PATTERN
+  }),
+  maxMemory: value("max-memory", {
+    metavar: "size",
+    description:
+      "Recycle a worker whose process group stays above this resident memory (two samples in a row): a graceful replacement that spends no budget",
+    fallback: "none",
+    parse: Supervisor.parseBytes,
+    expected: "a size such as 512M, 1.5G or 800K (powers of 1024), or bytes",
+    numbers: "integer"
+  }),
+  maxLifetime: value("max-lifetime", {
+    metavar: "duration",
+    description:
+      "Recycle each worker once it has been ready this long, plus a random --lifetime-jitter: a graceful replacement that spends no budget",
+    fallback: "none",
+    parse: Argv.parsePositiveDuration,
+    expected: "a duration above 0, such as 6h",
+    pattern: DURATION_PATTERN
+  }),
+  lifetimeJitter: duration(
+    "lifetime-jitter",
+    "The most random time added to each worker's --max-lifetime, so workers do not recycle together",
+    "a tenth of --max-lifetime"
+  ),
+  spares: value("spares", {
+    metavar: "n",
+    description:
+      "Keep this many Node workers booted and waiting for a task id (Worker.activated()): one takes over a dead worker's task id at once",
+    fallback: "0",
+    parse: Argv.parseWhole,
+    expected: "a whole number, 0 or more",
+    numbers: "integer"
+  }),
+  metrics: value("metrics", {
+    metavar: "addr",
+    description:
+      "Serve Prometheus metrics on http://addr/metrics: workers by state, restarts by reason, spawn and ready durations, restart budget, memory",
+    fallback: "off",
+    parse: Argv.parseHostPort,
+    expected: "host:port or :port, such as 127.0.0.1:9464 (port 0: any free port)",
+    numbers: "integer"
+  }),
+  listen: list("listen", {
+    metavar: "addr",
+    description:
+      "Bind this address before any worker starts, hold it while workers restart, and hand it to every worker as fd 3, 4, … with LISTEN_FDS (node: server.listen({ fd: 3 }); gunicorn --bind fd://3); repeat for more: 8080, 127.0.0.1:0, [::1]:8080, unix:/run/app.sock (mode 0660; unix:/run/app.sock,mode=0666 to choose)",
+    fallback: "none, or the sockets of socket activation"
+  }),
+  cluster: withDefault(
+    boolean("cluster", {
+      description:
+        "Run `node script.js` as node:cluster workers sharing the ports they listen on (PM2's -i); ready when listening",
+      fallback: "off"
+    }),
+    false
+  ),
+  env: list("env", {
+    alias: "e",
+    metavar: "KEY=VALUE",
+    description: "Set a variable for every worker; repeat for more",
+    fallback: "prefork's own environment",
+    parse: Argv.parseEnv,
+    expected: "KEY=VALUE",
+    entries: true
+  }),
+  watch: list("watch", {
+    metavar: "path",
+    description:
+      "For development: reload the workers (as SIGHUP does) when files under this path change; repeat for more",
+    fallback: "off"
+  }),
+  watchIgnore: list("watch-ignore", {
+    metavar: "glob",
+    description: "Changes to matching paths (relative to the watched one) cause no reload; repeat for more",
+    fallback: "node_modules and .git"
+  }),
+  watchDebounce: duration(
+    "watch-debounce",
+    "A burst of changes reloads once, after it has been quiet this long",
+    "300ms"
+  ),
+  user: value("user", {
+    metavar: "name|uid",
+    description:
+      "Run every worker as this user, with its primary group (prefork must be root: it binds --listen first, then drops privileges for the workers)",
+    fallback: "prefork's own",
+    parse: Option.some,
+    expected: "a user name or uid",
+    numbers: "integer"
+  }),
+  group: value("group", {
+    metavar: "name|gid",
+    description: "Run every worker with this group",
+    fallback: "the --user's primary group, or prefork's own",
+    parse: Option.some,
+    expected: "a group name or gid",
+    numbers: "integer"
+  }),
+  control: value("control", {
+    metavar: "path|off",
+    description:
+      "The control socket `prefork ctl` talks to (status, restart, reload, scale), mode 0600 in a directory of mode 0700 (see docs/cli.md); off for none",
+    fallback: Control.defaultPath(),
+    parse: Option.some,
+    expected: "a path, or off"
+  }),
+  pidFile: value("pid-file", {
+    metavar: "file",
+    description: "Write prefork's own pid to this file while it runs (the process to signal), removed at exit",
+    fallback: "none",
+    parse: Option.some,
+    expected: "a path"
+  }),
+  cwd: value("cwd", {
+    metavar: "dir",
+    description: "The workers' working directory",
+    fallback: "prefork's own",
+    parse: Option.some,
+    expected: "a path"
+  }),
+  prefix: withDefault(
+    boolean("prefix", {
+      description: "Prefix each output line with [task:pid]; --no-prefix passes output through untouched",
+      fallback: "on"
+    }),
+    true
+  ),
+  logFormat: withDefault(
+    choice("log-format", Logging.FORMATS, {
+      description: "How prefork's own messages are written to stderr",
+      fallback: "pretty"
+    }),
+    "pretty" as Logging.Format
+  )
+} as const
+
+/**
+ * The program to run, and its arguments: everything from the first operand
+ * on (see `Argv.splitCommand`).
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const commandArgument = Argument.String("command").pipe(
+  Argument.withDescription("The program to run in every worker, and its arguments, passed verbatim (no shell)"),
+  Argument.variadic({ min: 1 })
+)
+
+type Options = typeof options
+
+/**
+ * The flags `effect/cli` parses: one per option, and the command.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const flags: { readonly [K in keyof Options]: Options[K]["flag"] } & {
+  readonly command: typeof commandArgument
+} = {
+  ...(Object.fromEntries(Object.entries(options).map(([key, opt]) => [key, opt.flag])) as {
+    readonly [K in keyof Options]: Options[K]["flag"]
+  }),
+  command: commandArgument
+}
+
+/**
+ * What the command line says, parsed, before defaults: absent options are
+ * `Option.none()` or empty lists.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export type Given = Command.Command.Config.Infer<typeof flags>
+
+/**
+ * Every option's value, defaults applied: what `Command.toOptions` reads.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export type Input = {
+  readonly [K in keyof Options]: Options[K] extends Opt<any, infer R> ? R : never
+} & { readonly command: ReadonlyArray<string> }
+
+/**
+ * Applies the defaults to what the command line gives.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const resolve = (given: Given): Input =>
+  ({
+    ...Object.fromEntries(
+      Object.entries(options).map(([key, opt]) => [
+        key,
+        (opt as Opt<unknown, unknown>).resolve(given[key as keyof Options])
+      ])
+    ),
+    command: given.command
+  }) as Input
+
+/**
+ * The options that take a value from the next argument, and the boolean ones
+ * (with the built-in `--help`, `--version` and `--log-level`): what
+ * {@link Argv.splitCommand} needs to find where the command starts.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const VALUE_FLAGS: ReadonlySet<string> = new Set([
+  ...Object.values(options).flatMap((opt) =>
+    opt.takesValue ? [opt.name, ...(opt.alias === undefined ? [] : [opt.alias])] : []
+  ),
+  "log-level"
+])
+
+/**
+ * @since 0.1.0
+ * @category options
+ */
+export const BOOLEAN_FLAGS: ReadonlySet<string> = new Set([
+  ...Object.values(options).flatMap((opt) => (opt.takesValue ? [] : [opt.name, `no-${opt.name}`])),
+  "help",
+  "h",
+  "version",
+  "v"
+])
