@@ -31,6 +31,7 @@ import * as FiberSet from "effect/FiberSet"
 import type * as Scope from "effect/Scope"
 import type { SupervisorHandle } from "../Supervisor.ts"
 import * as Protocol from "./ControlProtocol.ts"
+import * as Reload from "./Reload.ts"
 import * as RuntimeDir from "./RuntimeDir.ts"
 
 /**
@@ -240,7 +241,10 @@ export const serve = (
         // gone meanwhile
       }
     }
-    const respond = yield* Protocol.makeResponder(handle, { sampleMillis: options.sampleMillis })
+    // A reload or restart asked here is logged as it starts and ends, as a SIGHUP's is.
+    const respond = yield* Protocol.makeResponder(Reload.logged(handle, "prefork ctl"), {
+      sampleMillis: options.sampleMillis
+    })
     const run = yield* FiberSet.makeRuntime()
     const clients = new Set<Connection>()
     const answer = (line: string, reply: (body: Protocol.Reply) => void) =>

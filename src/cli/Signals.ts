@@ -22,6 +22,7 @@ import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import type { SupervisorHandle } from "../Supervisor.ts"
+import * as Reload from "./Reload.ts"
 import * as Status from "./Status.ts"
 
 /**
@@ -137,15 +138,10 @@ export const control = (
     const scaleRequests = yield* Queue.unbounded<"SIGTTIN" | "SIGTTOU">()
     // One fiber applies every scaling request in turn: each reads the count once the one before it is done.
     yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(scaleRequests), scaleBy)))
-    const reload = Effect.gen(function* () {
+    const reload = Effect.suspend(() => {
       reloading = true
-      yield* Effect.logInfo(
-        `SIGHUP received: reloading ${handle.processes} process${handle.processes === 1 ? "" : "es"} one at a time`
-      )
-      yield* handle.reload().pipe(
-        Effect.andThen(Effect.logInfo("Reload finished")),
-        Effect.catch((error) => Effect.logWarning(`Reload stopped: ${error.message}`))
-      )
+      // Logged as it starts and as it ends (Reload.ts); a failure is logged there and goes no further.
+      return Effect.ignore(Reload.reload(handle, "SIGHUP received"))
     }).pipe(Effect.ensuring(Effect.sync(() => (reloading = false))))
 
     const act = (signal: Control): Effect.Effect<void, never, Scope.Scope> => {

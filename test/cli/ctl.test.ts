@@ -5,12 +5,13 @@
  * gone at exit; a client of another user refused before it connects.
  */
 import { execFileSync, spawnSync } from "node:child_process"
-import { chmodSync, existsSync, lstatSync } from "node:fs"
+import { chmodSync, existsSync, lstatSync, writeFileSync } from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { eventually, pidsWithTag } from "../helpers/procs.ts"
+import { tempDir } from "../helpers/supervise.ts"
 import { BIN, fixture, prefork, stderrHas } from "./prefork.ts"
 
 /** Runs `prefork ctl …args` with this runtime directory: its exit code and output. */
@@ -82,6 +83,53 @@ describe("prefork ctl (real processes)", () => {
           assert.strictEqual(ctl(p.runtimeDir, ["status"]).code, 3)
         })
       )
+  )
+
+  it.live("ctl reload, ctl restart and SIGHUP each log a start and a finish line; a failed reload says how", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const gate = Path.join(yield* tempDir, "gate")
+        // Ready 300 ms after it starts; once the gate exists, a new worker exits at once (a reload fails).
+        const p = yield* prefork([
+          "-n",
+          "2",
+          "--ready",
+          "300ms",
+          "--",
+          "sh",
+          "-c",
+          `[ -e ${gate} ] && exit 1; exec sleep 1000`
+        ])
+        yield* eventually(() => (existsSync(socketPath(p.runtimeDir)) ? true : undefined))
+        /** Waits until stderr has a line matching each pattern, in order (ctl is synchronous: prefork's lines are read meanwhile). */
+        const inOrder = (...lines: ReadonlyArray<string>) =>
+          stderrHas(p, new RegExp(lines.map((line) => `${line}$`).join("[\\s\\S]*"), "m"))
+        assert.strictEqual(ctl(p.runtimeDir, ["reload"]).code, 0)
+        yield* inOrder(
+          "INFO prefork ctl reload: reloading 2 processes one at a time",
+          "INFO Reload finished: 2 processes replaced in \\d.*"
+        )
+        assert.strictEqual(ctl(p.runtimeDir, ["restart", "1"]).code, 0)
+        yield* inOrder(
+          "INFO prefork ctl restart 1: restarting child 1 \\(pid \\d+\\)",
+          "INFO Restart of child 1 finished in \\d.*: pid \\d+"
+        )
+        p.signal("SIGHUP")
+        yield* inOrder(
+          "INFO SIGHUP received: reloading 2 processes one at a time",
+          "INFO Reload finished: 2 processes replaced in \\d.*"
+        )
+        writeFileSync(gate, "")
+        const failed = ctl(p.runtimeDir, ["reload"])
+        assert.strictEqual(failed.code, 1, failed.stderr)
+        yield* inOrder(
+          "INFO prefork ctl reload: reloading 2 processes one at a time",
+          "WARN Reload stopped after \\d.*: .*child 0.* \\(0 of 2 processes replaced; the others keep their workers\\)"
+        )
+        p.signal("SIGTERM")
+        assert.strictEqual((yield* p.exit).code, 0, p.stderr())
+      })
+    )
   )
 
   it.live("a stale socket file at start is replaced; a live one at an explicit --control is a usage error", () =>
