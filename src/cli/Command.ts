@@ -39,6 +39,7 @@ import * as Orphan from "./Orphan.ts"
 import * as Options from "./Options.ts"
 import * as Output from "./Output.ts"
 import * as PidFile from "./PidFile.ts"
+import * as Reload from "./Reload.ts"
 import { cpuCount } from "../internal/cpus.ts"
 import * as Control from "./Control.ts"
 import * as Signals from "./Signals.ts"
@@ -265,13 +266,13 @@ export const supervise = (input: Options.Input) => {
           paths: input.watch,
           ignore: input.watchIgnore,
           debounce: Option.getOrElse(input.watchDebounce, () => Duration.millis(300)),
+          // Logged as it starts and ends (Reload.ts), as a SIGHUP's reload is.
           onChange: (files) =>
-            Effect.logInfo(
-              `Changed: ${files.slice(0, 3).join(", ")}${files.length > 3 ? ` and ${files.length - 3} more` : ""}; reloading`
-            ).pipe(
-              Effect.andThen(handle.reload()),
-              Effect.andThen(Effect.logInfo("Reload finished")),
-              Effect.catch((error) => Effect.logWarning(`Reload stopped: ${error.message}`))
+            Effect.ignore(
+              Reload.reload(
+                handle,
+                `${files.slice(0, 3).join(", ")}${files.length > 3 ? ` and ${files.length - 3} more` : ""} changed`
+              )
             )
         }).pipe(Effect.catch((error) => Effect.fail(usage("watch", error.message))))
         yield* Effect.logInfo(`Watching ${input.watch.join(", ")} for changes (a change reloads every worker)`)
