@@ -12,3 +12,6 @@ export * as NodeClusterSpawner from "./node/NodeClusterSpawner.ts"
 
 /** @since 0.1.0 */
 export * as Prefork from "./node/Prefork.ts"
+
+/** @since 0.1.0 */
+export * as Health from "./node/Health.ts"

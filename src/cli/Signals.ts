@@ -3,7 +3,7 @@
  *
  * | signal            | action |
  * | ----------------- | ------ |
- * | SIGTERM, SIGINT   | stop every worker gracefully, once, then exit 0 (`NodeRuntime.runMain` interrupts the program; this module says so in the log first). A second one while stopping kills every process the supervisor still has at once (workers, replacements, spares: SIGKILL to each group), as Docker and PM2 do |
+ * | SIGTERM, SIGINT   | stop every worker gracefully, once, then exit 0 (`NodeRuntime.runMain` interrupts the program; this module says so in the log first). With `--shutdown-delay`, `--health`'s `/readyz` answers 503 at once and the workers keep serving for the delay before they are stopped (`Health.delayStop`); a second one during the delay cuts it short. A second one while stopping (a third with a delay cut short) kills every process the supervisor still has at once (workers, replacements, spares: SIGKILL to each group), as Docker and PM2 do |
  * | SIGHUP            | rolling reload: for each worker in turn, a replacement starts beside it, and the old one stops once the new one is ready |
  * | SIGTTIN / SIGTTOU | one worker more / one fewer than there are then (never fewer than one); the highest task id goes first |
  * | SIGUSR2           | print the status table |
@@ -45,6 +45,9 @@ const STOP = ["SIGINT", "SIGTERM"] as const
 /**
  * What {@link listen} gives {@link control}: the control signals received, in
  * order, and the supervisor a second SIGINT or SIGTERM kills, once there is one.
+ * `stopping` says whether a SIGINT or SIGTERM has been received (`/readyz`
+ * answers 503 from then on); `cut` is completed by the second one while a
+ * shutdown delay runs (or by the delay's end: `Health.delayStop`).
  *
  * @since 0.1.0
  * @category models
@@ -52,28 +55,49 @@ const STOP = ["SIGINT", "SIGTERM"] as const
 export interface Listener {
   readonly signals: Queue.Dequeue<Control>
   readonly supervisor: Deferred.Deferred<SupervisorHandle>
+  readonly stopping: Effect.Effect<boolean>
+  readonly cut: Deferred.Deferred<void>
 }
 
 /**
  * Installs the signal listeners for the life of the scope. SIGINT and SIGTERM
- * are logged at once (the first as "stopping"); a later one, once
- * {@link control} has been given the supervisor, SIGKILLs every process the
- * supervisor still has, read from it at that moment (`SupervisorHandle.kill`).
+ * are logged at once (the first as "stopping"); with `shutdownDelay` set, the
+ * second one completes `cut` unless the delay is over already; a later one,
+ * once {@link control} has been given the supervisor, SIGKILLs every process
+ * the supervisor still has, read from it at that moment
+ * (`SupervisorHandle.kill`).
  *
  * @since 0.1.0
  * @category constructors
  */
-export const listen = (): Effect.Effect<Listener, never, Scope.Scope> =>
+export const listen = (
+  options: { readonly shutdownDelay?: boolean | undefined } = {}
+): Effect.Effect<Listener, never, Scope.Scope> =>
   Effect.gen(function* () {
     const signals = yield* Queue.unbounded<Control>()
     const supervisor = yield* Deferred.make<SupervisorHandle>()
+    const cut = yield* Deferred.make<void>()
     const context = yield* Effect.context<never>()
     const log = (effect: Effect.Effect<void>) => void Effect.runForkWith(context)(effect)
     let stopping = false
+    const delayed = options.shutdownDelay === true
     const onStop = (signal: NodeJS.Signals) => {
+      if (stopping && delayed && Deferred.doneUnsafe(cut, Effect.void)) {
+        return log(
+          Effect.logInfo(
+            `${signal} received again: cutting the shutdown delay short (${signal} once more to kill every worker at once)`
+          )
+        )
+      }
       if (stopping) return log(force(signal, supervisor))
       // Said before the supervisor logs how many workers it stops, and how (this listener runs first).
-      log(Effect.logInfo(`${signal} received: stopping (${signal} again to kill every worker at once)`))
+      log(
+        Effect.logInfo(
+          delayed
+            ? `${signal} received: stopping after the shutdown delay (${signal} again to stop now)`
+            : `${signal} received: stopping (${signal} again to kill every worker at once)`
+        )
+      )
       stopping = true
     }
     const onControl = (signal: NodeJS.Signals) => {
@@ -91,7 +115,7 @@ export const listen = (): Effect.Effect<Listener, never, Scope.Scope> =>
           for (const signal of STOP) process.off(signal, onStop)
         })
     )
-    return { signals, supervisor }
+    return { signals, supervisor, stopping: Effect.sync(() => stopping), cut }
   })
 
 /** A second SIGINT or SIGTERM: SIGKILL to every process the supervisor has now (none before it has started). */
