@@ -36,6 +36,7 @@ import * as Logging from "./Logging.ts"
 import * as Metrics from "../Metrics.ts"
 import * as MetricsServer from "./MetricsServer.ts"
 import * as Orphan from "./Orphan.ts"
+import * as ConfigFile from "./ConfigFile.ts"
 import * as Options from "./Options.ts"
 import * as Output from "./Output.ts"
 import * as PidFile from "./PidFile.ts"
@@ -206,7 +207,7 @@ const abnormal = (exits: ReadonlyArray<ExitRecord>, normal: ReadonlyArray<number
  * @since 0.1.0
  * @category running
  */
-export const supervise = (input: Options.Input) => {
+export const supervise = (input: Options.Input, configFile?: string) => {
   const color = Output.useColor(stderr, process.env)
   const onOutput = Output.make({ stdout: process.stdout, stderr, env: process.env, format: input.logFormat })
   const report = (handle: Supervisor.SupervisorHandle) =>
@@ -235,6 +236,7 @@ export const supervise = (input: Options.Input) => {
       const options = yield* toOptions(input, onOutput)
       // The process to signal, said first: through npx or npm, several processes match "prefork".
       yield* Effect.logInfo(`prefork pid ${process.pid} (signal this one: HUP reload, TERM stop, USR2 status)`)
+      if (configFile !== undefined) yield* Effect.logInfo(`Config file: ${configFile}`)
       if (Option.isSome(input.pidFile)) yield* PidFile.hold(input.pidFile.value)
       const listener = yield* Signals.listen()
       // Started by npm or npx: npm's SIGTERM does not reach prefork through `sh -c`, so npm's going away stops it.
@@ -305,10 +307,30 @@ export const supervise = (input: Options.Input) => {
 }
 
 /**
+ * Reads the config file (`ConfigFile`), lets the command line override it,
+ * and supervises. A bad config file is a usage error (exit 2), as is a
+ * command given neither on the command line nor in the file.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const start = (given: Options.Given) =>
+  ConfigFile.load(given.config, process.cwd()).pipe(
+    Effect.flatMap((loaded) => {
+      const input = Options.resolve(given, Option.getOrUndefined(Option.map(loaded, (l) => l.values)))
+      return input.command.length === 0
+        ? Effect.fail(usage("command", "Missing required argument: command"))
+        : Effect.succeed({ input, file: Option.getOrUndefined(Option.map(loaded, (l) => l.path)) })
+    }),
+    Effect.tapError((error) => Effect.sync(() => void stderr.write(usageText([error.message])))),
+    Effect.flatMap(({ input, file }) => supervise(input, file))
+  )
+
+/**
  * @since 0.1.0
  * @category commands
  */
-export const command = Command.make("prefork", Options.flags, (given) => supervise(Options.resolve(given))).pipe(
+export const command = Command.make("prefork", Options.flags, start).pipe(
   Command.withDescription(
     [
       "Run n copies of a program, restart the ones that fail with the same task id",

@@ -64,6 +64,8 @@ interface ValueSpec<A> {
   readonly description: string
   /** The default as `--help` says it. */
   readonly fallback: string
+  /** The default as the JSON Schema says it, when `fallback` depends on the machine. */
+  readonly schemaFallback?: string
   /** The flag's parser, also applied to the config file's string (or number) value. */
   readonly parse: (text: string) => Option.Option<A>
   /** What a valid value looks like, for error messages. */
@@ -105,7 +107,7 @@ export const value = <A>(name: string, spec: ValueSpec<A>): Opt<Option.Option<A>
     given: Option.isSome,
     resolve: (a) => a,
     schema: {
-      description,
+      description: spec.schemaFallback === undefined ? description : describe(spec.description, spec.schemaFallback),
       ...(spec.numbers === undefined ? { type: "string" } : { type: ["string", spec.numbers] }),
       ...(spec.pattern === undefined ? {} : { pattern: spec.pattern })
     }
@@ -321,6 +323,7 @@ export const options = {
       description:
         "How many workers; 0 or less means one per CPU (the CPUs prefork may use, capped by its container's CPU quota)",
       fallback: `${cpuCount().count} here`,
+      schemaFallback: "0, one per CPU",
       parse: parseInteger,
       expected: "a whole number",
       numbers: "integer"
@@ -510,6 +513,7 @@ export const options = {
     description:
       "The control socket `prefork ctl` talks to (status, restart, reload, scale), mode 0600 in a directory of mode 0700 (see docs/cli.md); off for none",
     fallback: Control.defaultPath(),
+    schemaFallback: "a socket in the user's private runtime directory (see docs/cli.md)",
     parse: Option.some,
     expected: "a path, or off"
   }),
@@ -545,14 +549,39 @@ export const options = {
 
 /**
  * The program to run, and its arguments: everything from the first operand
- * on (see `Argv.splitCommand`).
+ * on (see `Argv.splitCommand`). It may come from the config file instead.
  *
  * @since 0.1.0
  * @category options
  */
 export const commandArgument = Argument.String("command").pipe(
   Argument.withDescription("The program to run in every worker, and its arguments, passed verbatim (no shell)"),
-  Argument.variadic({ min: 1 })
+  Argument.variadic({ min: 0 })
+)
+
+/**
+ * The config file's name, looked for in the working directory (see `ConfigFile`).
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const CONFIG_NAME = "prefork.json"
+
+/**
+ * `--config`: a command-line flag only, not a config key.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const configFlag = Flag.String("config").pipe(
+  Flag.withMetavar("file|off"),
+  Flag.withDescription(
+    describe(
+      "Read options from this JSON file: keys are the long flag names, and command (see docs/cli.md); flags given here override it; off for none",
+      `./${CONFIG_NAME} if it exists`
+    )
+  ),
+  Flag.optional
 )
 
 type Options = typeof options
@@ -564,11 +593,13 @@ type Options = typeof options
  * @category options
  */
 export const flags: { readonly [K in keyof Options]: Options[K]["flag"] } & {
+  readonly config: typeof configFlag
   readonly command: typeof commandArgument
 } = {
   ...(Object.fromEntries(Object.entries(options).map(([key, opt]) => [key, opt.flag])) as {
     readonly [K in keyof Options]: Options[K]["flag"]
   }),
+  config: configFlag,
   command: commandArgument
 }
 
@@ -592,21 +623,69 @@ export type Input = {
 } & { readonly command: ReadonlyArray<string> }
 
 /**
- * Applies the defaults to what the command line gives.
+ * What a config file gives: any option, in the command line's form, and the command.
  *
  * @since 0.1.0
  * @category options
  */
-export const resolve = (given: Given): Input =>
+export type FromFile = { -readonly [K in keyof Options]?: Given[K] } & { command?: ReadonlyArray<string> }
+
+/**
+ * Applies the config file's values (`file`) and then the defaults to what the
+ * command line gives: an option on the command line wins over the file's (a
+ * repeated one replaces the file's whole list), as does a command.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const resolve = (given: Given, file: FromFile = {}): Input =>
   ({
     ...Object.fromEntries(
-      Object.entries(options).map(([key, opt]) => [
-        key,
-        (opt as Opt<unknown, unknown>).resolve(given[key as keyof Options])
-      ])
+      Object.entries(options).map(([key, opt]) => {
+        const cli = given[key as keyof Options]
+        const fromFile = file[key as keyof Options]
+        const o = opt as Opt<unknown, unknown>
+        return [key, o.resolve(o.given(cli) || fromFile === undefined ? cli : fromFile)]
+      })
     ),
-    command: given.command
+    command: given.command.length > 0 ? given.command : (file.command ?? [])
   }) as Input
+
+/**
+ * The option a config file's key names, if any.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const byName: ReadonlyMap<string, readonly [keyof Options, Opt<unknown, unknown>]> = new Map(
+  Object.entries(options).map(([key, opt]) => [opt.name, [key as keyof Options, opt as Opt<unknown, unknown>]])
+)
+
+/**
+ * The JSON Schema of a config file (draft 2020-12), from the same definition
+ * as the flags: what `npm run schema` writes to `schema/prefork.schema.json`.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const schema = (): JsonSchema => ({
+  $schema: "https://json-schema.org/draft/2020-12/schema",
+  title: `prefork's config file (${CONFIG_NAME})`,
+  description:
+    "Every option of the prefork command, keyed by its long flag name, and the command to run. Flags on the command line override it. Generated from src/cli/Options.ts by npm run schema.",
+  type: "object",
+  additionalProperties: false,
+  properties: {
+    $schema: { description: "The schema this file follows (for editors)", type: "string" },
+    command: {
+      description: "The program to run in every worker, and its arguments, passed verbatim (no shell)",
+      type: "array",
+      items: { type: "string" },
+      minItems: 1
+    },
+    ...Object.fromEntries(Object.values(options).map((opt) => [opt.name, opt.schema]))
+  }
+})
 
 /**
  * The options that take a value from the next argument, and the boolean ones
@@ -620,6 +699,7 @@ export const VALUE_FLAGS: ReadonlySet<string> = new Set([
   ...Object.values(options).flatMap((opt) =>
     opt.takesValue ? [opt.name, ...(opt.alias === undefined ? [] : [opt.alias])] : []
   ),
+  "config",
   "log-level"
 ])
 
