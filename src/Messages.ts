@@ -35,12 +35,37 @@ export interface Heartbeat {
 }
 
 /**
+ * "A server of mine listens on the supervisor's socket" (or on any address,
+ * for a worker given none): sent once by the preload's HTTP drain, which
+ * makes the worker ready when its readiness is `"listening"`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Listening {
+  readonly type: "effect-prefork/listening"
+}
+
+/**
+ * "I am draining, with this many HTTP connections (and HTTP/2 sessions)
+ * still open": sent by the preload's HTTP drain when the number changes,
+ * after SIGTERM, so that a kill at the stop timeout can say what it cut.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Draining {
+  readonly type: "effect-prefork/draining"
+  readonly connections: number
+}
+
+/**
  * Every message a worker may send.
  *
  * @since 0.1.0
  * @category models
  */
-export type WorkerMessage = Ready | Heartbeat
+export type WorkerMessage = Ready | Heartbeat | Listening | Draining
 
 /**
  * "You are task `taskId` now": sent by the primary to a spare
@@ -87,8 +112,21 @@ export const isActivate = (u: unknown): u is Activate => {
   return typeof taskId === "number" && Number.isSafeInteger(taskId) && taskId >= 0
 }
 
+/**
+ * Is this a `Draining` message with a count (a non-negative integer)?
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isDraining = (u: unknown): u is Draining => {
+  if (typeOf(u) !== "effect-prefork/draining") return false
+  const connections = (u as { readonly connections?: unknown }).connections
+  return typeof connections === "number" && Number.isSafeInteger(connections) && connections >= 0
+}
+
 const READY: Ready = { type: "effect-prefork/ready" }
 const HEARTBEAT: Heartbeat = { type: "effect-prefork/heartbeat" }
+const LISTENING: Listening = { type: "effect-prefork/listening" }
 
 /**
  * Decodes a worker's IPC message: `undefined` when it is not a worker message.
@@ -97,4 +135,12 @@ const HEARTBEAT: Heartbeat = { type: "effect-prefork/heartbeat" }
  * @category decoding
  */
 export const decode = (u: unknown): WorkerMessage | undefined =>
-  isHeartbeat(u) ? HEARTBEAT : isReady(u) ? READY : undefined
+  isHeartbeat(u)
+    ? HEARTBEAT
+    : isReady(u)
+      ? READY
+      : typeOf(u) === "effect-prefork/listening"
+        ? LISTENING
+        : isDraining(u)
+          ? { type: "effect-prefork/draining", connections: u.connections }
+          : undefined

@@ -37,6 +37,8 @@ export interface Config {
   readonly stopTimeout: Duration.Duration
   readonly ready: Readiness | { readonly delay: Duration.Duration }
   readonly readyTimeout: Duration.Duration
+  /** Whether Node workers drain their HTTP servers on SIGTERM (`SpawnRequest.drain`). */
+  readonly drain: boolean
   readonly policy: RestartPolicy
   /** The sockets to own: bound (or taken over) before any worker starts. */
   readonly listen: ReadonlyArray<Listen.Spec>

@@ -105,6 +105,13 @@ export interface SpawnRequest {
    * `Worker.taskId` waits until then.
    */
   readonly spare?: boolean | undefined
+  /**
+   * Node workers (module and cluster modes, and a command that is `node …`):
+   * drain their HTTP servers on SIGTERM, serve the supervisor's sockets to a
+   * `listen(port)` on their address, and say when they listen (readiness
+   * `"listening"`), with no code of their own. Default `true`.
+   */
+  readonly drain?: boolean | undefined
 }
 
 /**
@@ -263,6 +270,8 @@ export interface StopPrimitives {
   readonly signalGroup: (signal: Signal) => Effect.Effect<void>
   /** Whether the leader is unreaped or any member of its group still lives. */
   readonly alive: Effect.Effect<boolean>
+  /** How many HTTP connections the worker last said it was draining, if it said (see `SpawnRequest.drain`). */
+  readonly draining?: (() => number | undefined) | undefined
   readonly timeout: Duration.Duration
 }
 
@@ -300,8 +309,10 @@ export const makeStop = (p: StopPrimitives): Effect.Effect<ExitStatus> => {
           ? `processes of its group (pid ${p.pid} exited before) still running`
           : `(pid ${p.pid}) exited, processes of its group still running`
         : `(pid ${p.pid}) still running`
+      const left = p.draining?.()
+      const cut = left === undefined ? "" : ` while draining ${left} HTTP connection${left === 1 ? "" : "s"}`
       yield* Effect.logWarning(
-        `${p.spare === true ? "spare" : `child ${p.taskId}`} ${what} ${Duration.toMillis(p.timeout)} ms after SIGTERM, sending SIGKILL`
+        `${p.spare === true ? "spare" : `child ${p.taskId}`} ${what} ${Duration.toMillis(p.timeout)} ms after SIGTERM${cut}, sending SIGKILL`
       ).pipe(Effect.annotateLogs(p.spare === true ? { spare: true, pid: p.pid } : { taskId: p.taskId, pid: p.pid }))
       yield* p.signalGroup("SIGKILL")
       yield* gone

@@ -109,8 +109,9 @@ export interface Options extends RestartPolicy.RestartOptions {
   /**
    * When a worker counts as ready: at once (`"spawn"`, the default except in
    * cluster mode), when it sends `Worker.ready` (`"message"`, module and
-   * cluster modes), when it listens or sends `Worker.ready` (`"listening"`,
-   * cluster mode, its default), or after a delay (`{ delay }`).
+   * cluster modes), when it listens or sends `Worker.ready` (`"listening"`:
+   * cluster mode, its default; module mode with the drain, the default with
+   * sockets), or after a delay (`{ delay }`).
    */
   readonly ready?: Readiness | { readonly delay: Duration.Input } | undefined
   /**
@@ -190,6 +191,18 @@ export interface Options extends RestartPolicy.RestartOptions {
    * they are activated, die with the supervisor and are refreshed on reload.
    */
   readonly spares?: number | undefined
+  /**
+   * Node workers (module and cluster modes, and a command that is `node …`)
+   * drain their HTTP servers on SIGTERM with no code of their own: they stop
+   * accepting, finish the requests in flight, answer the next request on each
+   * keep-alive connection with `Connection: close`, close quiet connections,
+   * and exit once nothing is open. A worker handed `listen` sockets that calls
+   * `listen(port)` on one's address serves that socket, and a module worker
+   * with sockets is ready when it listens (`ready` defaults to
+   * `"listening"`). Default `true`; `false` runs workers exactly as given.
+   * See docs/lifecycle.md.
+   */
+  readonly drain?: boolean | undefined
 }
 
 /**
@@ -327,7 +340,14 @@ export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.
     return yield* invalid("onOutput", "onOutput must be a function")
   }
   const stopTimeout = yield* RestartPolicy.decodeDuration("stopTimeout", options.stopTimeout, "5 seconds")
-  const readyOption = options.ready ?? (mode === "cluster" ? "listening" : "spawn")
+  if (options.drain !== undefined && typeof options.drain !== "boolean") {
+    return yield* invalid("drain", `drain must be true or false, got ${JSON.stringify(options.drain)}`)
+  }
+  const drain = options.drain !== false
+  const withSockets = (options.listen?.length ?? 0) > 0 || (options.sockets?.length ?? 0) > 0
+  // A Node worker with sockets is ready when it listens (the drain's preload says so); cluster workers always.
+  const readyOption =
+    options.ready ?? (mode === "cluster" || (mode === "module" && drain && withSockets) ? "listening" : "spawn")
   let ready: Config["ready"]
   if (typeof readyOption === "object" && readyOption !== null) {
     ready = { delay: yield* RestartPolicy.decodeDuration("ready.delay", readyOption.delay, 0) }
@@ -335,8 +355,13 @@ export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.
     if (readyOption === "message" && mode === "command") {
       return yield* invalid("ready", `ready: "message" needs an IPC channel: use mode "module" or "cluster"`)
     }
-    if (readyOption === "listening" && mode !== "cluster") {
-      return yield* invalid("ready", `ready: "listening" is for mode "cluster"`)
+    if (readyOption === "listening" && mode !== "cluster" && (mode !== "module" || !drain)) {
+      return yield* invalid(
+        "ready",
+        mode === "module"
+          ? `ready: "listening" in mode "module" needs the drain's preload (drain: false turns it off)`
+          : `ready: "listening" needs an IPC channel: use mode "module" or "cluster"`
+      )
     }
     ready = readyOption
   } else {
@@ -375,6 +400,7 @@ export const config = Effect.fnUntraced(function* (options: Options): Effect.fn.
     stopTimeout,
     ready,
     readyTimeout,
+    drain,
     policy,
     processesReason: perCpu?.reason,
     uid: identity.uid,

@@ -15,7 +15,6 @@
  * @since 0.1.0
  */
 import { statSync } from "node:fs"
-import * as Path from "node:path"
 import { NodePath, NodeStdio, NodeTerminal } from "@effect/platform-node"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
@@ -29,6 +28,7 @@ import type { ExitRecord } from "../Errors.ts"
 import { InvalidOptions } from "../Errors.ts"
 import * as ExitStatus from "../ExitStatus.ts"
 import * as NodeProcessSpawner from "../node/NodeProcessSpawner.ts"
+import * as Preload from "../node/internal/preload.ts"
 import * as Supervisor from "../Supervisor.ts"
 import * as Argv from "./Argv.ts"
 import * as ExitCode from "./ExitCode.ts"
@@ -71,7 +71,7 @@ export { BOOLEAN_FLAGS, DEFAULT_BACKOFF, DEFAULT_INTENSITY, flags, VALUE_FLAGS }
  */
 export type { Input } from "./Options.ts"
 
-const isNode = (command: string): boolean => command === process.execPath || /^node(js)?$/.test(Path.basename(command))
+const isNode = Preload.isNode
 
 const usage = (field: string, message: string) => new InvalidOptions({ field, message })
 
@@ -138,9 +138,22 @@ export const toOptions = (
         )
       }
       run = { mode: "module", command: args[0]!, args: args.slice(1), execArgv: [] }
-    } else if ((Option.isSome(input.heartbeat) || spares) && isNode(command) && args.length > 0) {
-      // A Node program beats from its own event loop, and a spare waits for its task id, over IPC: module mode.
-      run = { mode: "module", command: args[0]!, args: args.slice(1), execArgv: [] }
+    } else if (
+      isNode(command) &&
+      args.length > 0 &&
+      (Option.isSome(input.heartbeat) ||
+        spares ||
+        (input.listen.length > 0 && input.drain && !args[0]!.startsWith("-")))
+    ) {
+      // A Node program beats from its own event loop, a spare waits for its task id, and a server on the owned
+      // sockets says it listens (ready unless --ready says otherwise), over IPC: module mode.
+      run = {
+        mode: "module",
+        command: args[0]!,
+        args: args.slice(1),
+        execArgv: [],
+        ...(input.listen.length > 0 && input.drain && input.ready === "spawn" ? { ready: "listening" as const } : {})
+      }
     }
     const option = <A, K extends string>(key: K, value: Option.Option<A>) =>
       Option.isSome(value) ? ({ [key]: value.value } as { readonly [P in K]: A }) : {}
@@ -174,6 +187,7 @@ export const toOptions = (
       ...option("user", input.user),
       ...option("group", input.group),
       ...(input.prefix ? { stdio: "pipe" as const, onOutput } : { stdio: "inherit" as const }),
+      ...(input.drain ? {} : { drain: false }),
       ...run
     } satisfies Supervisor.Options
   })

@@ -466,6 +466,14 @@ export const options = {
     }),
     false
   ),
+  drain: withDefault(
+    boolean("drain", {
+      description:
+        "Node workers (node script.js, --cluster) drain their HTTP servers on SIGTERM with no code of their own: stop accepting, finish requests in flight, Connection: close on keep-alive, exit once nothing is open; with --listen, a listen(port) on a socket's address serves that socket and a worker is ready when it listens. --no-drain runs workers exactly as given",
+      fallback: "on"
+    }),
+    true
+  ),
   env: list("env", {
     alias: "e",
     metavar: "KEY=VALUE",

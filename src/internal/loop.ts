@@ -208,6 +208,7 @@ export const start = Effect.fnUntraced(function* (
     env: spare ? cfg.env : { ...cfg.env, [ENV_VAR]: String(taskId) },
     heartbeat: cfg.heartbeat?.interval,
     spare,
+    drain: cfg.drain,
     cwd: cfg.cwd,
     stdio: cfg.stdio,
     onOutput: cfg.onOutput,

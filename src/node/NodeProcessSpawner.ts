@@ -43,6 +43,9 @@
  *   in a shell); every chunk the primary reads is a beat, and is dropped.
  * - Spares (`SpawnRequest.spare`) are module (and cluster) workers only:
  *   a command has no channel to be told its task id by.
+ * - The HTTP drain (`SpawnRequest.drain`, on by default) is part of the
+ *   preload of module and cluster workers, and a command that is `node …`
+ *   gets the same preload as its first option (see `internal/drain.ts`).
  *
  * Cluster mode (`mode: "cluster"`) is served by the same layer through
  * `node:cluster`: see `NodeClusterSpawner`.
@@ -182,7 +185,11 @@ export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Servi
           const checked = Preflight.preflight(request.command, env.PATH, cwd)
           if ("code" in checked) return Effect.fail(failed(request, checked.code, checked.message))
           file = checked.file
-          argv = [...request.args]
+          // The command `node …` drains as a module worker does: the preload goes first among its options.
+          argv =
+            Preload.isNode(request.command) && Preload.drains(request)
+              ? [Preload.importOption(true), ...request.args]
+              : [...request.args]
           stdio = ["ignore", out, out, ...fds, ...(beatFd === undefined ? [] : ["pipe" as const])]
         }
         if (sockets.length > 0) {

@@ -26,6 +26,7 @@ export const input = (overrides: Partial<Command.Input>): Command.Input => ({
   metrics: Option.none(),
   listen: [],
   cluster: false,
+  drain: true,
   env: [],
   watch: [],
   watchIgnore: [],

@@ -16,7 +16,8 @@
  *   is its one process.
  * - `kill` never signals anything once the leader has been reaped: its pid
  *   may have been reused.
- * - Readiness, decoded IPC messages (the channel guarded: see `channel.ts`),
+ * - Readiness (also `"listening"` from the preload's message, see
+ *   `drain.ts`), decoded IPC messages (the channel guarded: see `channel.ts`),
  *   heartbeats (IPC messages, or for a command any bytes on its heartbeat
  *   pipe), piped output line by line (see `output.ts`), and the watchdog's
  *   list (see `watchdog.ts`) are wired here, synchronously right after the
@@ -221,6 +222,8 @@ export const attach = (
   const annotate = <A>(effect: Effect.Effect<A>) =>
     Effect.annotateLogs(effect, { taskId, ...(pid === undefined ? {} : { pid }) })
   let status: ExitStatus.ExitStatus | undefined
+  /** The HTTP connections the worker said it was still draining (see `drain.ts`), if it said. */
+  let draining: number | undefined
   let spawned = false
   let readers: Array<Output.Reader> = []
 
@@ -281,6 +284,14 @@ export const attach = (
       if (decoded?.type === "effect-prefork/heartbeat") return onBeat()
       if (decoded?.type === "effect-prefork/ready") {
         if (request.readiness !== "spawn") markReady()
+        return
+      }
+      if (decoded?.type === "effect-prefork/listening") {
+        if (request.readiness === "listening") markReady()
+        return
+      }
+      if (decoded?.type === "effect-prefork/draining") {
+        draining = decoded.connections
         return
       }
       dropped++
@@ -396,6 +407,7 @@ export const attach = (
         exitStatus,
         signalGroup: (signal) => Effect.sync(() => signalGroup(signal)),
         alive: Effect.sync(alive),
+        draining: () => draining,
         timeout: request.stopTimeout
       }).pipe(Effect.tap(() => Effect.timeoutOption(exit, DRAIN_TIMEOUT))),
       lastHeartbeat,

@@ -1,8 +1,9 @@
 /**
- * What the spawners add to a worker so that it beats and can be a spare with
- * no code of its own: its environment (`PREFORK_HEARTBEAT_MS`,
- * `PREFORK_HEARTBEAT_FD`, `PREFORK_SPARE`), and for Node workers (module and
- * cluster modes) a preload in their Node options.
+ * What the spawners add to a worker so that it beats, can be a spare and
+ * drains its HTTP servers with no code of its own: its environment
+ * (`PREFORK_HEARTBEAT_MS`, `PREFORK_HEARTBEAT_FD`, `PREFORK_SPARE`,
+ * `PREFORK_LISTEN_ADDRESSES`), and for Node workers (module and cluster
+ * modes, and the command `node …`) a preload in their Node options.
  *
  * The preload is a `data:` URL given to `--import`, not a file: a file would
  * have to be found from wherever the library runs (`src/*.ts`, `dist`, or
@@ -22,6 +23,9 @@
  *   `globalThis[Symbol.for("effect-prefork/activation")]`, which
  *   `Worker.activated` returns (with `undefined` if the channel closes
  *   first).
+ * - unless the request says `drain: false`, serves the supervisor's sockets
+ *   to a `listen(port)`, says when the worker listens, and drains its HTTP
+ *   servers on SIGTERM: see `drain.ts`.
  *
  * It does all this only in a process whose parent is the primary that built
  * it (its pid is in the URL): a worker's own `fork()` children inherit its
@@ -32,10 +36,12 @@
  * port): `ProcessHandle.diagnose` sends them SIGUSR1, which starts Node's
  * inspector, and two hung workers must not fight over port 9229.
  */
+import * as Path from "node:path"
 import * as Duration from "effect/Duration"
 import type { SpawnRequest } from "../../ProcessSpawner.ts"
 import { ENV_VAR } from "../../TaskId.ts"
 import { ACTIVATION_KEY, SPARE_ENV_VAR } from "../../Worker.ts"
+import * as Drain from "./drain.ts"
 
 /** The interval of a worker's heartbeats, in milliseconds. */
 export const HEARTBEAT_MS_VAR = "PREFORK_HEARTBEAT_MS"
@@ -57,8 +63,8 @@ export const heartbeatMillis = (request: SpawnRequest): number | undefined => {
   return Math.min(MAX_TIMER, Math.max(1, Math.ceil(Duration.toMillis(request.heartbeat))))
 }
 
-/** The preload's source, one line, for the primary `primaryPid`. No `%` or `#`: see {@link dataUrl}. */
-const source = (primaryPid: number): string =>
+/** The heartbeat and spare part of the preload's source, one line, for the primary `primaryPid`. */
+const ipcSource = (primaryPid: number): string =>
   [
     `const env = process.env, key = Symbol.for(${JSON.stringify(ACTIVATION_KEY)});`,
     `if (typeof process.send === "function" && process.ppid === ${primaryPid}) {`,
@@ -91,12 +97,50 @@ const source = (primaryPid: number): string =>
   ].join(" ")
 
 /**
+ * The preload's source for the primary `primaryPid`: the HTTP drain's import
+ * first (an ES module's imports are its first statements), then the
+ * heartbeats and spares, then the drain (see `drain.ts`), which runs only
+ * where the primary is the parent. No `%` or `#`: see {@link dataUrl}.
+ */
+const source = (primaryPid: number, drain: boolean): string =>
+  drain
+    ? `${Drain.imports}\n${ipcSource(primaryPid)}\nif (process.ppid === ${primaryPid}) ${Drain.source}\n`
+    : ipcSource(primaryPid)
+
+/**
  * The preload as a `data:` URL. Only what a URL would misread is escaped
- * (`%`, `#`; the source has neither, but stay safe), so the worker's command
+ * (`%`, `#`, and line ends, which a URL parser drops), so the worker's command
  * line stays readable in `ps`.
  */
-const dataUrl = (primaryPid: number): string =>
-  `data:text/javascript,${source(primaryPid).replaceAll("%", "%25").replaceAll("#", "%23")}`
+const dataUrl = (primaryPid: number, drain: boolean): string =>
+  `data:text/javascript,${source(primaryPid, drain).replaceAll("%", "%25").replaceAll("#", "%23").replaceAll("\n", "%0A")}`
+
+/**
+ * The preload as a `--import` option, for a worker whose Node options the
+ * spawner does not control otherwise (the command `node app.js`: the option
+ * goes before the script).
+ *
+ * @internal
+ */
+export const importOption = (drain: boolean, primaryPid: number = process.pid): string =>
+  `--import=${dataUrl(primaryPid, drain)}`
+
+/**
+ * Whether a command is `node` (by name, or prefork's own `process.execPath`):
+ * such a command gets the preload with its HTTP drain as a Node option.
+ *
+ * @internal
+ */
+export const isNode = (command: string): boolean =>
+  command === process.execPath || /^node(js)?$/.test(Path.basename(command))
+
+/**
+ * Whether a request's Node worker gets the HTTP drain (see `drain.ts`): on
+ * unless `drain: false`.
+ *
+ * @internal
+ */
+export const drains = (request: SpawnRequest): boolean => request.drain !== false
 
 /** Does a Node option choose the inspector's port (or start it, with a port of its own)? */
 const namesInspectPort = (option: string): boolean =>
@@ -104,8 +148,8 @@ const namesInspectPort = (option: string): boolean =>
 
 /**
  * The Node options of a module or cluster worker: `base` (the request's own
- * or the primary's), with the preload first when the worker beats or is a
- * spare, and `--inspect-port=0` for a heartbeat worker whose options name no
+ * or the primary's), with the preload first when the worker beats, is a
+ * spare or drains (the default), and `--inspect-port=0` for a heartbeat worker whose options name no
  * port.
  *
  * @internal
@@ -116,9 +160,10 @@ export const nodeOptions = (
   primaryPid: number = process.pid
 ): Array<string> => {
   const beats = heartbeatMillis(request) !== undefined
-  if (!beats && request.spare !== true) return [...base]
+  const drain = drains(request)
+  if (!beats && request.spare !== true && !drain) return [...base]
   return [
-    `--import=${dataUrl(primaryPid)}`,
+    importOption(drain, primaryPid),
     ...base,
     ...(beats && !base.some(namesInspectPort) ? ["--inspect-port=0"] : [])
   ]
@@ -140,12 +185,14 @@ export const inspectsOnAnyPort = (options: ReadonlyArray<string>): boolean => op
  *
  * @internal
  */
-export const OWN_VARS: ReadonlyArray<string> = [HEARTBEAT_MS_VAR, HEARTBEAT_FD_VAR, SPARE_ENV_VAR]
+export const OWN_VARS: ReadonlyArray<string> = [HEARTBEAT_MS_VAR, HEARTBEAT_FD_VAR, SPARE_ENV_VAR, Drain.ADDRESSES_VAR]
 
 /**
  * The request's environment with the spawner's variables: a spare has
  * `PREFORK_SPARE=1` and no `PREFORK_TASK_ID`; a heartbeat worker has
- * `PREFORK_HEARTBEAT_MS` (and, given `fd`, `PREFORK_HEARTBEAT_FD`).
+ * `PREFORK_HEARTBEAT_MS` (and, given `fd`, `PREFORK_HEARTBEAT_FD`); a
+ * worker with sockets and the drain has their addresses
+ * (`PREFORK_LISTEN_ADDRESSES`, see `drain.ts`).
  *
  * @internal
  */
@@ -157,6 +204,7 @@ export const environment = (request: SpawnRequest, fd?: number): Record<string, 
     ...(request.spare === true || taskId === undefined ? {} : { [ENV_VAR]: taskId }),
     ...(request.spare === true ? { [SPARE_ENV_VAR]: "1" } : {}),
     ...(ms === undefined ? {} : { [HEARTBEAT_MS_VAR]: String(ms) }),
-    ...(ms === undefined || fd === undefined ? {} : { [HEARTBEAT_FD_VAR]: String(fd) })
+    ...(ms === undefined || fd === undefined ? {} : { [HEARTBEAT_FD_VAR]: String(fd) }),
+    ...(drains(request) ? Drain.environment(request.sockets ?? []) : {})
   }
 }
