@@ -278,6 +278,14 @@ describe("the JSON Schema", () => {
     for (const [key, property] of Object.entries(properties)) assert.isString(property["description"], key)
   })
 
+  it("the example in docs/cli.md is valid, for the schema and for prefork", () => {
+    const doc = readFileSync(new URL("../../docs/cli.md", import.meta.url), "utf8")
+    const section = doc.slice(doc.indexOf("## Config file"))
+    const example = JSON.parse(/```json\n([\s\S]*?)```/.exec(section)![1]!)
+    assert.deepStrictEqual(validate(Options.schema(), example), [])
+    assert.isTrue(Result.isSuccess(ConfigFile.decode(example)))
+  })
+
   // Each sample: what the schema says, and what prefork says.
   const samples: ReadonlyArray<readonly [unknown, boolean]> = [
     [
