@@ -22,6 +22,7 @@ import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import type { SupervisorHandle } from "../Supervisor.ts"
+import * as Orphan from "./Orphan.ts"
 import * as Reload from "./Reload.ts"
 import * as Status from "./Status.ts"
 
@@ -43,6 +44,21 @@ export type Control = (typeof CONTROL)[number]
 const STOP = ["SIGINT", "SIGTERM"] as const
 
 /**
+ * In a prefork that npm started (see `Orphan.startedByNpm`), the first stop
+ * signal again this soon after it (monotonic milliseconds) is that one signal
+ * delivered twice, not a second Ctrl-C, and is ignored: when npm runs prefork
+ * with no shell between them (npm's script shell is bash, which `exec`s a
+ * lone command: /bin/sh on macOS, Fedora, Arch), a terminal's Ctrl-C reaches
+ * npm and prefork at once, and npm passes its copy on to prefork a moment
+ * later, which would otherwise SIGKILL every worker. A person's second Ctrl-C
+ * comes later.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const DUPLICATE_MILLIS = 250
+
+/**
  * What {@link listen} gives {@link control}: the control signals received, in
  * order, and the supervisor a second SIGINT or SIGTERM kills, once there is one.
  * `stopping` says whether a SIGINT or SIGTERM has been received (`/readyz`
@@ -61,7 +77,9 @@ export interface Listener {
 
 /**
  * Installs the signal listeners for the life of the scope. SIGINT and SIGTERM
- * are logged at once (the first as "stopping"); with `shutdownDelay` set, the
+ * are logged at once (the first as "stopping"; under npm, the first one again
+ * within {@link DUPLICATE_MILLIS} is the same one delivered twice, and
+ * ignored); with `shutdownDelay` set, the
  * second one completes `cut` unless the delay is over already; a later one,
  * once {@link control} has been given the supervisor, SIGKILLs every process
  * the supervisor still has, read from it at that moment
@@ -80,8 +98,13 @@ export const listen = (
     const context = yield* Effect.context<never>()
     const log = (effect: Effect.Effect<void>) => void Effect.runForkWith(context)(effect)
     let stopping = false
+    /** The first stop signal, and when it came (monotonic). */
+    let first: { readonly signal: NodeJS.Signals; readonly at: number } | undefined
     const delayed = options.shutdownDelay === true
+    const npm = Orphan.startedByNpm(process.env)
     const onStop = (signal: NodeJS.Signals) => {
+      // One Ctrl-C delivered twice: the terminal's SIGINT reaches npm too, which passes its copy on (no shell between).
+      if (npm && signal === first?.signal && performance.now() - first.at < DUPLICATE_MILLIS) return
       if (stopping && delayed && Deferred.doneUnsafe(cut, Effect.void)) {
         return log(
           Effect.logInfo(
@@ -99,6 +122,7 @@ export const listen = (
         )
       )
       stopping = true
+      first = { signal, at: performance.now() }
     }
     const onControl = (signal: NodeJS.Signals) => {
       if (stopping) return log(Effect.logInfo(`${signal} received: stopping, ignored`))

@@ -94,6 +94,51 @@ describe("prefork through npm: SIGTERM to the outermost pid (real processes)", (
     )
   )
 
+  // Ctrl-C: the terminal's SIGINT reaches every process of the foreground group (npm, the shell, prefork).
+  it.live.each([
+    { form: "npm start", shell: "/bin/sh", status: { code: null, signal: "SIGINT" } },
+    { form: "npx prefork", shell: "/bin/sh", status: { code: null, signal: "SIGINT" } },
+    { form: "npm start", shell: "/bin/bash", status: { code: 0, signal: null } },
+    { form: "npx prefork", shell: "/bin/bash", status: { code: 0, signal: null } }
+  ] as const)(
+    "Ctrl-C of $form (script shell $shell): every worker gets one SIGTERM, prefork exits 0, npm ends with $status",
+    ({ form, shell, status }) =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const workers = Path.join(dir, "workers")
+          mkdirSync(workers)
+          npmPackage(dir, workers)
+          const { env: tagEnv, tag } = makeTag()
+          const args =
+            form === "npm start" ? ["start"] : ["prefork", "-n", "2", "--", "node", fixture("signal-log.js"), workers]
+          const npm = yield* start(form === "npm start" ? "npm" : "npx", args, dir, {
+            ...userEnv(tagEnv, dir),
+            npm_config_script_shell: shell
+          })
+          yield* ready(workers, 2)
+          // As a terminal's Ctrl-C: SIGINT to the group npm leads.
+          process.kill(-npm.child.pid!, "SIGINT")
+          yield* assertNoneLeft(tag, "20 seconds")
+          const ended = yield* eventually(() =>
+            npm.child.exitCode === null && npm.child.signalCode === null
+              ? undefined
+              : { code: npm.child.exitCode, signal: npm.child.signalCode }
+          )
+          const signals = readFileSync(Path.join(workers, "signals"), "utf8").trim().split("\n").sort()
+          assert.deepStrictEqual(
+            signals.map((line) => line.split(" ").slice(0, 2).join(" ")),
+            ["SIGTERM 0", "SIGTERM 1"],
+            npm.output()
+          )
+          // One stop: bash execs prefork, so npm's copy of the SIGINT reaches it too, and is not a second Ctrl-C.
+          assert.strictEqual(npm.output().split("SIGINT received").length, 2, npm.output())
+          // dash dies of the SIGINT it got once prefork (exit 0) is done, and npm then kills itself with it: a shell shows 130.
+          assert.deepStrictEqual(ended, status, npm.output())
+        })
+      )
+  )
+
   it.live(
     "a prefork started directly keeps running when its parent exits (a daemon), and stops on its own SIGTERM",
     () =>

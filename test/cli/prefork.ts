@@ -45,7 +45,8 @@ export const prefork = (
       const { env: tagEnv, tag } = makeTag()
       const runtimeDir = mkdtempSync(Path.join(tmpdir(), "prefork-run-"))
       const env: Record<string, string | undefined> = {
-        ...process.env,
+        // A user's shell: no npm_* variables (under `npx vitest` the tests have them), so prefork is not "started by npm".
+        ...Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.toLowerCase().startsWith("npm_"))),
         // `node` in a command is the Node running the tests.
         PATH: `${Path.dirname(process.execPath)}${Path.delimiter}${process.env["PATH"] ?? ""}`,
         NO_COLOR: undefined,
