@@ -35,6 +35,7 @@ import * as ExitCode from "./ExitCode.ts"
 import * as Logging from "./Logging.ts"
 import * as Metrics from "../Metrics.ts"
 import * as MetricsServer from "./MetricsServer.ts"
+import * as Health from "../node/Health.ts"
 import * as Orphan from "./Orphan.ts"
 import * as ConfigFile from "./ConfigFile.ts"
 import * as Options from "./Options.ts"
@@ -252,7 +253,8 @@ export const supervise = (input: Options.Input, configFile?: string) => {
       yield* Effect.logInfo(`prefork pid ${process.pid} (signal this one: HUP reload, TERM stop, USR2 status)`)
       if (configFile !== undefined) yield* Effect.logInfo(`Config file: ${configFile}`)
       if (Option.isSome(input.pidFile)) yield* PidFile.hold(input.pidFile.value)
-      const listener = yield* Signals.listen()
+      const shutdownDelay = Option.filter(input.shutdownDelay, (d) => !Duration.isZero(d))
+      const listener = yield* Signals.listen({ shutdownDelay: Option.isSome(shutdownDelay) })
       // Started by npm or npx: npm's SIGTERM does not reach prefork through `sh -c`, so npm's going away stops it.
       yield* Orphan.watch(process.env)
       if (Option.isSome(input.metrics)) {
@@ -261,6 +263,14 @@ export const supervise = (input: Options.Input, configFile?: string) => {
         const url = yield* MetricsServer.serve(input.metrics.value, Argv.formatHostPort(input.metrics.value))
         yield* Effect.logInfo(`Metrics on ${url}`)
       }
+      // Serving before any worker starts and until the last one is reaped: "starting", then "stopping" on /readyz.
+      const health = Option.isSome(input.health)
+        ? yield* Health.serve(listener.supervisor, input.health.value, {
+            given: Argv.formatHostPort(input.health.value),
+            draining: listener.stopping
+          })
+        : undefined
+      if (health !== undefined) yield* Effect.logInfo(`Health on ${health.url} (/livez, /readyz, /startupz)`)
       const handle = yield* Supervisor.start(options)
       yield* Effect.forkScoped(Signals.control(handle, listener, report(handle)))
       const control = Option.getOrElse(input.control, () => Control.defaultPath())
@@ -293,6 +303,8 @@ export const supervise = (input: Options.Input, configFile?: string) => {
         }).pipe(Effect.catch((error) => Effect.fail(usage("watch", error.message))))
         yield* Effect.logInfo(`Watching ${input.watch.join(", ")} for changes (a change reloads every worker)`)
       }
+      // Added last, so run first when a signal interrupts: the workers serve on while /readyz says 503.
+      if (Option.isSome(shutdownDelay)) yield* Health.delayStop(shutdownDelay.value, { health, cut: listener.cut })
       const summary = yield* handle.await
       // Only the slots that remain: a slot scaled away is not a worker that ended abnormally.
       const failed = abnormal(
