@@ -76,6 +76,21 @@ interface ValueSpec<A> {
   readonly pattern?: string
 }
 
+/** An option given at most once (absent: `Option.none()`); `read` takes the config file's value. */
+const single = <A>(
+  fields: Pick<Opt<Option.Option<A>, Option.Option<A>>, "name" | "alias" | "takesValue" | "flag" | "schema">,
+  read: (json: unknown) => Option.Option<A>,
+  expected: string
+): Opt<Option.Option<A>, Option.Option<A>> => ({
+  ...fields,
+  fromJson: (json) => {
+    const parsed = read(json)
+    return Option.isSome(parsed) ? Result.succeed(parsed) : Result.fail(`expected ${expected}, ${got(json)}`)
+  },
+  given: Option.isSome,
+  resolve: (a) => a
+})
+
 /**
  * An option with one value, read by `parse` (absent: `Option.none()`).
  *
@@ -89,29 +104,27 @@ export const value = <A>(name: string, spec: ValueSpec<A>): Opt<Option.Option<A>
     Flag.filterMap(spec.parse, () => spec.expected),
     Flag.withDescription(description)
   )
-  return {
-    name,
-    alias: spec.alias,
-    takesValue: true,
-    flag: Flag.optional(spec.alias === undefined ? base : Flag.withAlias(base, spec.alias)),
-    fromJson: (json) => {
-      const text =
-        typeof json === "string"
-          ? json
-          : typeof json === "number" && spec.numbers !== undefined
-            ? String(json)
-            : undefined
-      const parsed = text === undefined ? Option.none() : spec.parse(text)
-      return Option.isSome(parsed) ? Result.succeed(parsed) : Result.fail(`expected ${spec.expected}, ${got(json)}`)
+  return single(
+    {
+      name,
+      alias: spec.alias,
+      takesValue: true,
+      flag: Flag.optional(spec.alias === undefined ? base : Flag.withAlias(base, spec.alias)),
+      schema: {
+        description: spec.schemaFallback === undefined ? description : describe(spec.description, spec.schemaFallback),
+        ...(spec.numbers === undefined ? { type: "string" } : { type: ["string", spec.numbers] }),
+        ...(spec.pattern === undefined ? {} : { pattern: spec.pattern })
+      }
     },
-    given: Option.isSome,
-    resolve: (a) => a,
-    schema: {
-      description: spec.schemaFallback === undefined ? description : describe(spec.description, spec.schemaFallback),
-      ...(spec.numbers === undefined ? { type: "string" } : { type: ["string", spec.numbers] }),
-      ...(spec.pattern === undefined ? {} : { pattern: spec.pattern })
-    }
-  }
+    // A number is read as its decimal text, by the same parser.
+    (json) =>
+      typeof json === "string"
+        ? spec.parse(json)
+        : typeof json === "number" && spec.numbers !== undefined
+          ? spec.parse(String(json))
+          : Option.none(),
+    spec.expected
+  )
 }
 
 /**
@@ -126,19 +139,17 @@ export const choice = <const C extends string>(
   spec: { readonly description: string; readonly fallback: string }
 ): Opt<Option.Option<C>, Option.Option<C>> => {
   const description = describe(spec.description, spec.fallback)
-  return {
-    name,
-    alias: undefined,
-    takesValue: true,
-    flag: Flag.Literals(name, choices).pipe(Flag.withDescription(description), Flag.optional),
-    fromJson: (json) =>
-      choices.includes(json as C)
-        ? Result.succeed(Option.some(json as C))
-        : Result.fail(`expected one of ${choices.map((c) => JSON.stringify(c)).join(", ")}, ${got(json)}`),
-    given: Option.isSome,
-    resolve: (a) => a,
-    schema: { description, enum: choices }
-  }
+  return single(
+    {
+      name,
+      alias: undefined,
+      takesValue: true,
+      flag: Flag.Literals(name, choices).pipe(Flag.withDescription(description), Flag.optional),
+      schema: { description, enum: choices }
+    },
+    (json) => (choices.includes(json as C) ? Option.some(json as C) : Option.none()),
+    `one of ${choices.map((c) => JSON.stringify(c)).join(", ")}`
+  )
 }
 
 /**
@@ -152,19 +163,17 @@ export const boolean = (
   spec: { readonly description: string; readonly fallback: string }
 ): Opt<Option.Option<boolean>, Option.Option<boolean>> => {
   const description = describe(spec.description, spec.fallback)
-  return {
-    name,
-    alias: undefined,
-    takesValue: false,
-    flag: Flag.Boolean(name).pipe(Flag.withDescription(description), Flag.optional),
-    fromJson: (json) =>
-      typeof json === "boolean"
-        ? Result.succeed(Option.some(json))
-        : Result.fail(`expected true or false, ${got(json)}`),
-    given: Option.isSome,
-    resolve: (a) => a,
-    schema: { description, type: "boolean" }
-  }
+  return single(
+    {
+      name,
+      alias: undefined,
+      takesValue: false,
+      flag: Flag.Boolean(name).pipe(Flag.withDescription(description), Flag.optional),
+      schema: { description, type: "boolean" }
+    },
+    (json) => (typeof json === "boolean" ? Option.some(json) : Option.none()),
+    "true or false"
+  )
 }
 
 /**
