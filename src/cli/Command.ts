@@ -43,7 +43,7 @@ import * as Output from "./Output.ts"
 import * as PidFile from "./PidFile.ts"
 import * as Reload from "./Reload.ts"
 import { cpuCount } from "../internal/cpus.ts"
-import * as Control from "./Control.ts"
+import * as ControlSetup from "./ControlSetup.ts"
 import * as Signals from "./Signals.ts"
 import * as Watch from "./Watch.ts"
 import * as Status from "./Status.ts"
@@ -271,22 +271,11 @@ export const supervise = (input: Options.Input, configFile?: string) => {
           })
         : undefined
       if (health !== undefined) yield* Effect.logInfo(`Health on ${health.url} (/livez, /readyz, /startupz)`)
+      // The control socket (--control, --name) before any worker starts: a name taken is said before anything runs.
+      const control = yield* ControlSetup.setup({ control: input.control, name: input.name, command: input.command })
       const handle = yield* Supervisor.start(options)
       yield* Effect.forkScoped(Signals.control(handle, listener, report(handle)))
-      const control = Option.getOrElse(input.control, () => Control.defaultPath())
-      if (control !== "off") {
-        yield* Control.serve(handle, control).pipe(
-          Effect.andThen(
-            Effect.logDebug(`Control socket: ${control} (prefork ctl status | restart <task> | reload | scale <n>)`)
-          ),
-          Effect.catch((why) =>
-            // The default place taken (another prefork runs there, or not trusted) is no reason not to run; a chosen one is.
-            Option.isSome(input.control)
-              ? Effect.fail(usage("control", `--control: ${why.message}`))
-              : Effect.logWarning(`No control socket: ${why.message}; choose one with --control <path>`)
-          )
-        )
-      }
+      yield* control(handle)
       if (input.watch.length > 0) {
         yield* Watch.watch({
           paths: input.watch,

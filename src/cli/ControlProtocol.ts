@@ -5,7 +5,9 @@
  *
  * One JSON object per line each way: `{"cmd":"status"}`,
  * `{"cmd":"restart","task":1}`, `{"cmd":"reload"}`,
- * `{"cmd":"scale","processes":4}`; answers are `{"ok":true,…}` or
+ * `{"cmd":"scale","processes":4}`, `{"cmd":"info"}` (who this prefork is:
+ * name, pid, uptime, workers ready of wanted, command), `{"cmd":"stop"}` (a
+ * graceful stop, as SIGTERM); answers are `{"ok":true,…}` or
  * `{"ok":false,"error":"…"}`, exactly one per request line. Anything else —
  * a line over {@link MAX_LINE} bytes, bytes that are not JSON, another
  * shape, an unknown command or field, a number that is not a safe integer
@@ -21,6 +23,7 @@
  */
 import { readdirSync, readFileSync } from "node:fs"
 import * as Clock from "effect/Clock"
+import { monotonicMillis } from "../ProcessSpawner.ts"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
@@ -61,6 +64,8 @@ export type Request =
   | { readonly cmd: "restart"; readonly task: number }
   | { readonly cmd: "reload" }
   | { readonly cmd: "scale"; readonly processes: number }
+  | { readonly cmd: "info" }
+  | { readonly cmd: "stop" }
 
 /**
  * An answer: one JSON line.
@@ -84,6 +89,8 @@ export const failure = (error: string): Reply => ({ ok: false, error })
 const FIELDS: Readonly<Record<Request["cmd"], ReadonlyArray<string>>> = {
   status: [],
   reload: [],
+  info: [],
+  stop: [],
   restart: ["task"],
   scale: ["processes"]
 }
@@ -124,6 +131,8 @@ export const parse = (line: string): Result.Result<Request, BadRequest> => {
   switch (cmd) {
     case "status":
     case "reload":
+    case "info":
+    case "stop":
       return Result.succeed({ cmd })
     case "restart": {
       const task = fields["task"]
@@ -299,6 +308,32 @@ export const usage = (pids: ReadonlyArray<number>, sampleMillis = 200): Effect.E
 export interface ResponderOptions {
   /** The CPU sample of `status`, in milliseconds (default 200). */
   readonly sampleMillis?: number | undefined
+  /** Who this prefork is, for `info`: its name and the command its workers run (default: no name, no command). */
+  readonly name?: string | undefined
+  readonly command?: ReadonlyArray<string> | undefined
+  /**
+   * What `stop` does, once (a later `stop` is answered without doing it
+   * again); without it, `stop` is answered with an error. It should begin the
+   * stop and return: the answer is sent when it returns.
+   */
+  readonly stop?: Effect.Effect<void> | undefined
+}
+
+/**
+ * The answer to `info`: who a prefork is, for `prefork ctl ls`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Info {
+  readonly name: string | null
+  readonly pid: number
+  /** Since the responder was made (when prefork began to serve control), on a monotonic clock. */
+  readonly uptimeMillis: number
+  /** Workers running (ready) and wanted. */
+  readonly ready: number
+  readonly processes: number
+  readonly command: ReadonlyArray<string>
 }
 
 /**
@@ -314,6 +349,27 @@ export const makeResponder = (
   options: ResponderOptions = {}
 ): Effect.Effect<(line: string) => Effect.Effect<Reply>> =>
   Effect.gen(function* () {
+    const monotonic = Effect.clockWith((clock) => Effect.sync(() => monotonicMillis(clock)))
+    const startedAt = yield* monotonic
+    let stopAsked = false
+    const info: Effect.Effect<Reply> = Effect.gen(function* () {
+      const slots = yield* handle.status
+      const body: Info = {
+        name: options.name ?? null,
+        pid: process.pid,
+        uptimeMillis: Math.max(0, Math.round((yield* monotonic) - startedAt)),
+        ready: slots.filter((s) => s.state === "running").length,
+        processes: handle.processes,
+        command: options.command ?? []
+      }
+      return { ok: true, ...body }
+    })
+    const stop: Effect.Effect<Reply> = Effect.suspend(() => {
+      if (options.stop === undefined) return Effect.succeed(failure("stop is not available here"))
+      if (stopAsked) return Effect.succeed<Reply>({ ok: true, pid: process.pid })
+      stopAsked = true
+      return Effect.as(options.stop, { ok: true, pid: process.pid } as const)
+    })
     const status: Effect.Effect<Reply> = Effect.gen(function* () {
       const slots = yield* handle.status
       const rows = Status.rows(slots, yield* Clock.currentTimeMillis)
@@ -334,6 +390,10 @@ export const makeResponder = (
       switch (request.cmd) {
         case "status":
           return sharedStatus
+        case "info":
+          return info
+        case "stop":
+          return stop
         case "restart":
           return request.task >= handle.processes
             ? Effect.succeed(failure(`no worker with task id ${request.task}`))

@@ -20,6 +20,7 @@ import * as Supervisor from "../Supervisor.ts"
 import { cpuCount } from "../internal/cpus.ts"
 import * as Argv from "./Argv.ts"
 import * as Control from "./Control.ts"
+import * as Names from "./Names.ts"
 import * as Logging from "./Logging.ts"
 
 /**
@@ -542,11 +543,21 @@ export const options = {
   control: value("control", {
     metavar: "path|off",
     description:
-      "The control socket `prefork ctl` talks to (status, restart, reload, scale), mode 0600 in a directory of mode 0700 (see docs/cli.md); off for none",
+      "The control socket `prefork ctl` talks to (status, restart, reload, scale, stop), mode 0600 in a directory of mode 0700 (see docs/cli.md); off for none",
     fallback: Control.defaultPath(),
     schemaFallback: "a socket in the user's private runtime directory (see docs/cli.md)",
     parse: Option.some,
     expected: "a path, or off"
+  }),
+  name: value("name", {
+    metavar: "name",
+    description:
+      "This prefork's name, for `prefork ctl -n <name>` and `prefork ctl ls`: its control socket is <name>.sock in the user's private runtime directory; a name a running prefork holds is refused",
+    fallback:
+      "the script's name (node server.js: server), or the program's; server-2, server-3, … while a running prefork holds it",
+    parse: (text) => (Names.invalid(text) === undefined ? Option.some(text) : Option.none()),
+    expected: "a letter or digit, then up to 63 letters, digits, '.', '_' or '-'",
+    pattern: Names.PATTERN.source
   }),
   pidFile: value("pid-file", {
     metavar: "file",

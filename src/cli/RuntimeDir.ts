@@ -184,12 +184,32 @@ export const checkSocket = (path: string): void | Missing | UntrustedPath => {
 }
 
 /**
- * Where a socket may be: for the default path, its private directory (made
- * by {@link ensureDefault}, or checked by {@link checkPrivate}) in a trusted
- * base; for any other, a {@link trustedParent}. Returns the socket's path
- * with its directory's links resolved, the path to bind or connect to.
- * `create`: make the default directory if it is missing (prefork does,
- * `prefork ctl` does not).
+ * This user's private directory for control sockets (the default one), its
+ * links above resolved: made by {@link ensurePrivate} when `create` (prefork
+ * does, `prefork ctl` does not), or checked by {@link checkPrivate}, in a
+ * trusted base.
+ *
+ * @since 0.1.0
+ * @category checks
+ */
+export const privateDir = (options: {
+  readonly create: boolean
+  readonly env?: NodeJS.ProcessEnv | undefined
+}): string | Missing | UntrustedPath => {
+  const dflt = defaultDir(options.env)
+  const base = trustedParent(dflt.base)
+  if (typeof base !== "string") return base
+  const dir = Path.join(base, Path.basename(dflt.dir))
+  const made = options.create ? ensurePrivate(dir) : checkPrivate(dir)
+  return made === undefined ? dir : made
+}
+
+/**
+ * Where a socket may be: for one in the default directory (`prefork.sock`,
+ * `<name>.sock`), the {@link privateDir}; for any other, a
+ * {@link trustedParent}. Returns the socket's path with its directory's
+ * links resolved, the path to bind or connect to. `create`: make the default
+ * directory if it is missing (prefork does, `prefork ctl` does not).
  *
  * @since 0.1.0
  * @category checks
@@ -199,13 +219,9 @@ export const resolve = (
   options: { readonly create: boolean; readonly env?: NodeJS.ProcessEnv | undefined }
 ): string | Missing | UntrustedPath => {
   const absolute = Path.resolve(path)
-  const dflt = defaultDir(options.env)
-  if (absolute === Path.join(dflt.dir, SOCKET)) {
-    const base = trustedParent(dflt.base)
-    if (typeof base !== "string") return base
-    const dir = Path.join(base, Path.basename(dflt.dir))
-    const made = options.create ? ensurePrivate(dir) : checkPrivate(dir)
-    return made === undefined ? Path.join(dir, SOCKET) : made
+  if (Path.dirname(absolute) === defaultDir(options.env).dir) {
+    const dir = privateDir(options)
+    return typeof dir === "string" ? Path.join(dir, Path.basename(absolute)) : dir
   }
   const parent = trustedParent(Path.dirname(absolute))
   return typeof parent === "string" ? Path.join(parent, Path.basename(absolute)) : parent

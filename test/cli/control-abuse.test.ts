@@ -48,7 +48,8 @@ const workers = (p: Prefork) => {
     })
 }
 
-const socketOf = (p: Prefork) => Path.join(p.runtimeDir, "prefork", "prefork.sock")
+/** The default socket of a prefork, named after its script (`node …/forever.js`: forever). */
+const socketOf = (p: Prefork, name = "forever") => Path.join(p.runtimeDir, "prefork", `${name}.sock`)
 
 /** A raw client: what it received (with the time each line came), whether the server closed it. */
 const client = (path: string) =>
@@ -111,9 +112,9 @@ describe("control socket under abuse (real processes)", () => {
             () => (p.stdout().includes("task 0") && p.stdout().includes("task 1")) || undefined,
             "30 seconds"
           )
-          yield* eventually(() => existsSync(socketOf(p)) || undefined)
+          yield* eventually(() => existsSync(socketOf(p, "cli-spare")) || undefined)
           const before = workers(p)
-          const flood = yield* client(socketOf(p))
+          const flood = yield* client(socketOf(p, "cli-spare"))
           flood.socket.write(`{"cmd":"status"}\n`.repeat(3600))
           const ANSWERS = 15
           yield* eventually(() => flood.lines().length >= ANSWERS || undefined, "60 seconds")

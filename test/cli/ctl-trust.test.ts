@@ -154,13 +154,13 @@ describe.skipIf(uid !== 0 || nobody === undefined)("control socket paths (real p
         const base = yield* stickyBase
         const dir = Path.join(base, `prefork-${uid}`)
         nobodyDoes("mkdir", "-m", "0777", dir)
-        const fake = yield* fakeServer(Path.join(dir, "prefork.sock"), Path.join(dir, "log"), "fake")
+        const fake = yield* fakeServer(Path.join(dir, "forever.sock"), Path.join(dir, "log"), "fake")
         const p = yield* prefork(["-n", "1", "--", "node", fixture("forever.js")], { env: envIn(base) })
         yield* stderrHas(p, "Starting 1 process")
         yield* stderrHas(p, `No control socket: refusing ${dir}: it belongs to uid ${nobody}, not to uid 0`)
         // Nothing of the other user's was changed, removed or replaced.
         assert.deepStrictEqual([mode(dir), lstatSync(dir).uid], [0o777, nobody])
-        assert.strictEqual(lstatSync(Path.join(dir, "prefork.sock")).uid, nobody)
+        assert.strictEqual(lstatSync(Path.join(dir, "forever.sock")).uid, nobody)
         // The client refuses too, before connecting: the fake's "status" and "done" never reach anyone.
         const status = yield* ctl(["status"], envIn(base))
         assert.strictEqual(status.code, 4, status.stderr)
@@ -184,7 +184,7 @@ describe.skipIf(uid !== 0 || nobody === undefined)("control socket paths (real p
           const theirs = Path.join(base, "theirs")
           nobodyDoes("mkdir", "-m", "0777", theirs)
           nobodyDoes("ln", "-s", theirs, dir)
-          const fake = yield* fakeServer(Path.join(theirs, "prefork.sock"), Path.join(theirs, "log"), "fake")
+          const fake = yield* fakeServer(Path.join(theirs, "forever.sock"), Path.join(theirs, "log"), "fake")
           const p = yield* prefork(["-n", "1", "--", "node", fixture("forever.js")], { env: envIn(base) })
           yield* stderrHas(p, `No control socket: refusing ${dir}: it is a symbolic link`)
           assert.strictEqual(mode(theirs), 0o777)
@@ -213,7 +213,7 @@ describe.skipIf(uid !== 0 || nobody === undefined)("control socket paths (real p
         Effect.gen(function* () {
           const base = yield* stickyBase
           const dir = Path.join(base, `prefork-${uid}`)
-          const socket = Path.join(dir, "prefork.sock")
+          const socket = Path.join(dir, "forever.sock")
           const trace = Path.join(base, "trace")
           const { env: tagEnv, tag } = makeTag()
           const exited = yield* Deferred.make<number | null>()

@@ -34,7 +34,8 @@ const ctl = (runtimeDir: string, args: ReadonlyArray<string>, as?: number) => {
   return { code: run.status, stdout: run.stdout, stderr: run.stderr }
 }
 
-const socketPath = (runtimeDir: string) => Path.join(runtimeDir, "prefork", "prefork.sock")
+/** The default socket of a prefork named `name`: by default named after its script (`node …/forever.js`). */
+const socketPath = (runtimeDir: string, name = "forever") => Path.join(runtimeDir, "prefork", `${name}.sock`)
 
 const nobody = (() => {
   try {
@@ -100,7 +101,7 @@ describe("prefork ctl (real processes)", () => {
           "-c",
           `[ -e ${gate} ] && exit 1; exec sleep 1000`
         ])
-        yield* eventually(() => (existsSync(socketPath(p.runtimeDir)) ? true : undefined))
+        yield* eventually(() => (existsSync(socketPath(p.runtimeDir, "sh")) ? true : undefined))
         /** Waits until stderr has a line matching each pattern, in order (ctl is synchronous: prefork's lines are read meanwhile). */
         const inOrder = (...lines: ReadonlyArray<string>) =>
           stderrHas(p, new RegExp(lines.map((line) => `${line}$`).join("[\\s\\S]*"), "m"))

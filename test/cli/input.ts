@@ -36,6 +36,7 @@ export const input = (overrides: Partial<Command.Input>): Command.Input => ({
   user: Option.none(),
   group: Option.none(),
   control: Option.none(),
+  name: Option.none(),
   pidFile: Option.none(),
   cwd: Option.none(),
   prefix: true,
