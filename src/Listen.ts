@@ -9,9 +9,10 @@
  * `fork_processes`: while every worker is down, connections wait in the
  * kernel's backlog instead of being refused. Every worker inherits them as
  * file descriptors 3, 4, … with systemd's socket-activation variables
- * (`LISTEN_FDS`, `LISTEN_FDNAMES`, `LISTEN_PID`), so gunicorn
- * (`--bind fd://3`), uvicorn (`--fd 3`) and Node (`server.listen({ fd: 3 })`)
- * serve them unchanged.
+ * (`LISTEN_FDS`, `LISTEN_FDNAMES`, `LISTEN_PID`), so gunicorn (which reads
+ * `LISTEN_FDS` itself, with no `--bind`: `--bind fd://3` as well would take
+ * fd 3 twice and fail with EBADF), uvicorn (`--fd 3`) and Node
+ * (`server.listen({ fd: 3 })`) serve them unchanged.
  *
  * Addresses as strings:
  * - `"8080"`, `":8080"`: every interface, port 8080 (IPv6 and IPv4 where the system allows);

@@ -124,8 +124,9 @@ export interface Options extends RestartPolicy.RestartOptions {
    * its last worker is reaped, so the port never refuses a connection while
    * workers restart. Every worker gets them as descriptors 3, 4, … with
    * `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID` (systemd's socket
-   * activation): `server.listen({ fd: 3 })` in Node, `gunicorn --bind fd://3`,
-   * `uvicorn --fd 3`. See `Listen` for the address forms (`"8080"`,
+   * activation): `server.listen({ fd: 3 })` in Node, `gunicorn app:app` (it
+   * reads `LISTEN_FDS` itself; `--bind fd://3` as well would take fd 3 twice
+   * and fail with EBADF), `uvicorn --fd 3`. See `Listen` for the address forms (`"8080"`,
    * `"127.0.0.1:0"`, `"[::1]:8080"`, `"unix:/run/app.sock"`, `"fd:3"`, or
    * objects with `backlog`, `mode`, `name`).
    */

@@ -375,8 +375,8 @@ export const command = Command.make("prefork", Options.flags, start).pipe(
       description: "prefork holds port 8080 and hands it to every worker as fd 3: server.listen({ fd: 3 })"
     },
     {
-      command: "prefork -n 4 --listen 127.0.0.1:8000 -- gunicorn --bind fd://3 app:app",
-      description: "Any language: gunicorn, uvicorn --fd 3, or any socket-activation library serves fd 3"
+      command: "prefork -n 4 --listen 127.0.0.1:8000 -- gunicorn app:app",
+      description: "Any language: gunicorn reads LISTEN_FDS (no --bind), uvicorn --fd 3, any socket-activation library serves fd 3"
     },
     {
       command: "prefork -n 4 --cluster -- node app.js",

@@ -479,13 +479,13 @@ export const options = {
   listen: list("listen", {
     metavar: "addr",
     description:
-      "Bind this address before any worker starts, hold it while workers restart, and hand it to every worker as fd 3, 4, … with LISTEN_FDS (node: server.listen({ fd: 3 }); gunicorn --bind fd://3); repeat for more: 8080, 127.0.0.1:0, [::1]:8080, unix:/run/app.sock (mode 0660; unix:/run/app.sock,mode=0666 to choose)",
+      "Bind this address before any worker starts, hold it while workers restart, and hand it to every worker as fd 3, 4, … with LISTEN_FDS (node: server.listen({ fd: 3 }); gunicorn reads LISTEN_FDS by itself, with no --bind); repeat for more: 8080, 127.0.0.1:0, [::1]:8080, unix:/run/app.sock (mode 0660; unix:/run/app.sock,mode=0666 to choose)",
     fallback: "none, or the sockets of socket activation"
   }),
   cluster: withDefault(
     boolean("cluster", {
       description:
-        "Run `node script.js` as node:cluster workers sharing the ports they listen on (PM2's -i); ready when listening",
+        "Run `node script.js` as node:cluster workers sharing the ports they listen on (as PM2's -i); ready when listening. A reload keeps the port open and drains each old worker's HTTP servers (keep-alive connections end with Connection: close): no request lost; its WebSocket and raw TCP connections end with it, and with --no-drain its keep-alive connections are reset",
       fallback: "off"
     }),
     false
