@@ -109,11 +109,17 @@ const source = (primaryPid: number, drain: boolean): string =>
 
 /**
  * The preload as a `data:` URL. Only what a URL would misread is escaped
- * (`%`, `#`, and line ends, which a URL parser drops), so the worker's command
- * line stays readable in `ps`.
+ * (`%`, `#`, `?`, and line ends, which a URL parser drops), so the worker's
+ * command line stays readable in `ps`. Node 22.0 and 22.6 (not 22.12) end
+ * the module at an unescaped `?` (a query): `??` and `?.` in the source broke
+ * every Node worker there.
  */
 const dataUrl = (primaryPid: number, drain: boolean): string =>
-  `data:text/javascript,${source(primaryPid, drain).replaceAll("%", "%25").replaceAll("#", "%23").replaceAll("\n", "%0A")}`
+  `data:text/javascript,${source(primaryPid, drain)
+    .replaceAll("%", "%25")
+    .replaceAll("#", "%23")
+    .replaceAll("?", "%3F")
+    .replaceAll("\n", "%0A")}`
 
 /**
  * The preload as a `--import` option, for a worker whose Node options the
