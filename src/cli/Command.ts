@@ -253,7 +253,8 @@ export const command = Command.make("prefork", Options.flags, start).pipe(
     },
     {
       command: "prefork -n 4 --listen 127.0.0.1:8000 -- gunicorn app:app",
-      description: "Any language: gunicorn reads LISTEN_FDS (no --bind), uvicorn --fd 3, any socket-activation library serves fd 3"
+      description:
+        "Any language: gunicorn reads LISTEN_FDS (no --bind), uvicorn --fd 3, any socket-activation library serves fd 3"
     },
     {
       command: "prefork -n 4 --cluster -- node app.js",
