@@ -63,7 +63,19 @@ describe("the import path", () => {
     }
     const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"))
     assert.deepStrictEqual(Object.keys(pkg.dependencies ?? {}), [])
-    assert.deepStrictEqual(Object.keys(pkg.peerDependencies), ["effect"])
+    // @effect/platform-node only for effect-prefork/http, which says so: an optional peer.
+    assert.deepStrictEqual(Object.keys(pkg.peerDependencies), ["@effect/platform-node", "effect"])
+    assert.deepStrictEqual(pkg.peerDependenciesMeta, { "@effect/platform-node": { optional: true } })
+  })
+
+  it("effect-prefork/http (src/http.ts) is the one entry point that loads @effect/platform-node; a worker's side only", () => {
+    const loaded = loadedBy("src/http.ts")
+    assert.isNotEmpty(loaded.filter((u) => u.includes("/@effect/platform-node/")))
+    for (const url of loaded) {
+      assert.notMatch(url, /\/src\/(?:Supervisor|internal\/loop|node\/NodeProcessSpawner|node\/Prefork)\.ts$/)
+    }
+    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"))
+    assert.deepStrictEqual(pkg.exports["./http"], { types: "./dist/http.d.ts", default: "./dist/http.js" })
   })
 
   it("Prefork, as a worker imports it, loads neither the supervisor nor the spawner (the primary loads them when it supervises)", () => {
