@@ -46,7 +46,8 @@ const BENCHMARKS: ReadonlyArray<readonly [string, ReadonlyArray<string>, Readonl
   ["spares", ["spares"], []],
   ["health-cost", ["health-cost"], []],
   ["control-abuse", ["control-abuse"], []],
-  ["metrics-abuse", ["metrics-abuse"], []]
+  ["metrics-abuse", ["metrics-abuse"], []],
+  ["drain", ["drain"], []]
 ]
 
 const only = list("only", [])
