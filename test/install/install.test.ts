@@ -248,8 +248,12 @@ const routeLayer = Layer.effect(
   })
 )
 
-/** Starts the app's installed `prefork` as a user would; SIGKILLed (by pid) when the scope closes if still running. */
-const startPrefork = (app: App, args: ReadonlyArray<string>, env: Record<string, string>) =>
+/**
+ * Starts the app's installed `prefork` as a user would, every process tagged.
+ * When the scope closes it is SIGKILLed (by pid) if still running, and the
+ * test fails if any process of the tag is left.
+ */
+const startPrefork = (app: App, args: ReadonlyArray<string>, env: Record<string, string>, tag: string) =>
   Effect.acquireRelease(
     Effect.sync(() => {
       const child = spawn(Path.join(app.dir, "node_modules", ".bin", "prefork"), args, {
@@ -265,9 +269,12 @@ const startPrefork = (app: App, args: ReadonlyArray<string>, env: Record<string,
       return { child, output: () => output, closed }
     }),
     ({ child }) =>
-      Effect.sync(() => {
-        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
-      })
+      Effect.andThen(
+        Effect.sync(() => {
+          if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+        }),
+        assertNoneLeft(tag, "5 seconds")
+      )
   )
 
 /** `name@version` of each package (named `name`, if given). */
@@ -309,13 +316,14 @@ layer(routeLayer, { timeout: "10 minutes", excludeTestServices: true })(
                 env: userEnv(app.nodeDir, tagEnv),
                 budget: "1 minute"
               })
+              // Every worker is gone when the program returns, whatever its outcome.
+              yield* assertNoneLeft(tag)
               const output = `${ran.stdout}\n${ran.stderr}`
               assert.strictEqual(ran.code, 0, explain(ran))
               assert.include(output, "Starting 4 processes")
               assert.match(output, /child 1 \(pid \d+\) exited with status 1, restarting/)
               for (const task of [0, 1, 2, 3]) assert.include(output, `task ${task} done on node ${app.nodeVersion}`)
               assert.include(output, "every worker exited normally after 1 restarts")
-              yield* assertNoneLeft(tag)
             }),
           300_000
         )
@@ -332,7 +340,8 @@ layer(routeLayer, { timeout: "10 minutes", excludeTestServices: true })(
                 const prefork = yield* startPrefork(
                   app,
                   ["-n", "2", "--listen", "127.0.0.1:0", "--", "node", "fd-server.js"],
-                  userEnv(app.nodeDir, { ...tagEnv, XDG_RUNTIME_DIR: runtimeDir })
+                  userEnv(app.nodeDir, { ...tagEnv, XDG_RUNTIME_DIR: runtimeDir }),
+                  tag
                 )
                 const port = yield* eventually(() => {
                   const m = /Listening on 127\.0\.0\.1:(\d+)/.exec(prefork.output())
