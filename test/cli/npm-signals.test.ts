@@ -5,6 +5,12 @@
  * without passing it on; prefork, seeing its parent gone, stops as on SIGTERM.
  * A prefork started directly (no npm in its environment) keeps running when
  * its parent exits, as a daemon does.
+ *
+ * Ctrl-C (SIGINT to the whole group) stops every worker once whatever npm's
+ * script shell: with dash, prefork exits 0 and npm then dies of SIGINT (a
+ * shell shows 130: the shell and npm, not prefork); with bash, which execs
+ * prefork, npm's copy of the SIGINT is not taken for a second Ctrl-C, and npm
+ * exits 0.
  */
 import { spawn } from "node:child_process"
 import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs"
