@@ -22,14 +22,15 @@ const sources = [
 const entry: Record<string, string> = {
   "effect-prefork": "src/index.ts",
   "effect-prefork/node": "src/node.ts",
-  "effect-prefork/testing": "src/testing.ts"
+  "effect-prefork/testing": "src/testing.ts",
+  "effect-prefork/http": "src/http.ts"
 }
 
 /** The ```ts blocks of a markdown file, with the package's imports pointed at the sources. */
 const examples = (file: string): Array<string> =>
   [...readFileSync(Path.join(root, file), "utf8").matchAll(/^```ts\n([\s\S]*?)^```/gm)].map(([, code]) =>
     code!.replace(
-      /from "(effect-prefork(?:\/node|\/testing)?)"/g,
+      /from "(effect-prefork(?:\/node|\/testing|\/http)?)"/g,
       (_, name: string) => `from "${Path.relative(out, Path.join(root, entry[name]!))}"`
     )
   )
