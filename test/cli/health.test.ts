@@ -43,35 +43,44 @@ const running = (p: Prefork, script: string) =>
   })
 
 describe("prefork --health", () => {
-  it.live("livez, then startupz and readyz once every worker is ready; 404 elsewhere", () =>
-    Effect.scoped(
-      Effect.gen(function* () {
-        const p = yield* prefork([
-          "-n",
-          "2",
-          "--control",
-          "off",
-          "--ready",
-          "500ms",
-          "--health",
-          "127.0.0.1:0",
-          "--",
-          "node",
-          fixture("forever.js")
-        ])
-        const port = yield* healthPort(p)
-        assert.deepStrictEqual(yield* probe(port, "/livez"), { status: 200, body: "live\n" })
-        assert.deepStrictEqual(yield* until(port, "/startupz", 200), { status: 200, body: "started\n" })
-        assert.deepStrictEqual(yield* until(port, "/readyz", 200), {
-          status: 200,
-          body: "ready: 2 of 2 workers ready\n"
+  it.live(
+    "livez (not while prefork is stopped), then startupz and readyz once every worker is ready; 404 elsewhere",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const p = yield* prefork([
+            "-n",
+            "2",
+            "--control",
+            "off",
+            "--ready",
+            "500ms",
+            "--health",
+            "127.0.0.1:0",
+            "--",
+            "node",
+            fixture("forever.js")
+          ])
+          const port = yield* healthPort(p)
+          assert.deepStrictEqual(yield* probe(port, "/livez"), { status: 200, body: "live\n" })
+          assert.deepStrictEqual(yield* until(port, "/startupz", 200), { status: 200, body: "started\n" })
+          assert.deepStrictEqual(yield* until(port, "/readyz", 200), {
+            status: 200,
+            body: "ready: 2 of 2 workers ready\n"
+          })
+          assert.strictEqual((yield* probe(port, "/")).status, 404)
+          // prefork itself answers /livez: stopped (SIGSTOP), it answers nothing, and the probe times out.
+          const stopped = yield* Effect.sync(() => process.kill(p.pid, "SIGSTOP")).pipe(
+            Effect.andThen(probe(port, "/livez", "GET", 1_000)),
+            Effect.ensuring(Effect.sync(() => process.kill(p.pid, "SIGCONT")))
+          )
+          assert.deepStrictEqual(stopped, { status: 0, body: "", error: "timeout" })
+          assert.deepStrictEqual(yield* probe(port, "/livez"), { status: 200, body: "live\n" })
+          p.signal("SIGTERM")
+          assert.strictEqual((yield* p.exit).code, 0)
+          assert.notInclude(p.stderr(), "Shutdown delay")
         })
-        assert.strictEqual((yield* probe(port, "/")).status, 404)
-        p.signal("SIGTERM")
-        assert.strictEqual((yield* p.exit).code, 0)
-        assert.notInclude(p.stderr(), "Shutdown delay")
-      })
-    )
+      )
   )
 
   it.live("a bad address is a usage error naming --health (exit 2); a busy port cannot be listened on (exit 4)", () =>
