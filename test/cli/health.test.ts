@@ -5,12 +5,12 @@
  * SIGTERM reaches them), until the delay ends or a second signal cuts it
  * short; a third kills as a second does without a delay.
  */
-import { existsSync, readdirSync, readFileSync } from "node:fs"
+import { existsSync, readdirSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { busyPort } from "../helpers/http.ts"
-import { probe } from "../helpers/probe.ts"
-import { eventually, pidsWithTag } from "../helpers/procs.ts"
+import { assertDelayLogged, probe, probeUntil as until, running } from "../helpers/health.ts"
+import { eventually } from "../helpers/procs.ts"
 import { tempDir } from "../helpers/supervise.ts"
 import { fixture, type Prefork, prefork, stderrHas } from "./prefork.ts"
 
@@ -18,29 +18,6 @@ const HEALTH_LINE = /Health on http:\/\/127\.0\.0\.1:(\d+) \(\/livez, \/readyz, 
 
 /** The port prefork says it serves health on. */
 const healthPort = (p: Prefork) => Effect.map(stderrHas(p, HEALTH_LINE), () => Number(HEALTH_LINE.exec(p.stderr())![1]))
-
-/** Probes `path` until it answers `status`: at most 500 probes and 10 s. */
-const until = (port: number, path: string, status: number) =>
-  Effect.gen(function* () {
-    const deadline = Date.now() + 10_000
-    for (let i = 0; i < 500 && Date.now() < deadline; i++) {
-      const answer = yield* probe(port, path)
-      if (answer.status === status) return answer
-      yield* Effect.sleep(10)
-    }
-    return yield* Effect.die(new Error(`${path} never answered ${status}`))
-  })
-
-/** The processes of a prefork's tag that run `script` (its workers, not prefork or a watchdog). */
-const running = (p: Prefork, script: string) =>
-  pidsWithTag(p.tag).filter((pid) => {
-    if (pid === p.pid) return false
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, "latin1").includes(script)
-    } catch {
-      return false
-    }
-  })
 
 describe("prefork --health", () => {
   it.live(
@@ -146,7 +123,7 @@ describe("prefork --shutdown-delay", () => {
           assert.include(p.stderr(), "SIGTERM received: stopping after the shutdown delay (SIGTERM again to stop now)")
           // Still live, every worker running, none sent SIGTERM.
           assert.strictEqual((yield* probe(port, "/livez")).status, 200)
-          assert.strictEqual(running(p, "ignore-term.js").length, 2)
+          assert.strictEqual(running(p.tag, p.pid, "ignore-term.js").length, 2)
           assert.deepStrictEqual(terms(dir), [])
           assert.notInclude(p.stderr(), "Stopping 2 processes")
 
@@ -181,19 +158,7 @@ describe("prefork --shutdown-delay", () => {
         yield* stderrHas(p, "Starting 2 processes")
         p.signal("SIGINT")
         assert.strictEqual((yield* p.exit).code, 0)
-        const log = p.stderr()
-        const order = [
-          "SIGINT received: stopping after the shutdown delay",
-          "Shutdown delay: workers serve 300ms more",
-          "Shutdown delay over: stopping the workers",
-          "Stopping 2 processes"
-        ].map((line) => log.indexOf(line))
-        assert.notInclude(order, -1, log)
-        assert.deepStrictEqual(
-          [...order].sort((a, b) => a - b),
-          order,
-          log
-        )
+        assertDelayLogged(p.stderr(), "SIGINT", "300ms", 2)
       })
     )
   )

@@ -8,27 +8,15 @@
  * still runs, the balancer stops sending it requests, and then it stops.
  * No request fails, and nothing is left running.
  */
-import { readFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import { getJson } from "../helpers/http.ts"
-import { probe } from "../helpers/probe.ts"
-import { eventually, pidsWithTag } from "../helpers/procs.ts"
+import { assertDelayLogged, probe, running } from "../helpers/health.ts"
+import { eventually } from "../helpers/procs.ts"
 import { fixture, type Prefork, prefork, stderrHas } from "./prefork.ts"
 
 /** A port prefork names in its log: "<label> 127.0.0.1:<port>" or "<label> http://127.0.0.1:<port>". */
 const portIn = (p: Prefork, label: RegExp) => Effect.map(stderrHas(p, label), () => Number(label.exec(p.stderr())![1]))
-
-/** The workers of an instance running now: its tagged processes that run the fixture (not prefork itself). */
-const workers = (p: Prefork) =>
-  pidsWithTag(p.tag).filter((pid) => {
-    if (pid === p.pid) return false
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, "latin1").includes("fd-server.js")
-    } catch {
-      return false
-    }
-  })
 
 interface Instance {
   readonly name: string
@@ -78,7 +66,7 @@ describe("a rolling update behind a balancer that polls /readyz", () => {
             Effect.map(probe(instance.health, "/readyz", "GET", 2_000), (answer) => {
               const ready = answer.status === 200
               if (instance === a && !ready && a.ready && workersAtFirst503 === undefined) {
-                workersAtFirst503 = workers(a.p).length
+                workersAtFirst503 = running(a.p.tag, a.p.pid, "fd-server.js").length
                 order.push(`a /readyz 503 (${answer.body.trim()})`)
               }
               instance.ready = ready
@@ -132,19 +120,7 @@ describe("a rolling update behind a balancer that polls /readyz", () => {
           assert.deepStrictEqual(order, ["a SIGTERM", "a /readyz 503 (draining: stopping soon)", "a exited"])
           assert.strictEqual(workersAtFirst503, 2)
           // a's own log says the same order: the delay, then the workers' stop.
-          const log = a.p.stderr()
-          const lines = [
-            "SIGTERM received: stopping after the shutdown delay",
-            "Shutdown delay: workers serve 2s more",
-            "Shutdown delay over: stopping the workers",
-            "Stopping 2 processes"
-          ].map((line) => log.indexOf(line))
-          assert.notInclude(lines, -1, log)
-          assert.deepStrictEqual(
-            [...lines].sort((x, y) => x - y),
-            lines,
-            log
-          )
+          assertDelayLogged(a.p.stderr(), "SIGTERM", "2s", 2)
           // b served throughout, and alone at the end.
           assert.isAbove(results.filter((r) => r.instance === "b").length, 20)
           assert.strictEqual(results.slice(-8).filter((r) => r.instance === "a").length, 0)

@@ -10,25 +10,18 @@ import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Fiber, Option } from "effect"
 import type { SlotStatus } from "../../src/Model.ts"
 import * as Health from "../../src/node/Health.ts"
+import type * as Supervisor from "../../src/Supervisor.ts"
 import type { SupervisorHandle } from "../../src/Supervisor.ts"
 import { TaskId } from "../../src/TaskId.ts"
-import { probe } from "../helpers/probe.ts"
+import { probe, probeUntil as until } from "../helpers/health.ts"
 import { assertNoneLeft, eventually, pidsWithTag } from "../helpers/procs.ts"
 import { captureLogs, fixture, supervise } from "../helpers/supervise.ts"
 
 const LOCAL = { host: "127.0.0.1", port: 0 }
 
-/** Probes `path` until it answers `status`: at most 500 probes and 10 s. */
-const until = (port: number, path: string, status: number) =>
-  Effect.gen(function* () {
-    const deadline = Date.now() + 10_000
-    for (let i = 0; i < 500 && Date.now() < deadline; i++) {
-      const answer = yield* probe(port, path)
-      if (answer.status === status) return answer
-      yield* Effect.sleep(10)
-    }
-    return yield* Effect.die(new Error(`${path} never answered ${status}`))
-  })
+/** A supervisor of `node forever.js` workers (they run until stopped). */
+const forever = (options: Omit<Supervisor.Options, "command" | "args">) =>
+  supervise({ command: process.execPath, args: [fixture("forever.js")], ...options })
 
 const slot = (taskId: number, state: SlotStatus["state"]): SlotStatus => ({
   taskId: TaskId(taskId),
@@ -91,11 +84,9 @@ describe("Health.serve (real processes)", () => {
           body: "starting: the supervisor has not started yet\n"
         })
         assert.deepStrictEqual(yield* probe(port, "/livez"), { status: 200, body: "live\n" })
-        const { handle, tag } = yield* supervise({
-          command: process.execPath,
-          args: [fixture("forever.js")],
+        const { handle, tag } = yield* forever({
           processes: 2,
-          ready: { delay: "400 millis" },
+          ready: { delay: "2 seconds" },
           stopTimeout: "2 seconds"
         })
         yield* Deferred.succeed(pending, handle)
@@ -122,9 +113,7 @@ describe("Health.serve (real processes)", () => {
   it.live("a worker that dies makes readyz 503 until its replacement is ready (default: every slot)", () =>
     Effect.scoped(
       Effect.gen(function* () {
-        const { handle, tag } = yield* supervise({
-          command: process.execPath,
-          args: [fixture("forever.js")],
+        const { handle, tag } = yield* forever({
           processes: 2,
           ready: { delay: "300 millis" },
           backoff: { initial: "300 millis" },
@@ -155,9 +144,7 @@ describe("Health.serve (real processes)", () => {
     () =>
       Effect.scoped(
         Effect.gen(function* () {
-          const { handle, tag } = yield* supervise({
-            command: process.execPath,
-            args: [fixture("forever.js")],
+          const { handle, tag } = yield* forever({
             processes: 1
           })
           const health = yield* Health.serve(handle, LOCAL, {
@@ -197,9 +184,7 @@ describe("Health.serve (real processes)", () => {
   it.live("a bad minReady is InvalidOptions; a busy port is BindFailed naming --health", () =>
     Effect.scoped(
       Effect.gen(function* () {
-        const { handle, tag } = yield* supervise({
-          command: process.execPath,
-          args: [fixture("forever.js")],
+        const { handle, tag } = yield* forever({
           processes: 1
         })
         const bad = yield* Effect.flip(Health.serve(handle, LOCAL, { minReady: 0 }))
@@ -224,9 +209,7 @@ describe("Health.delayStop (real processes)", () => {
   ) =>
     Effect.scoped(
       Effect.gen(function* () {
-        const { handle, tag } = yield* supervise({
-          command: process.execPath,
-          args: [fixture("forever.js")],
+        const { handle, tag } = yield* forever({
           processes: 2,
           stopTimeout: "2 seconds"
         })
