@@ -10,7 +10,7 @@
  * | `/startupz` | every slot has been ready at the same moment once (the first start is over) | 503 |
  *
  * Answers are plain text, `Cache-Control: no-store`, one request per
- * connection; only `GET` and `HEAD`; any other path is a 404. Every
+ * connection; only `GET` and `HEAD` (else 405); any other path is a 404. Every
  * connection has a budget (a head deadline, a connection deadline, a
  * connection cap that evicts the oldest idle client): see
  * {@link limitsFromEnv}.
