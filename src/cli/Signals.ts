@@ -105,12 +105,14 @@ export const listen = (
     const onStop = (signal: NodeJS.Signals) => {
       // One Ctrl-C delivered twice: the terminal's SIGINT reaches npm too, which passes its copy on (no shell between).
       if (npm && signal === first?.signal && performance.now() - first.at < DUPLICATE_MILLIS) return
-      if (stopping && delayed && Deferred.doneUnsafe(cut, Effect.void)) {
-        return log(
+      if (stopping && delayed && !Deferred.isDoneUnsafe(cut)) {
+        // Said first, then the delay ends (and says so).
+        log(
           Effect.logInfo(
             `${signal} received again: cutting the shutdown delay short (${signal} once more to kill every worker at once)`
           )
         )
+        return void Deferred.doneUnsafe(cut, Effect.void)
       }
       if (stopping) return log(force(signal, supervisor))
       // Said before the supervisor logs how many workers it stops, and how (this listener runs first).
