@@ -111,13 +111,14 @@ const drainOnClose = (server: Server): Server => {
 /**
  * Holds the requests a server gets before its app is installed (a request
  * nobody listens for would never be answered) and hands them to the first
- * `request` listener added from now on: the app's.
+ * `request` listener added once the server listens: the app's.
  */
 const holdEarlyRequests = (server: Server): Server => {
   const held: Array<readonly [IncomingMessage, ServerResponse]> = []
   const hold = (req: IncomingMessage, res: ServerResponse) => void held.push([req, res])
   const onListener = (event: string | symbol, listener: (...args: Array<unknown>) => void) => {
-    if (event !== "request" || listener === hold) return
+    // The app's comes once the server listens; one added before (the supervisor's drain, in its preload) is not it.
+    if (event !== "request" || listener === hold || !server.listening) return
     server.off("request", hold)
     server.off("newListener", onListener)
     // After the listener is added (newListener comes before): in the order they came.
