@@ -392,6 +392,7 @@ describe("lifetime", () => {
           ...base,
           processes: 4,
           listen: ["127.0.0.1:0"],
+          ready: "spawn", // a module worker with sockets is otherwise ready when it listens
           maxLifetime: "60 seconds",
           lifetimeJitter: "10 seconds"
         })
@@ -497,6 +498,7 @@ describe("lifetime", () => {
           processes: 1,
           spares: 1,
           listen: ["127.0.0.1:0"],
+          ready: "spawn",
           maxLifetime: "10 seconds",
           lifetimeJitter: 0
         })
