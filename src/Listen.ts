@@ -5,7 +5,7 @@
  * socket activation, taken once ({@link activation}).
  *
  * The supervisor binds every address before it starts a worker and holds the
- * sockets until its last worker is reaped, as Tornado's `bind_sockets` before
+ * sockets until the supervision ends, as Tornado's `bind_sockets` before
  * `fork_processes`: while every worker is down, connections wait in the
  * kernel's backlog instead of being refused. Every worker inherits them as
  * file descriptors 3, 4, … with systemd's socket-activation variables

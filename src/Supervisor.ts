@@ -121,7 +121,7 @@ export interface Options extends RestartPolicy.RestartOptions {
   readonly readyTimeout?: Duration.Input | undefined
   /**
    * Addresses the supervisor binds before any worker starts and holds until
-   * its last worker is reaped, so the port never refuses a connection while
+   * the supervision ends, so the port never refuses a connection while
    * workers restart. Every worker gets them as descriptors 3, 4, … with
    * `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID` (systemd's socket
    * activation): `server.listen({ fd: 3 })` in Node, `gunicorn app:app` (it

@@ -130,7 +130,7 @@ export const start = Effect.fnUntraced(function* (
 ): Effect.fn.Return<Loop, BindFailed, Scope.Scope | ProcessSpawner> {
   const spawner = yield* ProcessSpawner
   const clock = yield* Clock.Clock
-  // Bound before any worker starts; closed by the shutdown once the last worker is reaped (or with the scope).
+  // Bound before any worker starts; closed when the shutdown begins, as the workers are told to stop (or with the scope).
   const scope = yield* Scope.Scope
   const socketScope = yield* Scope.fork(scope)
   const bound = yield* spawner.listen(cfg.listen).pipe(
@@ -570,12 +570,15 @@ export const start = Effect.fnUntraced(function* (
           yield* apply(slot.taskId, { _tag: "Stopping", remove: false })
         }
       }
+      // The supervisor's own copy of each socket goes now, not after the last worker: the workers close theirs
+      // as they get SIGTERM, and then the port refuses new connections (a client can retry elsewhere) instead of
+      // queueing them in a backlog that nobody will accept, to be reset when the supervisor exits.
+      yield* Scope.close(socketScope, Exit.void)
       yield* Effect.all(
         [FiberMap.clear(slots), FiberSet.clear(recyclers), Effect.andThen(FiberSet.clear(spareFibers), pool.drain)],
         { concurrency: "unbounded", discard: true }
       )
       yield* FiberSet.awaitEmpty(reapers)
-      yield* Scope.close(socketScope, Exit.void)
     })
 
   // The first failure ends the run at once; otherwise it ends when every slot is done.

@@ -9,8 +9,9 @@
  * which binds and does not listen), and a short-lived helper process, given
  * the descriptor, calls `listen(2)` on it and exits before its event loop
  * ever polls. From then on the kernel queues connections in the backlog,
- * whether or not any worker is alive, until the supervisor closes its copy
- * after the last worker is reaped.
+ * whether or not any worker is alive, until the supervision ends: the
+ * supervisor closes its copy as it tells its workers to stop, and each worker
+ * closes its own as it stops accepting.
  *
  * A socket inherited by this process (`fd:3`, systemd socket activation) is
  * taken as it is: it is already listening.
