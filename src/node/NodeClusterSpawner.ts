@@ -140,7 +140,7 @@ export const make = (options: Options = {}) => {
         worker = forkThrough(
           chain,
           execArgv,
-          { ...Preload.environment(request), ...watch?.env },
+          { ...Preload.environment(request), ...Preload.preloadEnvironment(execArgv, request), ...watch?.env },
           Preload.inspectsOnAnyPort(execArgv) ? 0 : undefined
         )
       } catch (error) {

@@ -188,10 +188,11 @@ export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Servi
           // The command `node …` drains as a module worker does: the preload goes first among its options.
           argv =
             Preload.isNode(request.command) && Preload.drains(request)
-              ? [Preload.importOption(true), ...request.args]
+              ? [Preload.importOption, ...request.args]
               : [...request.args]
           stdio = ["ignore", out, out, ...fds, ...(beatFd === undefined ? [] : ["pipe" as const])]
         }
+        Object.assign(env, Preload.preloadEnvironment(argv, request))
         if (sockets.length > 0) {
           // LISTEN_PID is the worker's own pid: set by a shell that then execs the worker (same pid).
           // The worker's command and arguments reach it as "$@", never as shell text.

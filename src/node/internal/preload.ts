@@ -5,10 +5,12 @@
  * `PREFORK_LISTEN_ADDRESSES`), and for Node workers (module and cluster
  * modes, and the command `node …`) a preload in their Node options.
  *
- * The preload is a `data:` URL given to `--import`, not a file: a file would
- * have to be found from wherever the library runs (`src/*.ts`, `dist`, or
- * the `prefork` command bundled into one file), and a `data:` URL is the
- * same string in all of them. In the worker's main thread, before its own
+ * The preload is a `data:` module given to `--import`, not a file: a file
+ * would have to be found from wherever the library runs (`src/*.ts`, `dist`,
+ * or the `prefork` command bundled into one file), and a `data:` URL is the
+ * same string in all of them. Its source travels in `PREFORK_PRELOAD`, which
+ * a short `--import` takes and removes (see {@link importOption}), so the
+ * worker's command line stays short in `ps`. In the worker's main thread, before its own
  * code, it:
  *
  * - sends `{ type: "effect-prefork/heartbeat" }` over the IPC channel every
@@ -107,29 +109,45 @@ const source = (primaryPid: number, drain: boolean): string =>
     ? `${Drain.imports}\n${ipcSource(primaryPid)}\nif (process.ppid === ${primaryPid}) ${Drain.source}\n`
     : ipcSource(primaryPid)
 
+/** The variable that carries the preload's source to the worker, which removes it before its own code runs. */
+export const PRELOAD_VAR = "PREFORK_PRELOAD"
+
 /**
- * The preload as a `data:` URL. Only what a URL would misread is escaped
- * (`%`, `#`, `?`, and line ends, which a URL parser drops), so the worker's
- * command line stays readable in `ps`. Node 22.0 and 22.6 (not 22.12) end
- * the module at an unescaped `?` (a query): `??` and `?.` in the source broke
- * every Node worker there.
+ * The `--import` option every preloaded worker gets: a short `data:` module
+ * that takes the preload's source from `PREFORK_PRELOAD`, removes the
+ * variable, and imports the source as a `data:` module of its own. The
+ * source travels in the environment, not on the command line, so that `ps`
+ * shows the worker's command and not a page of JavaScript; removed at once,
+ * it is seen neither by the worker's code nor by any process the worker
+ * starts (a `fork()` child inherits the option and finds no source: it does
+ * nothing). No `%`, `#` or `?` in it: Node 22.0 and 22.6 end a `data:`
+ * module at an unescaped `?`.
  */
-const dataUrl = (primaryPid: number, drain: boolean): string =>
-  `data:text/javascript,${source(primaryPid, drain)
-    .replaceAll("%", "%25")
-    .replaceAll("#", "%23")
-    .replaceAll("?", "%3F")
-    .replaceAll("\n", "%0A")}`
+const IMPORT_OPTION =
+  `--import=data:text/javascript,const s = process.env.${PRELOAD_VAR}; delete process.env.${PRELOAD_VAR};` +
+  ` if (typeof s === "string") await import("data:text/javascript," + encodeURIComponent(s))`
 
 /**
  * The preload as a `--import` option, for a worker whose Node options the
  * spawner does not control otherwise (the command `node app.js`: the option
- * goes before the script).
+ * goes before the script). The worker also needs {@link preloadEnvironment}.
  *
  * @internal
  */
-export const importOption = (drain: boolean, primaryPid: number = process.pid): string =>
-  `--import=${dataUrl(primaryPid, drain)}`
+export const importOption: string = IMPORT_OPTION
+
+/**
+ * The variable that carries the preload's source to a worker whose options
+ * have {@link importOption}: nothing for any other worker.
+ *
+ * @internal
+ */
+export const preloadEnvironment = (
+  options: ReadonlyArray<string>,
+  request: SpawnRequest,
+  primaryPid: number = process.pid
+): Record<string, string> =>
+  options.includes(IMPORT_OPTION) ? { [PRELOAD_VAR]: source(primaryPid, drains(request)) } : {}
 
 /**
  * Whether a command is `node` (by name, or prefork's own `process.execPath`):
@@ -160,19 +178,11 @@ const namesInspectPort = (option: string): boolean =>
  *
  * @internal
  */
-export const nodeOptions = (
-  request: SpawnRequest,
-  base: ReadonlyArray<string>,
-  primaryPid: number = process.pid
-): Array<string> => {
+export const nodeOptions = (request: SpawnRequest, base: ReadonlyArray<string>): Array<string> => {
   const beats = heartbeatMillis(request) !== undefined
   const drain = drains(request)
   if (!beats && request.spare !== true && !drain) return [...base]
-  return [
-    importOption(drain, primaryPid),
-    ...base,
-    ...(beats && !base.some(namesInspectPort) ? ["--inspect-port=0"] : [])
-  ]
+  return [IMPORT_OPTION, ...base, ...(beats && !base.some(namesInspectPort) ? ["--inspect-port=0"] : [])]
 }
 
 /**
@@ -191,7 +201,13 @@ export const inspectsOnAnyPort = (options: ReadonlyArray<string>): boolean => op
  *
  * @internal
  */
-export const OWN_VARS: ReadonlyArray<string> = [HEARTBEAT_MS_VAR, HEARTBEAT_FD_VAR, SPARE_ENV_VAR, Drain.ADDRESSES_VAR]
+export const OWN_VARS: ReadonlyArray<string> = [
+  HEARTBEAT_MS_VAR,
+  HEARTBEAT_FD_VAR,
+  SPARE_ENV_VAR,
+  Drain.ADDRESSES_VAR,
+  PRELOAD_VAR
+]
 
 /**
  * The request's environment with the spawner's variables: a spare has
