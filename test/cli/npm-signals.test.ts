@@ -75,6 +75,11 @@ describe("prefork through npm: SIGTERM to the outermost pid (real processes)", (
       form: "npx prefork",
       command: "npx",
       args: (workers: string) => ["prefork", "-n", "2", "--", "node", fixture("signal-log.js"), workers]
+    },
+    {
+      form: "npm exec prefork",
+      command: "npm",
+      args: (workers: string) => ["exec", "--", "prefork", "-n", "2", "--", "node", fixture("signal-log.js"), workers]
     }
   ])("$form: every worker gets one SIGTERM and stops, nothing is left", ({ args, command }) =>
     Effect.scoped(
