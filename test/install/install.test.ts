@@ -220,6 +220,8 @@ const routeLayer = Layer.effect(
         const imported = new Set<string>()
         for (const code of readmePrograms()) {
           for (const [, specifier] of code.matchAll(/from "([^"]+)"/g)) {
+            // effect-prefork/http needs its optional peer, which a user adds as the README says.
+            if (specifier === "effect-prefork/http") imported.add("@effect/platform-node")
             if (/^(node:|effect(-prefork)?($|\/))/.test(specifier!)) continue
             imported.add(
               specifier!
