@@ -38,6 +38,76 @@ export class NoAnswer extends Error {
   }
 }
 
+/** One request on a connection; see {@link ask} and {@link askAndAwaitClose}. */
+const exchange = (
+  path: string,
+  request: Record<string, unknown>,
+  timeoutMillis: number,
+  maxAnswer: number,
+  untilClosed: boolean
+): Promise<unknown> =>
+  new Promise((resolve, reject) => {
+    const socket = Net.connect(path)
+    const chunks: Array<Buffer> = []
+    let size = 0
+    let answer: { readonly value: unknown } | undefined
+    const settle = (outcome: () => void) => {
+      clearTimeout(timer)
+      socket.destroy()
+      outcome()
+    }
+    const fail = (error: NoAnswer) => settle(() => reject(error))
+    const done = () => settle(() => resolve(answer!.value))
+    const within = Duration.format(Duration.millis(timeoutMillis))
+    const timer = setTimeout(
+      () =>
+        fail(
+          new NoAnswer(
+            answer !== undefined
+              ? `prefork on ${path} did not stop within ${within}; --timeout <duration> waits longer`
+              : `no answer from ${path} within ${within}` +
+                  (request["cmd"] === "status" || request["cmd"] === "info"
+                    ? ""
+                    : ` (the ${String(request["cmd"])} may still be under way)`) +
+                  "; --timeout <duration> waits longer",
+            { timedOut: true }
+          )
+        ),
+      timeoutMillis
+    )
+    socket.once("error", (error: NodeJS.ErrnoException) => {
+      if (answer !== undefined) return done()
+      fail(
+        error.code === "EACCES"
+          ? new NoAnswer(`no permission to use ${path} (it belongs to another user)`)
+          : new NoAnswer(
+              `no prefork answers on ${path} (${error.code ?? error.message}): is it running, with --control there?`,
+              { refused: error.code === "ECONNREFUSED" }
+            )
+      )
+    })
+    socket.once("connect", () => socket.write(`${JSON.stringify(request)}\n`))
+    socket.on("data", (chunk: Buffer) => {
+      if (answer !== undefined) return
+      const nl = chunk.indexOf(10)
+      chunks.push(nl === -1 ? chunk : chunk.subarray(0, nl))
+      size += nl === -1 ? chunk.length : nl
+      if (size > maxAnswer) return fail(new NoAnswer(`the answer on ${path} is longer than ${maxAnswer} bytes`))
+      if (nl === -1) return
+      try {
+        answer = { value: JSON.parse(Buffer.concat(chunks).toString("utf8")) }
+      } catch {
+        return fail(new NoAnswer(`the answer on ${path} is not prefork's: not JSON`))
+      }
+      // An error answer is final at once; a successful one, when asked, once prefork has closed the connection.
+      const ok = typeof answer.value === "object" && answer.value !== null && (answer.value as { ok?: unknown }).ok
+      if (!untilClosed || ok !== true) done()
+    })
+    socket.once("close", () =>
+      answer !== undefined ? done() : fail(new NoAnswer(`${path} closed the connection without an answer`))
+    )
+  })
+
 /**
  * Sends one request and resolves with the answer's first line, parsed; rejects
  * with a {@link NoAnswer} when there is none within `timeoutMillis` (a
@@ -52,57 +122,7 @@ export const ask = (
   request: Record<string, unknown>,
   timeoutMillis: number,
   maxAnswer: number = MAX_ANSWER
-): Promise<unknown> =>
-  new Promise((resolve, reject) => {
-    const socket = Net.connect(path)
-    const chunks: Array<Buffer> = []
-    let size = 0
-    const fail = (error: NoAnswer) => {
-      clearTimeout(timer)
-      socket.destroy()
-      reject(error)
-    }
-    const timer = setTimeout(
-      () =>
-        fail(
-          new NoAnswer(
-            `no answer from ${path} within ${Duration.format(Duration.millis(timeoutMillis))}` +
-              (request["cmd"] === "status" || request["cmd"] === "info"
-                ? ""
-                : ` (the ${String(request["cmd"])} may still be under way)`) +
-              "; --timeout <duration> waits longer",
-            { timedOut: true }
-          )
-        ),
-      timeoutMillis
-    )
-    socket.once("error", (error: NodeJS.ErrnoException) =>
-      fail(
-        error.code === "EACCES"
-          ? new NoAnswer(`no permission to use ${path} (it belongs to another user)`)
-          : new NoAnswer(
-              `no prefork answers on ${path} (${error.code ?? error.message}): is it running, with --control there?`,
-              { refused: error.code === "ECONNREFUSED" }
-            )
-      )
-    )
-    socket.once("connect", () => socket.write(`${JSON.stringify(request)}\n`))
-    socket.on("data", (chunk: Buffer) => {
-      const nl = chunk.indexOf(10)
-      chunks.push(nl === -1 ? chunk : chunk.subarray(0, nl))
-      size += nl === -1 ? chunk.length : nl
-      if (size > maxAnswer) return fail(new NoAnswer(`the answer on ${path} is longer than ${maxAnswer} bytes`))
-      if (nl === -1) return
-      clearTimeout(timer)
-      socket.destroy()
-      try {
-        resolve(JSON.parse(Buffer.concat(chunks).toString("utf8")))
-      } catch {
-        reject(new NoAnswer(`the answer on ${path} is not prefork's: not JSON`))
-      }
-    })
-    socket.once("end", () => fail(new NoAnswer(`${path} closed the connection without an answer`)))
-  })
+): Promise<unknown> => exchange(path, request, timeoutMillis, maxAnswer, false)
 
 /**
  * Sends `request` and resolves with its answer, parsed, once the server has
@@ -118,59 +138,7 @@ export const askAndAwaitClose = (
   request: Record<string, unknown>,
   timeoutMillis: number,
   maxAnswer: number = MAX_ANSWER
-): Promise<unknown> =>
-  new Promise((resolve, reject) => {
-    const socket = Net.connect(path)
-    const chunks: Array<Buffer> = []
-    let size = 0
-    let answer: { readonly value: unknown } | undefined
-    const settle = (outcome: () => void) => {
-      clearTimeout(timer)
-      socket.destroy()
-      outcome()
-    }
-    const timer = setTimeout(
-      () =>
-        settle(() =>
-          reject(
-            new NoAnswer(
-              answer === undefined
-                ? `no answer from ${path} within ${Duration.format(Duration.millis(timeoutMillis))}; --timeout <duration> waits longer`
-                : `prefork on ${path} did not stop within ${Duration.format(Duration.millis(timeoutMillis))}; --timeout <duration> waits longer`,
-              { timedOut: true }
-            )
-          )
-        ),
-      timeoutMillis
-    )
-    socket.once("error", (error: NodeJS.ErrnoException) =>
-      answer === undefined
-        ? settle(() => reject(new NoAnswer(`no prefork answers on ${path} (${error.code ?? error.message})`)))
-        : settle(() => resolve(answer!.value))
-    )
-    socket.once("connect", () => socket.write(`${JSON.stringify(request)}\n`))
-    socket.on("data", (chunk: Buffer) => {
-      if (answer !== undefined) return
-      const nl = chunk.indexOf(10)
-      chunks.push(nl === -1 ? chunk : chunk.subarray(0, nl))
-      size += nl === -1 ? chunk.length : nl
-      if (size > maxAnswer)
-        return settle(() => reject(new NoAnswer(`the answer on ${path} is longer than ${maxAnswer} bytes`)))
-      if (nl === -1) return
-      try {
-        answer = { value: JSON.parse(Buffer.concat(chunks).toString("utf8")) }
-      } catch {
-        return settle(() => reject(new NoAnswer(`the answer on ${path} is not prefork's: not JSON`)))
-      }
-      const ok = typeof answer.value === "object" && answer.value !== null && (answer.value as { ok?: unknown }).ok
-      if (ok !== true) settle(() => resolve(answer!.value))
-    })
-    socket.once("close", () =>
-      answer === undefined
-        ? settle(() => reject(new NoAnswer(`${path} closed the connection without an answer`)))
-        : settle(() => resolve(answer!.value))
-    )
-  })
+): Promise<unknown> => exchange(path, request, timeoutMillis, maxAnswer, true)
 
 const isRecord = (value: unknown): value is Record<string, unknown> =>
   typeof value === "object" && value !== null && !Array.isArray(value)
