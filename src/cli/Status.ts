@@ -17,6 +17,7 @@
  */
 import * as Option from "effect/Option"
 import type { LiveProcess, SlotStatus } from "../Supervisor.ts"
+import { columns } from "./Columns.ts"
 
 /**
  * One slot, as plain data: what the table shows, for structured logs.
@@ -85,10 +86,7 @@ export const table = (slots: ReadonlyArray<SlotStatus>, now: number): string => 
     row.uptimeMillis === null ? "-" : formatUptime(row.uptimeMillis),
     row.lastExit ?? "-"
   ])
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((cells) => cells[i]!.length)))
-  return [header, ...body]
-    .map((cells) => cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]! + 2))).join(""))
-    .join("\n")
+  return columns(header, body)
 }
 
 /**
