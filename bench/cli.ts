@@ -10,17 +10,31 @@
  *   modules compiled by tsc: what an install ran before the bundle;
  * - `prefork-ts`: `src/cli/main.ts` through Node's type stripping: what a
  *   checkout ran before the bundle;
- * - `raw`: `node raw-spawn.cjs <n> <command…>`.
+ * - `raw`: `node raw-spawn.cjs <n> <command…>`;
+ * - `floor-effect`: bench/fixtures/floor-effect.ts, Effect's runtime started
+ *   (`Effect.runFork(Effect.void)`) and then the raw spawn loop; `floor-cli`:
+ *   bench/fixtures/floor-cli.ts, the same flags parsed by the same `effect/cli`
+ *   definitions and then the raw spawn loop. Both bundled now exactly as the
+ *   command is (scripts/build-cli.mjs `bundleProgram`) and run with Node's
+ *   compile cache (NODE_COMPILE_CACHE, a directory of this run), as
+ *   bin/prefork.js runs the command: what `prefork` takes beyond them is its own;
+ * - `prefork-base`: the package copied by an earlier run with
+ *   `--save-base` (bench/.scratch/base/): the command before a change, run
+ *   side by side with the one after it;
+ * - `prefork-nocache`: `prefork` with NODE_DISABLE_COMPILE_CACHE=1.
  *
  * Figures: `--version` from spawn to exit (`node -e 0` as the floor); spawn →
  * all N workers answering HTTP (each worker on its own port), N = 1, 4; and
  * the supervising process's RSS (and PSS) idle with 4 `sleep` workers.
  *
- *   node bench/cli.ts [--rounds=7] [--workers=1,4] [--idle-ms=3000] [--systems=prefork,prefork-dist,prefork-ts,raw] [--quick]
+ *   node bench/cli.ts [--rounds=7] [--workers=1,4] [--idle-ms=3000] [--systems=prefork,floor-cli,floor-effect,raw] [--quick]
+ *   node bench/cli.ts --save-base     # also copies the package as built now to bench/.scratch/base (for prefork-base)
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync } from "node:fs"
 import * as Path from "node:path"
+// @ts-expect-error: plain JavaScript, with no types
+import { bundleProgram } from "../scripts/build-cli.mjs"
 import {
   awaitDistinctPids,
   buildOurs,
@@ -46,6 +60,7 @@ import {
   scratchDir,
   sleep,
   stats,
+  str,
   type Table,
   track,
   waitFor,
@@ -57,9 +72,18 @@ requireNode()
 const rounds = num("rounds", 7, 1)
 const sizes = numList("workers", [1, 4], [1])
 const idleMs = num("idle-ms", 3000, 500)
-type System = "prefork" | "prefork-dist" | "prefork-ts" | "raw"
-const ALL: ReadonlyArray<System> = ["prefork", "prefork-dist", "prefork-ts", "raw"]
-const systems = list("systems", ALL).map((s) => {
+const ALL = [
+  "prefork",
+  "prefork-base",
+  "prefork-nocache",
+  "prefork-dist",
+  "prefork-ts",
+  "floor-cli",
+  "floor-effect",
+  "raw"
+] as const
+type System = (typeof ALL)[number]
+const systems = list("systems", ["prefork", "floor-cli", "floor-effect", "raw"]).map((s) => {
   if (!(ALL as ReadonlyArray<string>).includes(s)) throw new Error(`unknown system ${s}: use ${ALL.join(", ")}`)
   return s as System
 })
@@ -79,14 +103,39 @@ cpSync(Path.join(ROOT, "bin"), Path.join(PKG, "bin"), { recursive: true })
 cpSync(OURS_DIST, Path.join(PKG, "dist"), { recursive: true })
 cpSync(Path.join(ROOT, "dist", "bin"), Path.join(PKG, "dist", "bin"), { recursive: true })
 // Effect and @effect/platform-node resolve from the repository's node_modules, as from an app's.
+const BASE = Path.join(scratchDir("base"), "node_modules", "effect-prefork")
+if (str("save-base", "") !== "") {
+  rmSync(BASE, { recursive: true, force: true })
+  cpSync(PKG, BASE, { recursive: true })
+  note(`the package as built now is saved as prefork-base (${BASE})`)
+}
+
+// The floors, bundled as the command is.
+const FLOORS = scratchDir("floors")
+for (const floor of ["floor-effect", "floor-cli"]) {
+  await bundleProgram({ input: Path.join(FIXTURES, `${floor}.ts`), output: Path.join(FLOORS, `${floor}.js`) })
+}
+const COMPILE_CACHE = scratchDir("compile-cache")
 
 const entry: Record<System, ReadonlyArray<string>> = {
   prefork: [Path.join(PKG, "bin", "prefork.js")],
+  "prefork-base": [Path.join(BASE, "bin", "prefork.js")],
+  "prefork-nocache": [Path.join(PKG, "bin", "prefork.js")],
   "prefork-dist": [Path.join(PKG, "dist", "cli", "main.js")],
   "prefork-ts": [Path.join(ROOT, "src", "cli", "main.ts")],
+  "floor-cli": [Path.join(FLOORS, "floor-cli.js")],
+  "floor-effect": [Path.join(FLOORS, "floor-effect.js")],
   raw: [Path.join(FIXTURES, "raw-spawn.cjs")]
 }
-for (const [s, [file]] of Object.entries(entry)) if (!existsSync(file!)) throw new Error(`${s}: ${file} is missing`)
+for (const s of systems) if (!existsSync(entry[s][0]!)) throw new Error(`${s}: ${entry[s][0]} is missing`)
+
+/** What a system's process gets in its environment beyond the benchmark's. */
+const systemEnv = (system: string): Record<string, string> =>
+  system === "prefork-nocache"
+    ? { NODE_DISABLE_COMPILE_CACHE: "1" }
+    : system.startsWith("floor-")
+      ? { NODE_COMPILE_CACHE: COMPILE_CACHE }
+      : {}
 
 /** The command line of `system` supervising `n` copies of `command`. */
 const argv = (system: System, n: number, command: ReadonlyArray<string>): Array<string> =>
@@ -128,7 +177,7 @@ for (let round = 0; round < rounds; round++) {
   for (const system of rotate(versionSystems, round)) {
     const args = system === "node -e 0" ? ["-e", "0"] : [...entry[system as System], "--version"]
     const t0 = now()
-    const r = spawnSync(process.execPath, args, { env: env(), encoding: "utf8", timeout: 30_000 })
+    const r = spawnSync(process.execPath, args, { env: env(systemEnv(system)), encoding: "utf8", timeout: 30_000 })
     const ms = now() - t0
     if (r.status !== 0) throw new Error(`${system} --version failed: ${r.stderr}`)
     versions.push({ system, round, ms })
@@ -148,7 +197,10 @@ for (let round = 0; round < rounds; round++) {
       const ports: Array<number> = []
       for (let i = 0; i < workers; i++) ports.push(await freePort())
       const t0 = now()
-      const child = startSupervisor(argv(system, workers, worker), { BENCH_PORTS: ports.join(",") })
+      const child = startSupervisor(argv(system, workers, worker), {
+        ...systemEnv(system),
+        BENCH_PORTS: ports.join(",")
+      })
       try {
         let last = 0
         for (const port of ports)
@@ -183,7 +235,7 @@ const startIdle = async (system: IdleSystem): Promise<ChildProcess> =>
         BENCH_WORKER_SCRIPT: Path.join(FIXTURES, "http-worker.cjs"),
         BENCH_PORT: String(await freePort())
       })
-    : startSupervisor(argv(system, 4, ["sleep", "3600"]))
+    : startSupervisor(argv(system, 4, ["sleep", "3600"]), systemEnv(system))
 type IdleSample = { system: IdleSystem; round: number; rssMiB: number; pssMiB: number }
 const idles: Array<IdleSample> = []
 const idleRounds = Math.max(1, Math.ceil(rounds / 2))
@@ -241,19 +293,25 @@ const versionTable: Table = {
   }),
   notes: [`${rounds} rounds, systems alternating.`]
 }
+/** `ratio (+difference ms)` of two medians, or nothing when `of` is `to` or `to` was not run. */
+const against = (of: System, to: System, median: (s: System) => number): string =>
+  of === to || !systems.includes(to) ? "" : `${ratio(median(of), median(to))} (${fmtDelta(median(of) - median(to))})`
+const fmtDelta = (ms: number): string => `${ms >= 0 ? "+" : ""}${fmt(ms)}`
 const startTable: Table = {
   title: "`prefork -n N -- node http-worker.cjs`: spawn of the supervisor → all N workers answering HTTP",
-  headers: ["system", "median ms", "p95 ms", "vs raw", "samples"],
+  headers: ["system", "median ms", "p95 ms", "vs raw (ms)", "vs floor-cli (ms)", "vs floor-effect (ms)", "samples"],
   rows: sizes.flatMap((workers) => {
     const of = (s: System) => stats(starts.filter((x) => x.system === s && x.workers === workers).map((x) => x.ms))
-    const raw = of("raw")
+    const median = (s: System) => of(s).median
     return systems.map((s) => {
       const st = of(s)
       return [
         `N=${workers} ${s}`,
         fmt(st.median),
         fmt(st.p95),
-        s === "raw" ? "" : ratio(st.median, raw.median),
+        against(s, "raw", median),
+        against(s, "floor-cli", median),
+        against(s, "floor-effect", median),
         String(st.n)
       ]
     })

@@ -14,20 +14,18 @@
  *
  * @since 0.1.0
  */
-import { NodePath, NodeStdio, NodeTerminal } from "@effect/platform-node"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as FileSystem from "effect/FileSystem"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import { Argument, CliConfig, CliOutput, Command, Flag, GlobalFlag } from "effect/cli"
-import * as ChildProcessSpawner from "effect/process/ChildProcessSpawner"
+import { Command } from "effect/cli"
 import type { ExitRecord } from "../Errors.ts"
 import * as ExitStatus from "../ExitStatus.ts"
 import * as NodeProcessSpawner from "../node/NodeProcessSpawner.ts"
 import * as Supervisor from "../Supervisor.ts"
 import * as Argv from "./Argv.ts"
+import * as CliRuntime from "./CliRuntime.ts"
 import * as ExitCode from "./ExitCode.ts"
 import * as Logging from "./Logging.ts"
 import * as Metrics from "../Metrics.ts"
@@ -79,11 +77,6 @@ export type { Input } from "./Options.ts"
 export { toOptions } from "./SupervisorOptions.ts"
 
 const stderr = process.stderr
-
-/** A usage error as the shell shows it: what was wrong, then how to get help. */
-const usageText = (messages: ReadonlyArray<string>): string =>
-  messages.map((m) => `prefork: ${m}\n`).join("") +
-  "Usage: prefork [options] [--] <command> [args...]\nRun 'prefork --help' for every option and its default.\n"
 
 /** The workers whose last exit was not normal (what `--restart never` reports). */
 const abnormal = (exits: ReadonlyArray<ExitRecord>, normal: ReadonlyArray<number>): ReadonlyArray<ExitRecord> => {
@@ -188,7 +181,7 @@ export const supervise = (input: Options.Input, configFile?: string) => {
     // Usage mistakes are told as such; what happened to the workers goes through the logger.
     Effect.tapError((error) =>
       error._tag === "InvalidOptions"
-        ? Effect.sync(() => void stderr.write(usageText([error.message])))
+        ? Effect.sync(() => void stderr.write(CliRuntime.usageText([error.message])))
         : error._tag === "ExitWith"
           ? Effect.void
           : Effect.logError(error.message)
@@ -214,7 +207,7 @@ export const start = (given: Options.Given) =>
         ? Effect.fail(usage("command", "Missing required argument: command"))
         : Effect.succeed({ input, file: Option.getOrUndefined(Option.map(loaded, (l) => l.path)) })
     }),
-    Effect.tapError((error) => Effect.sync(() => void stderr.write(usageText([error.message])))),
+    Effect.tapError((error) => Effect.sync(() => void stderr.write(CliRuntime.usageText([error.message])))),
     Effect.flatMap(({ input, file }) => supervise(input, file))
   )
 
@@ -267,46 +260,10 @@ export const command = Command.make("prefork", Options.flags, start).pipe(
   ])
 )
 
-// Usage errors: what was wrong and how to get help, on stderr; the full help only when asked for.
-const presenter: CliOutput.Presenter = {
-  present: (event) =>
-    event._tag === "InvalidInvocation"
-      ? Effect.sync(() => void stderr.write(usageText(event.errors.map((e) => e.message))))
-      : CliOutput.defaultPresenter.present(event)
-}
-
-/**
- * What `effect/cli` requires of its environment. The command reads no file
- * and runs no subprocess through `effect/cli` (workers are started by the
- * supervisor's own spawner), so the file system and the process spawner are
- * placeholders that fail if ever used: Node's file system and crypto modules
- * stay unloaded, and the supervising process stays lighter.
- */
-const services = Layer.mergeAll(
-  NodePath.layer,
-  NodeStdio.layer,
-  NodeTerminal.layer,
-  FileSystem.layerNoop({}),
-  Layer.succeed(ChildProcessSpawner.ChildProcessSpawner)(
-    ChildProcessSpawner.make(() => Effect.die(new Error("prefork: effect/cli's process spawner is not provided")))
-  )
-)
-
 /**
  * `prefork` with these arguments (`process.argv.slice(2)`).
  *
  * @since 0.1.0
  * @category running
  */
-export const run = (argv: ReadonlyArray<string>) =>
-  Command.runWith(command, { version: VERSION })(
-    Argv.splitCommand(argv, Options.VALUE_FLAGS, Options.BOOLEAN_FLAGS)
-  ).pipe(
-    Effect.provide(
-      Layer.mergeAll(
-        services,
-        CliConfig.layer({ builtIns: [GlobalFlag.Help, GlobalFlag.Version, GlobalFlag.LogLevel] }),
-        CliOutput.layerPresenter(presenter)
-      )
-    )
-  )
+export const run = CliRuntime.runWith(command)
