@@ -26,7 +26,7 @@
  */
 import { randomBytes, createHash } from "node:crypto"
 import { readdirSync, readFileSync, readlinkSync } from "node:fs"
-import * as Http from "node:http"
+import type * as Http from "node:http"
 import * as Net from "node:net"
 
 /** The most an inspector's `/json/version` or `/json/list` answer may be (Node's are under 1 KiB). */
@@ -99,10 +99,18 @@ const format = (frames: ReadonlyArray<CallFrame>, scripts: ReadonlyMap<string, s
     })
     .join("\n")
 
+/**
+ * `node:http`, imported on the first capture only: importing it from an ES
+ * module loads Node's fetch implementation too (undici), 50 ms and more at
+ * every start of a `prefork` that may never capture a stack.
+ */
+let http: Promise<typeof Http> | undefined
+
 /** GET `path` on 127.0.0.1:`port`: the JSON body of a 200, at most {@link MAX_HTTP_BODY} bytes, or a rejection. */
-const getJson = (port: number, path: string, signal: AbortSignal): Promise<unknown> =>
-  new Promise((resolve, reject) => {
-    const request = Http.get(
+const getJson = async (port: number, path: string, signal: AbortSignal): Promise<unknown> => {
+  const { get } = await (http ??= import("node:http"))
+  return new Promise((resolve, reject) => {
+    const request = get(
       {
         host: "127.0.0.1",
         port,
@@ -139,6 +147,7 @@ const getJson = (port: number, path: string, signal: AbortSignal): Promise<unkno
     )
     request.once("error", reject)
   })
+}
 
 /** The target id of Node's inspector on `port`, if that is what answers there. */
 const inspectorTarget = async (port: number, signal: AbortSignal): Promise<string | undefined> => {
