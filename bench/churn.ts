@@ -15,6 +15,10 @@
  * active handles (`process.getActiveResourcesInfo()`), before and after.
  *
  *   node bench/churn.ts [--restarts=5000] [--workers=2] [--rounds=1] [--systems=ours,ours-bundled,raw] [--quick]
+ *
+ * `--dists=before=/tmp/old/dist,…` adds, beside `--systems`, "ours" primaries
+ * running other builds of the package (compiled JavaScript, as
+ * bench/.scratch/dist), to compare a change side by side in one run.
  */
 import { rmSync, writeFileSync } from "node:fs"
 import * as Path from "node:path"
@@ -22,6 +26,7 @@ import {
   buildOurs,
   ensurePeers,
   finish,
+  FIXTURES,
   fmt,
   freePort,
   list,
@@ -43,19 +48,45 @@ import {
   watchdog,
   writeResults
 } from "./lib/common.ts"
-import { CHURN_WORKER, needsPeers, parseSystems, type Running, type SystemName, startSystem } from "./lib/systems.ts"
+import {
+  CHURN_WORKER,
+  needsPeers,
+  parseSystems,
+  type Running,
+  type StartOptions,
+  startPrimary,
+  startSystem
+} from "./lib/systems.ts"
 
 requireNode()
 const restarts = num("restarts", 5000, 50)
 const workers = num("workers", 2, 2)
 const rounds = num("rounds", 1, 1)
-const systems = parseSystems(list("systems", ["ours", "ours-bundled", "raw"]))
-if (systems.includes("pm2")) throw new Error("churn reads the primary through its control channel: not for pm2")
+const known = parseSystems(list("systems", ["ours", "ours-bundled", "raw"]))
+if (known.includes("pm2")) throw new Error("churn reads the primary through its control channel: not for pm2")
+const dists = new Map(
+  list("dists", []).map((entry) => {
+    const i = entry.indexOf("=")
+    if (i <= 0) throw new Error(`--dists: expected name=directory, got ${entry}`)
+    return [entry.slice(0, i), Path.resolve(entry.slice(i + 1))] as const
+  })
+)
+const systems: Array<string> = [...known, ...dists.keys()]
+const start = (system: string, options: StartOptions): Promise<Running> => {
+  const dist = dists.get(system)
+  if (dist === undefined) return startSystem(system as (typeof known)[number], options)
+  return Promise.resolve(
+    startPrimary(system, Path.join(FIXTURES, "ours-primary.mjs"), {
+      ...options,
+      env: { ...options.env, BENCH_OURS_DIST: dist }
+    })
+  )
+}
 watchdog(num("timeout", 3600, 300))
 
 const started = machine()
 await buildOurs()
-if (needsPeers(systems)) ensurePeers()
+if (needsPeers(known)) ensurePeers()
 
 interface Reading {
   readonly rssMiB: number
@@ -117,7 +148,7 @@ const allAnswering = (port: number) => {
 }
 
 type Sample = {
-  system: SystemName
+  system: string
   round: number
   restartsPerS: number
   seconds: number
@@ -134,7 +165,7 @@ for (let round = 0; round < rounds; round++) {
     const port = await freePort()
     const flag = Path.join(dir, `flag-${system}-${round}`)
     rmSync(flag, { force: true })
-    const running = await startSystem(system, {
+    const running = await start(system, {
       workers,
       port,
       workerScript: CHURN_WORKER,
@@ -172,7 +203,7 @@ for (let round = 0; round < rounds; round++) {
 }
 rmSync(dir, { recursive: true, force: true })
 
-const of = (s: SystemName) => samples.filter((x) => x.system === s)
+const of = (s: string) => samples.filter((x) => x.system === s)
 const med = (xs: ReadonlyArray<number>) => stats(xs).median
 const rawRate = med(of("raw").map((x) => x.restartsPerS))
 const table: Table = {

@@ -1,8 +1,11 @@
 /**
  * Summarizes a V8 CPU profile (from `--profile-primary=…` or `node --cpu-prof`):
- * the functions with the most self time, then the files.
+ * the functions with the most self time, then the files, then a restart's
+ * parts (`--parts`): each sample goes to the first part, in the order of
+ * `PARTS`, that any frame of its stack belongs to (so a log line's write goes
+ * to "log", a spawn's argument checks to "spawn").
  *
- *   node bench/profile-top.ts bench/.scratch/prof/CPU.….cpuprofile [--top=30]
+ *   node bench/profile-top.ts bench/.scratch/prof/CPU.….cpuprofile [--top=30] [--parts]
  */
 import { readFileSync } from "node:fs"
 import { num, out } from "./lib/common.ts"
@@ -11,6 +14,7 @@ interface Profile {
   readonly nodes: ReadonlyArray<{
     readonly id: number
     readonly callFrame: { readonly functionName: string; readonly url: string; readonly lineNumber: number }
+    readonly children?: ReadonlyArray<number>
   }>
   readonly samples: ReadonlyArray<number>
   readonly timeDeltas: ReadonlyArray<number>
@@ -47,3 +51,45 @@ const show = (title: string, m: Map<string, number>) => {
 }
 show(`self time by function (total ${(total / 1000).toFixed(0)} ms)`, byFunction)
 show("\nself time by file", byFile)
+
+/**
+ * A restart's parts, most specific first: a frame's function name and URL
+ * (file name or, in a bundle, only the function's name) select its part.
+ */
+const PARTS: ReadonlyArray<readonly [string, RegExp]> = [
+  ["spawn (child_process.spawn)", /node:(internal\/)?child_process|^spawn(Sync)? /],
+  ["watchdog (its pipe's lines)", /internal\/watchdog|^(retain|unwatch) /],
+  ["log (format, write)", /Logger|logger|Logging|logfmt|formatLog|prettyLog|^log[A-Z]\w* /],
+  ["metrics", /Metric|prometheus/],
+  ["spans (tracer)", /Tracer|tracer|[Ss]pan\w* /],
+  ["publish (events, PubSub)", /PubSub|^publish /],
+  ["budget step", /RestartPolicy|^step |updateBudget/],
+  ["output piping", /node:net|node:internal\/streams|internal\/output|onStreamRead|^pipeOutput /],
+  [
+    "slot state, classify (loop, life, slot, mailbox)",
+    /internal\/(loop|life|slot|mailbox|health|surge)|ExitStatus|SubscriptionRef|^(tell|classify|incarnation|supervise|apply) /
+  ],
+  ["garbage collector", /^\(garbage collector\)/],
+  ["idle", /^\(idle\)/],
+  ["Effect runtime (fibers, scopes, other)", /effect\/dist|\/effect\/|prefork\.js/],
+  ["Node, other", /node:|^\(program\)|^\(anonymous\) $/]
+]
+if (process.argv.includes("--parts")) {
+  const parent = new Map<number, number>()
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id)
+  const partOf = (leaf: number): string => {
+    const frames: Array<string> = []
+    for (let id: number | undefined = leaf; id !== undefined; id = parent.get(id)) {
+      const f = byId.get(id)?.callFrame
+      if (f !== undefined) frames.push(`${f.functionName || "(anonymous)"} ${f.url}`)
+    }
+    for (const [part, re] of PARTS) if (frames.some((f) => re.test(f))) return part
+    return "other"
+  }
+  const byPart = new Map<string, number>()
+  for (const [id, t] of selfTime) {
+    const part = partOf(id)
+    byPart.set(part, (byPart.get(part) ?? 0) + t)
+  }
+  show("\nby part of a restart (first part any frame of the stack belongs to)", byPart)
+}

@@ -206,17 +206,36 @@ export const workerMemory: Metric.Gauge<number> = Metric.gauge("prefork.worker.m
   attributes: { unit: "By" }
 })
 
-// One series per attribute value, made once: the supervisor updates them on every change.
+// One series per attribute value, made once as a metric of its own (its attributes its own, not added from
+// the context on every update as `Metric.withAttributes` does): an update then finds its series by a key
+// computed once, not by serializing the attributes again. The same series as `Metric.withAttributes(m, …)`.
 const restartsBy = Object.fromEntries(
-  RESTART_REASONS.map((reason) => [reason, Metric.withAttributes(restarts, { reason })])
+  RESTART_REASONS.map((reason) => [
+    reason,
+    Metric.counter("prefork.worker.restarts", {
+      description: restarts.description,
+      incremental: true,
+      attributes: { unit: "{restart}", reason }
+    })
+  ])
 ) as Readonly<Record<RestartReason, Metric.Counter<number>>>
 
 const retriesBy = Object.fromEntries(
-  SHORTAGE_CODES.map((code) => [code, Metric.withAttributes(spawnRetries, { code })])
+  SHORTAGE_CODES.map((code) => [
+    code,
+    Metric.counter("prefork.worker.spawn.retries", {
+      description: spawnRetries.description,
+      incremental: true,
+      attributes: { unit: "{retry}", code }
+    })
+  ])
 ) as Readonly<Record<string, Metric.Counter<number>>>
 
 const workersIn = Object.fromEntries(
-  WORKER_STATES.map((state) => [state, Metric.withAttributes(workers, { state })])
+  WORKER_STATES.map((state) => [
+    state,
+    Metric.gauge("prefork.workers", { description: workers.description, attributes: { unit: "{worker}", state } })
+  ])
 ) as Readonly<Record<WorkerState, Metric.Gauge<number>>>
 
 const memoryOf = (taskId: number): Metric.Gauge<number> =>

@@ -138,7 +138,8 @@ export const startPrimary = (system: string, script: string, options: StartOptio
     BENCH_PORT: String(options.port),
     BENCH_WORKERS: String(options.workers),
     BENCH_WORKER_SCRIPT: options.workerScript,
-    BENCH_OURS_DIST: OURS_DIST,
+    // A build of the package other than this tree's (bench/churn.ts --dists=…), when asked.
+    BENCH_OURS_DIST: options.env?.BENCH_OURS_DIST ?? OURS_DIST,
     BENCH_OURS_ENTRY: system.endsWith("-deep") ? "deep" : "public",
     BENCH_PEERS: PEERS
   }

@@ -1,0 +1,199 @@
+/**
+ * The `prefork` command's own CPU per restart: `prefork -n 2 -- /bin/false`
+ * restarting as fast as it can (`--backoff 0 --max-restarts 1000000`, every
+ * other flag at its default: pretty logs to stderr at level info), against a
+ * raw Node spawn loop (the loop of bench/fixtures/raw-spawn.cjs, which also
+ * counts its exits). Several builds of the command can run side by side
+ * (`--bundles=after=dist/bin/prefork.js,before=/tmp/old/dist/bin/prefork.js`).
+ *
+ * Each run: start, let it crash-loop for 1 s, then read the supervising
+ * process's CPU time (/proc/<pid>/stat) and its restart count, again after
+ * `--seconds`, and report CPU per restart, restarts per second and RSS.
+ * prefork's restarts are its `…, restarting` log lines; the raw loop tells its
+ * count on SIGUSR1.
+ *
+ *   node bench/churn-cli.ts [--bundles=prefork=dist/bin/prefork.js] [--seconds=10] [--rounds=3] [--workers=2]
+ *                           [--profile=<name>] [--primary-node-args=--max-semi-space-size=1] [--quick]
+ */
+import { spawn, type ChildProcess } from "node:child_process"
+import { existsSync } from "node:fs"
+import * as Path from "node:path"
+import {
+  finish,
+  fmt,
+  list,
+  machine,
+  note,
+  num,
+  printTable,
+  procSample,
+  requireNode,
+  ROOT,
+  rotate,
+  scratchDir,
+  sleep,
+  stats,
+  type Table,
+  track,
+  watchdog,
+  writeResults
+} from "./lib/common.ts"
+
+requireNode()
+const seconds = num("seconds", 10, 2)
+const rounds = num("rounds", 3, 1)
+const workers = num("workers", 2, 2)
+const profiled = list("profile", [])
+/** Node flags for every supervising process (`--primary-node-args=--max-semi-space-size=1`), as in bench/churn.ts. */
+const nodeArgs = list("primary-node-args", [])
+const bundles = list("bundles", ["prefork=dist/bin/prefork.js"]).map((entry) => {
+  const i = entry.indexOf("=")
+  if (i <= 0) throw new Error(`--bundles: expected name=path, got ${entry}`)
+  return { name: entry.slice(0, i), path: Path.resolve(ROOT, entry.slice(i + 1)) }
+})
+watchdog(num("timeout", 1800, 300))
+const started = machine()
+
+/** The raw floor: raw-spawn.cjs's loop, counting exits, telling the count on SIGUSR1. */
+const RAW = `
+const { spawn } = require("node:child_process")
+const [n, command, ...args] = process.argv.slice(1)
+let exits = 0, stopping = false
+const live = new Set()
+const start = (taskId) => {
+  const child = spawn(command, args, { stdio: "inherit", detached: process.env.RAW_DETACHED === "1", env: { ...process.env, PREFORK_TASK_ID: String(taskId) } })
+  live.add(child)
+  child.on("exit", (code, signal) => {
+    live.delete(child)
+    exits++
+    if (stopping) { if (live.size === 0) process.exit(0); return }
+    if (code !== 0 || signal !== null) setImmediate(() => stopping || start(taskId))
+  })
+}
+process.on("SIGUSR1", () => process.stderr.write("count " + exits + "\\n"))
+process.on("SIGTERM", () => { stopping = true; if (live.size === 0) process.exit(0); for (const c of live) c.kill("SIGTERM") })
+for (let i = 0; i < Number(n); i++) start(i)
+`
+
+/** What prefork spawns on Linux: each worker in a session of its own, through `setpriv --pdeathsig KILL`. */
+const SETPRIV = ["/usr/bin/setpriv", "--pdeathsig", "KILL", "--"]
+const withSetpriv = process.platform === "linux" && existsSync(SETPRIV[0]!)
+
+interface Run {
+  readonly child: ChildProcess
+  /** The restarts so far. */
+  readonly count: () => Promise<number>
+}
+
+const startRun = (system: string): Run => {
+  const bundle = bundles.find((b) => b.name === system)
+  const prof = [
+    ...nodeArgs,
+    ...(profiled.includes(system) ? ["--cpu-prof", `--cpu-prof-dir=${scratchDir("prof")}`] : [])
+  ]
+  const argv =
+    bundle === undefined
+      ? [...prof, "-e", RAW, String(workers), ...(system === "raw-setpriv" ? SETPRIV : []), "/bin/false"]
+      : [...prof, bundle.path, "--backoff", "0", "--max-restarts", "1000000", "-n", String(workers), "--", "/bin/false"]
+  const env: NodeJS.ProcessEnv = { ...process.env, RAW_DETACHED: system === "raw-setpriv" ? "1" : "0" }
+  delete env.NODE_OPTIONS
+  const child = track(spawn(process.execPath, argv, { stdio: ["ignore", "ignore", "pipe"], detached: true, env }))
+  let restarts = 0
+  let rawCount: ((n: number) => void) | undefined
+  let tail = ""
+  child.stderr!.setEncoding("utf8")
+  child.stderr!.on("data", (chunk: string) => {
+    const lines = (tail + chunk).split("\n")
+    tail = lines.pop() ?? ""
+    for (const line of lines) {
+      if (line.endsWith(", restarting")) restarts++
+      else if (line.startsWith("count ")) rawCount?.(Number(line.slice(6)))
+    }
+  })
+  const count = (): Promise<number> => {
+    if (bundle !== undefined) return Promise.resolve(restarts)
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("the raw loop did not tell its count within 5 s")), 5000)
+      rawCount = (n) => {
+        clearTimeout(timer)
+        rawCount = undefined
+        resolve(n)
+      }
+      child.kill("SIGUSR1")
+    })
+  }
+  return { child, count }
+}
+
+const stop = async (child: ChildProcess): Promise<void> => {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+  child.kill("SIGTERM")
+  const timer = setTimeout(() => {
+    try {
+      process.kill(-child.pid!, "SIGKILL")
+    } catch {
+      // gone
+    }
+  }, 10_000)
+  await exited
+  clearTimeout(timer)
+}
+
+type Sample = { system: string; round: number; restarts: number; cpuMs: number; seconds: number; rssKiB: number }
+const samples: Array<Sample> = []
+const systems = [...bundles.map((b) => b.name), "raw", ...(withSetpriv ? ["raw-setpriv"] : [])]
+
+for (let round = 0; round < rounds; round++) {
+  for (const system of rotate(systems, round)) {
+    const run = startRun(system)
+    try {
+      await sleep(1000)
+      const pid = run.child.pid!
+      const c0 = await run.count()
+      const cpu0 = procSample(pid)?.cpuMs ?? Number.NaN
+      const t0 = performance.now()
+      await sleep(seconds * 1000)
+      const c1 = await run.count()
+      const cpu1 = procSample(pid)?.cpuMs ?? Number.NaN
+      const t1 = performance.now()
+      const rssKiB = procSample(pid)?.rssKiB ?? Number.NaN
+      const sample = { system, round, restarts: c1 - c0, cpuMs: cpu1 - cpu0, seconds: (t1 - t0) / 1000, rssKiB }
+      samples.push(sample)
+      note(
+        `round ${round + 1}/${rounds} ${system}: ${sample.restarts} restarts in ${fmt(sample.seconds)} s, ` +
+          `${fmt(sample.cpuMs / sample.restarts, 2)} ms CPU per restart, RSS ${fmt(rssKiB / 1024)} MiB`
+      )
+      if (sample.restarts === 0) throw new Error(`${system}: no restart counted (is it a prefork bundle?)`)
+    } finally {
+      await stop(run.child)
+    }
+  }
+}
+
+const med = (xs: ReadonlyArray<number>) => stats(xs).median
+const perRestart = (s: string) => med(samples.filter((x) => x.system === s).map((x) => x.cpuMs / x.restarts))
+const rate = (s: string) => med(samples.filter((x) => x.system === s).map((x) => x.restarts / x.seconds))
+const table: Table = {
+  title: `\`prefork -n ${workers} -- /bin/false\` restarting as fast as it can: the supervising process's CPU per restart`,
+  headers: ["system", "CPU ms/restart", "vs raw", "restarts/s", "vs raw", "RSS MiB at the end", "runs"],
+  rows: systems.map((s) => [
+    s,
+    fmt(perRestart(s), 2),
+    s.startsWith("raw") ? "" : `${(perRestart(s) / perRestart("raw")).toFixed(2)}x`,
+    fmt(rate(s)),
+    s.startsWith("raw") ? "" : `${(rate(s) / rate("raw")).toFixed(2)}x`,
+    fmt(med(samples.filter((x) => x.system === s).map((x) => x.rssKiB / 1024))),
+    String(samples.filter((x) => x.system === s).length)
+  ]),
+  notes: [
+    `prefork: \`--backoff 0 --max-restarts 1000000 -n ${workers} -- /bin/false\`, every other flag at its default (pretty logs to stderr, a pipe here).`,
+    `raw: a Node spawn loop (bench/fixtures/raw-spawn.cjs's) respawning on the next turn of the event loop; raw-setpriv: the same loop spawning what prefork spawns on Linux (\`setpriv --pdeathsig KILL -- /bin/false\`, detached).`,
+    `${seconds} s per run after 1 s of warm-up; ${rounds} round(s), systems alternating; medians.`,
+    ...bundles.map((b) => `${b.name}: ${Path.relative(ROOT, b.path) || b.path}`),
+    ...(nodeArgs.length > 0 ? [`Node flags of every supervising process: ${nodeArgs.join(" ")}`] : [])
+  ]
+}
+printTable(table)
+writeResults("churn-cli", started, [table], { seconds, rounds, workers, bundles, samples })
+finish()
