@@ -8,7 +8,10 @@
  *
  * Each run: start, let it crash-loop for 1 s, then read the supervising
  * process's CPU time (/proc/<pid>/stat) and its restart count, again after
- * `--seconds`, and report CPU per restart, restarts per second and RSS.
+ * `--seconds`, and report CPU per restart (user and system), restarts per
+ * second and RSS. Two more floors: `raw-setpriv` spawns what prefork spawns on
+ * Linux (`setpriv --pdeathsig KILL -- /bin/false`, detached), `raw-heap` holds
+ * `--raw-heap-mib` (100) more MiB, as a larger primary does.
  * prefork's restarts are its `…, restarting` log lines; the raw loop tells its
  * count on SIGUSR1.
  *
@@ -16,7 +19,7 @@
  *                           [--profile=<name>] [--primary-node-args=--max-semi-space-size=1] [--quick]
  */
 import { spawn, type ChildProcess } from "node:child_process"
-import { existsSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
 import * as Path from "node:path"
 import {
   finish,
@@ -46,6 +49,8 @@ const workers = num("workers", 2, 2)
 const profiled = list("profile", [])
 /** Node flags for every supervising process (`--primary-node-args=--max-semi-space-size=1`), as in bench/churn.ts. */
 const nodeArgs = list("primary-node-args", [])
+/** `raw-heap`: the raw loop holding about this much more memory (small objects), as a supervisor's heap would. */
+const heapMiB = num("raw-heap-mib", 100, 100)
 const bundles = list("bundles", ["prefork=dist/bin/prefork.js"]).map((entry) => {
   const i = entry.indexOf("=")
   if (i <= 0) throw new Error(`--bundles: expected name=path, got ${entry}`)
@@ -58,6 +63,8 @@ const started = machine()
 const RAW = `
 const { spawn } = require("node:child_process")
 const [n, command, ...args] = process.argv.slice(1)
+const held = []
+for (let i = 0; i < Number(process.env.RAW_HEAP_MIB ?? 0) * 16000; i++) held.push({ i, s: String(i) })
 let exits = 0, stopping = false
 const live = new Set()
 const start = (taskId) => {
@@ -95,7 +102,11 @@ const startRun = (system: string): Run => {
     bundle === undefined
       ? [...prof, "-e", RAW, String(workers), ...(system === "raw-setpriv" ? SETPRIV : []), "/bin/false"]
       : [...prof, bundle.path, "--backoff", "0", "--max-restarts", "1000000", "-n", String(workers), "--", "/bin/false"]
-  const env: NodeJS.ProcessEnv = { ...process.env, RAW_DETACHED: system === "raw-setpriv" ? "1" : "0" }
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    RAW_DETACHED: system === "raw-setpriv" ? "1" : "0",
+    RAW_HEAP_MIB: system === "raw-heap" ? String(heapMiB) : "0"
+  }
   delete env.NODE_OPTIONS
   const child = track(spawn(process.execPath, argv, { stdio: ["ignore", "ignore", "pipe"], detached: true, env }))
   let restarts = 0
@@ -140,9 +151,29 @@ const stop = async (child: ChildProcess): Promise<void> => {
   clearTimeout(timer)
 }
 
-type Sample = { system: string; round: number; restarts: number; cpuMs: number; seconds: number; rssKiB: number }
+type Sample = {
+  system: string
+  round: number
+  restarts: number
+  cpuMs: number
+  userMs: number
+  sysMs: number
+  seconds: number
+  rssKiB: number
+}
+
+/** User and system CPU time of a process so far, in ms (/proc/<pid>/stat, every thread). */
+const cpuOf = (pid: number): { user: number; sys: number } => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "latin1")
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return { user: Number(rest[11]) * 10, sys: Number(rest[12]) * 10 }
+  } catch {
+    return { user: Number.NaN, sys: Number.NaN }
+  }
+}
 const samples: Array<Sample> = []
-const systems = [...bundles.map((b) => b.name), "raw", ...(withSetpriv ? ["raw-setpriv"] : [])]
+const systems = [...bundles.map((b) => b.name), "raw", ...(withSetpriv ? ["raw-setpriv"] : []), "raw-heap"]
 
 for (let round = 0; round < rounds; round++) {
   for (const system of rotate(systems, round)) {
@@ -151,14 +182,25 @@ for (let round = 0; round < rounds; round++) {
       await sleep(1000)
       const pid = run.child.pid!
       const c0 = await run.count()
-      const cpu0 = procSample(pid)?.cpuMs ?? Number.NaN
+      const cpu0 = cpuOf(pid)
       const t0 = performance.now()
       await sleep(seconds * 1000)
       const c1 = await run.count()
-      const cpu1 = procSample(pid)?.cpuMs ?? Number.NaN
+      const cpu1 = cpuOf(pid)
       const t1 = performance.now()
       const rssKiB = procSample(pid)?.rssKiB ?? Number.NaN
-      const sample = { system, round, restarts: c1 - c0, cpuMs: cpu1 - cpu0, seconds: (t1 - t0) / 1000, rssKiB }
+      const userMs = cpu1.user - cpu0.user
+      const sysMs = cpu1.sys - cpu0.sys
+      const sample = {
+        system,
+        round,
+        restarts: c1 - c0,
+        cpuMs: userMs + sysMs,
+        userMs,
+        sysMs,
+        seconds: (t1 - t0) / 1000,
+        rssKiB
+      }
       samples.push(sample)
       note(
         `round ${round + 1}/${rounds} ${system}: ${sample.restarts} restarts in ${fmt(sample.seconds)} s, ` +
@@ -173,14 +215,34 @@ for (let round = 0; round < rounds; round++) {
 
 const med = (xs: ReadonlyArray<number>) => stats(xs).median
 const perRestart = (s: string) => med(samples.filter((x) => x.system === s).map((x) => x.cpuMs / x.restarts))
+const per = (s: string, f: (x: Sample) => number) =>
+  med(samples.filter((x) => x.system === s).map((x) => f(x) / x.restarts))
 const rate = (s: string) => med(samples.filter((x) => x.system === s).map((x) => x.restarts / x.seconds))
 const table: Table = {
   title: `\`prefork -n ${workers} -- /bin/false\` restarting as fast as it can: the supervising process's CPU per restart`,
-  headers: ["system", "CPU ms/restart", "vs raw", "restarts/s", "vs raw", "RSS MiB at the end", "runs"],
+  headers: [
+    "system",
+    "CPU ms/restart",
+    "vs raw",
+    "user",
+    "system",
+    "restarts/s",
+    "vs raw",
+    "RSS MiB at the end",
+    "runs"
+  ],
   rows: systems.map((s) => [
     s,
     fmt(perRestart(s), 2),
     s.startsWith("raw") ? "" : `${(perRestart(s) / perRestart("raw")).toFixed(2)}x`,
+    fmt(
+      per(s, (x) => x.userMs),
+      2
+    ),
+    fmt(
+      per(s, (x) => x.sysMs),
+      2
+    ),
     fmt(rate(s)),
     s.startsWith("raw") ? "" : `${(rate(s) / rate("raw")).toFixed(2)}x`,
     fmt(med(samples.filter((x) => x.system === s).map((x) => x.rssKiB / 1024))),
@@ -188,7 +250,8 @@ const table: Table = {
   ]),
   notes: [
     `prefork: \`--backoff 0 --max-restarts 1000000 -n ${workers} -- /bin/false\`, every other flag at its default (pretty logs to stderr, a pipe here).`,
-    `raw: a Node spawn loop (bench/fixtures/raw-spawn.cjs's) respawning on the next turn of the event loop; raw-setpriv: the same loop spawning what prefork spawns on Linux (\`setpriv --pdeathsig KILL -- /bin/false\`, detached).`,
+    `raw: a Node spawn loop (bench/fixtures/raw-spawn.cjs's) respawning on the next turn of the event loop; raw-setpriv: the same loop spawning what prefork spawns on Linux (\`setpriv --pdeathsig KILL -- /bin/false\`, detached); raw-heap: the raw loop holding ~${heapMiB} MiB more of small objects (a fork costs in proportion to the parent's memory).`,
+    "user, system: the CPU time per restart in user mode and in the kernel (a fork, its page tables, the other system calls).",
     `${seconds} s per run after 1 s of warm-up; ${rounds} round(s), systems alternating; medians.`,
     ...bundles.map((b) => `${b.name}: ${Path.relative(ROOT, b.path) || b.path}`),
     ...(nodeArgs.length > 0 ? [`Node flags of every supervising process: ${nodeArgs.join(" ")}`] : [])

@@ -57,8 +57,12 @@ show("\nself time by file", byFile)
  * (file name or, in a bundle, only the function's name) select its part.
  */
 const PARTS: ReadonlyArray<readonly [string, RegExp]> = [
-  ["spawn (child_process.spawn)", /node:(internal\/)?child_process|^spawn(Sync)? /],
+  ["spawn (child_process.spawn, cluster.fork)", /node:(internal\/)?child_process|node:internal\/cluster/],
   ["watchdog (its pipe's lines)", /internal\/watchdog|^(retain|unwatch) /],
+  [
+    "spawn: what we do around it (env, argv, handle)",
+    /NodeProcessSpawner|NodeClusterSpawner|internal\/(child|preflight|preload|group)\./
+  ],
   ["log (format, write)", /Logger|logger|Logging|logfmt|formatLog|prettyLog|^log[A-Z]\w* /],
   ["metrics", /Metric|prometheus/],
   ["spans (tracer)", /Tracer|tracer|[Ss]pan\w* /],

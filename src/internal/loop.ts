@@ -181,7 +181,10 @@ export const start = Effect.fnUntraced(function* (
     if (limits.intensity !== undefined) {
       const window = Duration.toMillis(limits.intensity.within)
       const at = monotonic()
-      left = Math.min(left, limits.intensity.maxRestarts - counted.filter((t) => at - t < window).length)
+      // Counted, not filtered: this runs on every change of the table, a few times per restart.
+      let within = 0
+      for (const t of counted) if (at - t < window) within++
+      left = Math.min(left, limits.intensity.maxRestarts - within)
     }
     return Number.isFinite(left) ? Metrics.setBudgetRemaining(Math.max(0, left)) : Effect.void
   })
