@@ -63,9 +63,11 @@ const started = machine()
 const RAW = `
 const { spawn } = require("node:child_process")
 const [n, command, ...args] = process.argv.slice(1)
-const held = []
-for (let i = 0; i < Number(process.env.RAW_HEAP_MIB ?? 0) * 16000; i++) held.push({ i, s: String(i) })
 let exits = 0, stopping = false
+process.on("SIGUSR1", () => process.stderr.write("count " + exits + "\\n"))
+const held = []
+for (let i = 0; i < Number(process.env.RAW_HEAP_MIB ?? 0) * 6000; i++) held.push({ i, s: String(i) })
+process.stderr.write("ready\\n")
 const live = new Set()
 const start = (taskId) => {
   const child = spawn(command, args, { stdio: "inherit", detached: process.env.RAW_DETACHED === "1", env: { ...process.env, PREFORK_TASK_ID: String(taskId) } })
@@ -77,7 +79,6 @@ const start = (taskId) => {
     if (code !== 0 || signal !== null) setImmediate(() => stopping || start(taskId))
   })
 }
-process.on("SIGUSR1", () => process.stderr.write("count " + exits + "\\n"))
 process.on("SIGTERM", () => { stopping = true; if (live.size === 0) process.exit(0); for (const c of live) c.kill("SIGTERM") })
 for (let i = 0; i < Number(n); i++) start(i)
 `
@@ -90,6 +91,8 @@ interface Run {
   readonly child: ChildProcess
   /** The restarts so far. */
   readonly count: () => Promise<number>
+  /** Once it is under way (the raw loop holds its memory first). */
+  readonly ready: Promise<void>
 }
 
 const startRun = (system: string): Run => {
@@ -111,6 +114,15 @@ const startRun = (system: string): Run => {
   const child = track(spawn(process.execPath, argv, { stdio: ["ignore", "ignore", "pipe"], detached: true, env }))
   let restarts = 0
   let rawCount: ((n: number) => void) | undefined
+  let isReady: () => void = () => {}
+  const ready = new Promise<void>((resolve, reject) => {
+    if (bundle !== undefined) return resolve()
+    const timer = setTimeout(() => reject(new Error(`${system} was not under way within 60 s`)), 60_000)
+    isReady = () => {
+      clearTimeout(timer)
+      resolve()
+    }
+  })
   let tail = ""
   child.stderr!.setEncoding("utf8")
   child.stderr!.on("data", (chunk: string) => {
@@ -119,6 +131,7 @@ const startRun = (system: string): Run => {
     for (const line of lines) {
       if (line.endsWith(", restarting")) restarts++
       else if (line.startsWith("count ")) rawCount?.(Number(line.slice(6)))
+      else if (line === "ready") isReady()
     }
   })
   const count = (): Promise<number> => {
@@ -133,7 +146,7 @@ const startRun = (system: string): Run => {
       child.kill("SIGUSR1")
     })
   }
-  return { child, count }
+  return { child, count, ready }
 }
 
 const stop = async (child: ChildProcess): Promise<void> => {
@@ -179,6 +192,7 @@ for (let round = 0; round < rounds; round++) {
   for (const system of rotate(systems, round)) {
     const run = startRun(system)
     try {
+      await run.ready
       await sleep(1000)
       const pid = run.child.pid!
       const c0 = await run.count()
