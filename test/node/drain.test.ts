@@ -5,6 +5,7 @@
  * listens; `drain: false` gives back Node's default.
  */
 import { request } from "node:http"
+import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Scope } from "effect"
 import * as Supervisor from "../../src/Supervisor.ts"
@@ -27,25 +28,27 @@ const get = (port: number, path: string) =>
 describe("the HTTP drain through the library (real processes)", () => {
   for (const mode of ["command", "module"] as const) {
     it.live(`${mode} mode: a worker with no HTTP server still dies of SIGTERM`, () =>
-      Effect.gen(function* () {
-        const dir = yield* Effect.scoped(tempDir)
-        const scope = yield* Scope.make()
-        const options = { processes: 1, env: { DRAIN_LOG: `${dir}-log` } }
-        const { events, handle, tag } = yield* Scope.provide(scope)(
-          supervise(
-            mode === "module"
-              ? { ...options, mode, command: fixture("drain/no-server.js") }
-              : { ...options, command: process.execPath, args: [fixture("drain/no-server.js")] }
+      Effect.scoped(
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const scope = yield* Scope.make()
+          const options = { processes: 1, env: { DRAIN_LOG: Path.join(dir, "log") } }
+          const { events, handle, tag } = yield* Scope.provide(scope)(
+            supervise(
+              mode === "module"
+                ? { ...options, mode, command: fixture("drain/no-server.js") }
+                : { ...options, command: process.execPath, args: [fixture("drain/no-server.js")] }
+            )
           )
-        )
-        yield* eventually(() => (started(events).length === 1 ? true : undefined))
-        yield* Effect.sleep(300)
-        yield* handle.stop
-        const exited = yield* eventually(() => exitedEvents(events)[0])
-        yield* Scope.close(scope, Exit.void)
-        assert.strictEqual(exited?.status._tag === "Signaled" ? exited.status.signal : undefined, "SIGTERM")
-        yield* assertNoneLeft(tag)
-      })
+          yield* eventually(() => (started(events).length === 1 ? true : undefined))
+          yield* Effect.sleep(300)
+          yield* handle.stop
+          const exited = yield* eventually(() => exitedEvents(events)[0])
+          yield* Scope.close(scope, Exit.void)
+          assert.strictEqual(exited?.status._tag === "Signaled" ? exited.status.signal : undefined, "SIGTERM")
+          yield* assertNoneLeft(tag)
+        })
+      )
     )
   }
 

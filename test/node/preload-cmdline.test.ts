@@ -7,6 +7,7 @@
  * command `node app.js`.
  */
 import { readFileSync } from "node:fs"
+import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Scope } from "effect"
 import { assertNoneLeft, eventually } from "../helpers/procs.ts"
@@ -23,36 +24,38 @@ const read = (path: string): string | undefined => {
 describe("the preload on a worker's command line (real processes)", () => {
   for (const mode of ["module", "cluster", "command"] as const) {
     it.live(`${mode} mode: the command line is short and the worker's code never sees the source`, () =>
-      Effect.gen(function* () {
-        const dir = yield* Effect.scoped(tempDir)
-        const out = `${dir}-preload`
-        const scope = yield* Scope.make()
-        const options = { processes: 1, env: { PRELOAD_OUT: out } }
-        const { events, handle, tag } = yield* Scope.provide(scope)(
-          supervise(
-            mode === "command"
-              ? { ...options, command: process.execPath, args: [fixture("preload-env.js")] }
-              : { ...options, mode, command: fixture("preload-env.js") }
+      Effect.scoped(
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const out = Path.join(dir, "preload")
+          const scope = yield* Scope.make()
+          const options = { processes: 1, env: { PRELOAD_OUT: out } }
+          const { events, handle, tag } = yield* Scope.provide(scope)(
+            supervise(
+              mode === "command"
+                ? { ...options, command: process.execPath, args: [fixture("preload-env.js")] }
+                : { ...options, mode, command: fixture("preload-env.js") }
+            )
           )
-        )
-        const pid = (yield* eventually(() => started(events)[0])).pid
-        const seen = yield* eventually(() => read(`${out}-${pid}`))
-        // Through a wrapper (setpriv, the watchdog's chain) the pid is the worker's by the time it wrote.
-        const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")
-        yield* handle.stop
-        yield* Scope.close(scope, Exit.void)
-        yield* assertNoneLeft(tag)
+          const pid = (yield* eventually(() => started(events)[0])).pid
+          const seen = yield* eventually(() => read(`${out}-${pid}`))
+          // Through a wrapper (setpriv, the watchdog's chain) the pid is the worker's by the time it wrote.
+          const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")
+          yield* handle.stop
+          yield* Scope.close(scope, Exit.void)
+          yield* assertNoneLeft(tag)
 
-        const report = JSON.parse(seen) as { preload: string | null; execArgv: ReadonlyArray<string> }
-        assert.isNull(report.preload, "PREFORK_PRELOAD is removed before the worker's code runs")
-        const imports = cmdline.filter((arg) => arg.startsWith("--import="))
-        assert.strictEqual(imports.length, 1, cmdline.join(" "))
-        assert.isBelow(imports[0]!.length, 300, imports[0])
-        assert.notInclude(cmdline.join(" "), "effect-prefork/heartbeat")
-        assert.isBelow(cmdline.join(" ").length, 600, cmdline.join(" "))
-        assert.isTrue(cmdline.some((arg) => arg.endsWith("preload-env.js")))
-        assert.isTrue(report.execArgv.every((arg) => arg.length < 300))
-      })
+          const report = JSON.parse(seen) as { preload: string | null; execArgv: ReadonlyArray<string> }
+          assert.isNull(report.preload, "PREFORK_PRELOAD is removed before the worker's code runs")
+          const imports = cmdline.filter((arg) => arg.startsWith("--import="))
+          assert.strictEqual(imports.length, 1, cmdline.join(" "))
+          assert.isBelow(imports[0]!.length, 300, imports[0])
+          assert.notInclude(cmdline.join(" "), "effect-prefork/heartbeat")
+          assert.isBelow(cmdline.join(" ").length, 600, cmdline.join(" "))
+          assert.isTrue(cmdline.some((arg) => arg.endsWith("preload-env.js")))
+          assert.isTrue(report.execArgv.every((arg) => arg.length < 300))
+        })
+      )
     )
   }
 })
