@@ -33,6 +33,7 @@ import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect } from "effect"
 import { assertNoneLeft, eventually, makeTag } from "../helpers/procs.ts"
+import { runToEnd } from "./named.ts"
 import { BIN, fixture, prefork, stderrHas } from "./prefork.ts"
 
 const uid = process.geteuid?.() ?? 0
@@ -72,34 +73,16 @@ const envIn = (base: string): Record<string, string> => ({ XDG_RUNTIME_DIR: "", 
 
 const mode = (path: string) => lstatSync(path).mode & 0o7777
 
-interface Run {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
-
 /** Runs a process to its end without blocking the test's event loop (bounded: killed after 30 s). */
 const run = (argv: ReadonlyArray<string>, env: Record<string, string> = {}, cwd = "/") =>
-  Effect.callback<Run>((resume) => {
-    const child = spawn(argv[0]!, argv.slice(1), {
-      cwd,
-      env: {
-        ...process.env,
-        PATH: `${Path.dirname(process.execPath)}:${process.env["PATH"]}`,
-        XDG_RUNTIME_DIR: "/nonexistent",
-        ...env
-      },
-      stdio: ["ignore", "pipe", "pipe"]
-    })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    const guard = setTimeout(() => child.kill("SIGKILL"), 30_000)
-    child.on("close", (code) => {
-      clearTimeout(guard)
-      resume(Effect.succeed({ code, stdout, stderr }))
-    })
+  runToEnd(argv, {
+    cwd,
+    env: {
+      ...process.env,
+      PATH: `${Path.dirname(process.execPath)}:${process.env["PATH"]}`,
+      XDG_RUNTIME_DIR: "/nonexistent",
+      ...env
+    }
   })
 
 /** `prefork ctl …args`, as root unless `as` says otherwise. */

@@ -17,14 +17,13 @@ export interface Run {
   readonly stderr: string
 }
 
-/** `prefork ctl …args` with this XDG_RUNTIME_DIR, run to its end without blocking the test (killed after 30 s). */
-export const ctl = (runtimeDir: string, args: ReadonlyArray<string>) =>
+/** Runs `argv` to its end without blocking the test's event loop, its output collected (killed after 30 s). */
+export const runToEnd = (
+  argv: ReadonlyArray<string>,
+  options: { readonly cwd: string; readonly env: NodeJS.ProcessEnv }
+) =>
   Effect.callback<Run>((resume) => {
-    const child = spawn(process.execPath, [BIN, "ctl", ...args], {
-      cwd: "/",
-      env: { ...process.env, XDG_RUNTIME_DIR: runtimeDir, PREFORK_CONTROL: undefined },
-      stdio: ["ignore", "pipe", "pipe"]
-    })
+    const child = spawn(argv[0]!, argv.slice(1), { ...options, stdio: ["ignore", "pipe", "pipe"] })
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
@@ -34,6 +33,13 @@ export const ctl = (runtimeDir: string, args: ReadonlyArray<string>) =>
       clearTimeout(guard)
       resume(Effect.succeed({ code, stdout, stderr }))
     })
+  })
+
+/** `prefork ctl …args` with this XDG_RUNTIME_DIR, run to its end without blocking the test (killed after 30 s). */
+export const ctl = (runtimeDir: string, args: ReadonlyArray<string>) =>
+  runToEnd([process.execPath, BIN, "ctl", ...args], {
+    cwd: "/",
+    env: { ...process.env, XDG_RUNTIME_DIR: runtimeDir, PREFORK_CONTROL: undefined }
   })
 
 /** A private runtime directory (0700) and a working directory holding `server.js`, removed at the end. */
