@@ -66,10 +66,10 @@ export const STALL_MILLIS = 100
  *
  * @internal
  */
-export const heartbeat = (cfg: Config, handle: ProcessHandle): Effect.Effect<Effect.Effect<Health>> =>
+export const heartbeat = (cfg: Config, handle: ProcessHandle): Effect.Effect<Effect.Effect<Health> | undefined> =>
   Effect.map(monotonicNow, (since) => {
     const hb = cfg.heartbeat
-    if (hb === undefined) return Effect.never
+    if (hb === undefined) return undefined
     const timeout = Duration.toMillis(hb.timeout)
     const interval = Duration.toMillis(hb.interval)
     const late: Health = { _tag: "Unresponsive" }
@@ -109,7 +109,7 @@ export const recycle = (
   cfg: Config,
   handle: ProcessHandle,
   retryAfter: Duration.Duration | undefined
-): Effect.Effect<Effect.Effect<Health>> =>
+): Effect.Effect<Effect.Effect<Health> | undefined> =>
   Effect.gen(function* () {
     const start = yield* monotonicNow
     const watches: Array<Effect.Effect<Health>> = []
@@ -152,7 +152,7 @@ export const recycle = (
         })
       )
     }
-    return watches.length === 0 ? (Effect.never as Effect.Effect<Health>) : Effect.raceAll(watches)
+    return watches.length === 0 ? undefined : watches.length === 1 ? watches[0] : Effect.raceAll(watches)
   })
 
 /**

@@ -146,13 +146,13 @@ export const make = (options: {
       // Both watches keep their deadlines across the races below: started once, at readiness.
       const heartbeat = yield* Health.heartbeat(cfg, handle)
       let recycle = yield* Health.recycle(cfg, handle, undefined)
+      const exited: Effect.Effect<Running> = Effect.as(handle.exit, { _tag: "exited" } as const)
+      const arrived: Effect.Effect<Running> = Effect.as(Mailbox.arrived(mailbox), { _tag: "mail" } as const)
       while (true) {
-        const watched: Array<Effect.Effect<Running>> = [
-          Effect.as(handle.exit, { _tag: "exited" } as const),
-          Effect.as(Mailbox.arrived(mailbox), { _tag: "mail" } as const),
-          heartbeat,
-          recycle
-        ]
+        // A watch that is not configured is left out, not raced as `never`: each raced effect is a fiber.
+        const watched: Array<Effect.Effect<Running>> = [exited, arrived]
+        if (heartbeat !== undefined) watched.push(heartbeat)
+        if (recycle !== undefined) watched.push(recycle)
         const outcome = yield* Effect.raceAll(watched)
         if (outcome._tag === "exited") return ended(yield* handle.exit)
         if (outcome._tag === "Unresponsive") {
@@ -161,7 +161,7 @@ export const make = (options: {
         }
         if (outcome._tag === "Recycle") {
           // Asked like an operator's reload, one worker at a time; until then this worker serves on.
-          recycle = Effect.never
+          recycle = undefined
           const { reason } = outcome
           yield* publish({ _tag: "Recycling", taskId, pid, reason, at: now() })
           yield* Effect.logInfo(`${reason.message}, replacing it`).pipe(Effect.annotateLogs({ taskId, pid }))

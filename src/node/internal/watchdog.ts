@@ -164,6 +164,9 @@ interface Running {
   readonly child: ChildProcess
   readonly exited: Deferred.Deferred<void>
   closing: boolean
+  /** Lines that may wait (`forget`, `settled`): written with the next line that may not, or on the next turn. */
+  later: string
+  flushing: boolean
 }
 
 /**
@@ -202,7 +205,13 @@ export const make: Effect.Effect<Watchdog, never, Scope.Scope> = Effect.gen(func
       warn(`cannot start the watchdog (${String(error)})`)
       return undefined
     }
-    const running: Running = { child, exited: Deferred.makeUnsafe<void>(), closing: false }
+    const running: Running = {
+      child,
+      exited: Deferred.makeUnsafe<void>(),
+      closing: false,
+      later: "",
+      flushing: false
+    }
     const gone = (why: string | undefined) => {
       if (current === running) current = undefined
       if (!running.closing && why !== undefined) warn(why)
@@ -218,8 +227,35 @@ export const make: Effect.Effect<Watchdog, never, Scope.Scope> = Effect.gen(func
     return running
   }
 
+  /**
+   * Writes `line` now, after any lines that waited: `spawning` before the
+   * fork and a worker's target right after it are never delayed (the pipe
+   * write is synchronous while the pipe has room, so they are the
+   * watchdog's before the next step).
+   */
   const send = (running: Running | undefined, line: string) => {
-    if (running !== undefined && !running.closing && running.child.stdin!.writable) running.child.stdin!.write(line)
+    if (running === undefined || running.closing || !running.child.stdin!.writable) return
+    running.child.stdin!.write(running.later + line)
+    running.later = ""
+  }
+
+  /**
+   * Writes `line` with the next line sent, or on the next turn of the event
+   * loop: a restart's `forget` of the old worker then goes in one write with
+   * the `spawning` of the new one (one write and one wake-up of the shell
+   * fewer per restart). Only lines whose delay errs on the side of killing
+   * are delayed: `forget` (a target gone already) and `settled` (a spawn
+   * that failed: meanwhile the watchdog would look for the token).
+   */
+  const sendLater = (running: Running | undefined, line: string) => {
+    if (running === undefined || running.closing) return
+    running.later += line
+    if (running.flushing) return
+    running.flushing = true
+    setImmediate(() => {
+      running.flushing = false
+      if (running.later !== "") send(running, "")
+    }).unref()
   }
 
   /** Drops a reference; the last one closes the pipe. Returns the watchdog that is now exiting, if any. */
@@ -228,6 +264,7 @@ export const make: Effect.Effect<Watchdog, never, Scope.Scope> = Effect.gen(func
     const running = current
     current = undefined
     if (running === undefined) return undefined
+    if (running.later !== "") send(running, "")
     running.closing = true
     running.child.stdin!.end()
     return running
@@ -252,9 +289,9 @@ export const make: Effect.Effect<Watchdog, never, Scope.Scope> = Effect.gen(func
       done: () => {
         if (done) return
         done = true
-        if (!settled) send(running, "settled\n")
+        if (!settled) sendLater(running, "settled\n")
         settled = true
-        if (target !== undefined) send(running, `forget ${target}\n`)
+        if (target !== undefined) sendLater(running, `forget ${target}\n`)
         unref()
       }
     }
