@@ -4,7 +4,10 @@
  * other flag at its default: pretty logs to stderr at level info), against a
  * raw Node spawn loop (the loop of bench/fixtures/raw-spawn.cjs, which also
  * counts its exits). Several builds of the command can run side by side
- * (`--bundles=after=dist/bin/prefork.js,before=/tmp/old/dist/bin/prefork.js`).
+ * (`--bundles=after=dist/bin/prefork.js,old=/tmp/old/dist/bin/prefork.js`).
+ * With `--before=REF` (which `npm run bench -- --before=REF` passes on), the
+ * default bundles are `prefork` and `before`: the bundle of the package built
+ * at commit REF (bench/lib/before.ts), run the same way as `prefork`'s.
  *
  * Each run: start, let it crash-loop for 1 s, then read the supervising
  * process's CPU time (/proc/<pid>/stat) and its restart count, again after
@@ -16,12 +19,13 @@
  * count on SIGUSR1.
  *
  *   node bench/churn-cli.ts [--bundles=prefork=dist/bin/prefork.js] [--seconds=10] [--rounds=3] [--workers=2]
- *                           [--profile=<name>] [--primary-node-args=--max-semi-space-size=1] [--quick]
+ *                           [--profile=<name>] [--primary-node-args=--max-semi-space-size=1] [--before=REF] [--quick]
  */
 import { spawn, type ChildProcess } from "node:child_process"
 import { existsSync, readFileSync } from "node:fs"
 import * as Path from "node:path"
 import {
+  buildCommand,
   finish,
   fmt,
   list,
@@ -41,8 +45,10 @@ import {
   watchdog,
   writeResults
 } from "./lib/common.ts"
+import { beforeFromFlag } from "./lib/before.ts"
 
 requireNode()
+await beforeFromFlag()
 const seconds = num("seconds", 10, 2)
 const rounds = num("rounds", 3, 1)
 const workers = num("workers", 2, 2)
@@ -51,13 +57,19 @@ const profiled = list("profile", [])
 const nodeArgs = list("primary-node-args", [])
 /** `raw-heap`: the raw loop holding about this much more memory (small objects), as a supervisor's heap would. */
 const heapMiB = num("raw-heap-mib", 100, 100)
-const bundles = list("bundles", ["prefork=dist/bin/prefork.js"]).map((entry) => {
+/** The "before" build's bundle (its bin/prefork.js runs ../dist/bin/prefork.js), when `--before` built one. */
+const beforeBundle = process.env.BENCH_BEFORE_BIN
+  ? [`before=${Path.resolve(Path.dirname(process.env.BENCH_BEFORE_BIN), "..", "dist", "bin", "prefork.js")}`]
+  : []
+const bundles = list("bundles", ["prefork=dist/bin/prefork.js", ...beforeBundle]).map((entry) => {
   const i = entry.indexOf("=")
   if (i <= 0) throw new Error(`--bundles: expected name=path, got ${entry}`)
   return { name: entry.slice(0, i), path: Path.resolve(ROOT, entry.slice(i + 1)) }
 })
 watchdog(num("timeout", 1800, 300))
 const started = machine()
+// This tree's bundle, as it is now (bench/cli.ts does the same).
+if (bundles.some((b) => b.path === Path.join(ROOT, "dist", "bin", "prefork.js"))) buildCommand()
 
 /** The raw floor: raw-spawn.cjs's loop, counting exits, telling the count on SIGUSR1. */
 const RAW = `

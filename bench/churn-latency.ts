@@ -10,7 +10,11 @@
  * and measures each from its scheduled send time (no coordinated omission).
  * Also run without the crash loop ("steady") as the reference.
  *
- *   node bench/churn-latency.ts [--rounds=3] [--rate=500] [--duration-s=15] [--systems=ours,ours-bundled,raw] [--variants=steady,churn] [--quick]
+ *   node bench/churn-latency.ts [--rounds=3] [--rate=500] [--duration-s=15] [--systems=ours,ours-bundled,raw] [--variants=steady,churn] [--before=REF] [--quick]
+ *
+ * `--before=REF` (what `npm run bench -- --before=REF` passes on) adds
+ * `before` and `before-bundled` to the default systems: the same primaries
+ * running the package built at commit REF (bench/lib/before.ts), side by side.
  */
 import {
   buildOurs,
@@ -36,14 +40,14 @@ import {
   watchdog,
   writeResults
 } from "./lib/common.ts"
-import { HTTP_WORKER, needsPeers, parseSystems, type SystemName, startSystem } from "./lib/systems.ts"
+import { HTTP_WORKER, needsPeers, chooseSystems, type SystemName, startSystem, beforeNotes } from "./lib/systems.ts"
 
 requireNode()
 const rounds = num("rounds", 3, 1)
 const rate = num("rate", 500, 200)
 const durationS = num("duration-s", 15, 2)
 const maxInFlight = num("max-in-flight", 256, 256)
-const systems = parseSystems(list("systems", ["ours", "ours-bundled", "raw"]))
+const systems = await chooseSystems(["ours", "ours-bundled", "raw"])
 const variants = list("variants", ["steady", "churn"])
 if (systems.includes("pm2"))
   throw new Error("churn-latency counts restarts through the primary's control channel: not for pm2")
@@ -201,7 +205,8 @@ const table: Table = {
   notes: [
     `Open-loop load from this process: ${rate} req/s for ${durationS} s per round, latency from each request's scheduled time; ${rounds} rounds, systems alternating. Medians over rounds.`,
     "steady: 3 serving workers, no crash loop; churn: slot 2 exits 1 at once on every start, restarted with no delay.",
-    "dropped: requests not sent because 256 were already in flight. restarts/s: the crash loop's pace during the load."
+    "dropped: requests not sent because 256 were already in flight. restarts/s: the crash loop's pace during the load.",
+    ...beforeNotes(systems, false)
   ]
 }
 printTable(table)

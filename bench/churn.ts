@@ -14,9 +14,12 @@
  * GC), open fds (/proc/<pid>/fd), listeners on `process` and `cluster`, and
  * active handles (`process.getActiveResourcesInfo()`), before and after.
  *
- *   node bench/churn.ts [--restarts=5000] [--workers=2] [--rounds=1] [--systems=ours,ours-bundled,raw] [--quick]
+ *   node bench/churn.ts [--restarts=5000] [--workers=2] [--rounds=1] [--systems=ours,ours-bundled,raw] [--before=REF] [--quick]
  *
- * `--dists=before=/tmp/old/dist,…` adds, beside `--systems`, "ours" primaries
+ * `--before=REF` (what `npm run bench -- --before=REF` passes on) adds
+ * `before` and `before-bundled` to the default systems: the same primaries
+ * running the package built at commit REF (bench/lib/before.ts).
+ * `--dists=old=/tmp/old/dist,…` adds, beside `--systems`, "ours" primaries
  * running other builds of the package (compiled JavaScript, as
  * bench/.scratch/dist), to compare a change side by side in one run.
  */
@@ -26,7 +29,6 @@ import {
   buildOurs,
   ensurePeers,
   finish,
-  FIXTURES,
   fmt,
   freePort,
   list,
@@ -49,25 +51,28 @@ import {
   writeResults
 } from "./lib/common.ts"
 import {
+  beforeNotes,
   CHURN_WORKER,
   needsPeers,
-  parseSystems,
+  chooseSystems,
   type Running,
   type StartOptions,
-  startPrimary,
-  startSystem
+  startSystem,
+  startWithDist
 } from "./lib/systems.ts"
 
 requireNode()
 const restarts = num("restarts", 5000, 50)
 const workers = num("workers", 2, 2)
 const rounds = num("rounds", 1, 1)
-const known = parseSystems(list("systems", ["ours", "ours-bundled", "raw"]))
+const known = await chooseSystems(["ours", "ours-bundled", "raw"])
 if (known.includes("pm2")) throw new Error("churn reads the primary through its control channel: not for pm2")
 const dists = new Map(
   list("dists", []).map((entry) => {
     const i = entry.indexOf("=")
     if (i <= 0) throw new Error(`--dists: expected name=directory, got ${entry}`)
+    if ((known as ReadonlyArray<string>).includes(entry.slice(0, i)))
+      throw new Error(`--dists: ${entry.slice(0, i)} is already a system of this run: name the build otherwise`)
     return [entry.slice(0, i), Path.resolve(entry.slice(i + 1))] as const
   })
 )
@@ -75,12 +80,7 @@ const systems: Array<string> = [...known, ...dists.keys()]
 const start = (system: string, options: StartOptions): Promise<Running> => {
   const dist = dists.get(system)
   if (dist === undefined) return startSystem(system as (typeof known)[number], options)
-  return Promise.resolve(
-    startPrimary(system, Path.join(FIXTURES, "ours-primary.mjs"), {
-      ...options,
-      env: { ...options.env, BENCH_OURS_DIST: dist }
-    })
-  )
+  return Promise.resolve(startWithDist(system, dist, options))
 }
 watchdog(num("timeout", 3600, 300))
 
@@ -238,7 +238,9 @@ const table: Table = {
   }),
   notes: [
     "before: N workers serving, idle 1 s; after: the crash loop ended, N workers serving again for 1 s. Memory after a full GC in the primary.",
-    `${rounds} round(s), systems alternating. Primary CPU: user+system time of the primary during the crash loop, per restart.`
+    `${rounds} round(s), systems alternating. Primary CPU: user+system time of the primary during the crash loop, per restart.`,
+    ...beforeNotes(systems, false),
+    ...[...dists].map(([name, dist]) => `${name}: ours running the build in ${dist} (--dists).`)
   ]
 }
 const detailTable: Table = {

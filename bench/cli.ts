@@ -21,13 +21,17 @@
  * - `prefork-base`: the package copied by an earlier run with
  *   `--save-base` (bench/.scratch/base/): the command before a change, run
  *   side by side with the one after it;
- * - `prefork-nocache`: `prefork` with NODE_DISABLE_COMPILE_CACHE=1.
+ * - `prefork-nocache`: `prefork` with NODE_DISABLE_COMPILE_CACHE=1;
+ * - `prefork-before`: the package built at commit REF by `--before=REF`
+ *   (bench/lib/before.ts; `npm run bench -- --before=REF` passes it on),
+ *   installed the same way, its bin/prefork.js run ($BENCH_BEFORE_BIN); in
+ *   the default systems, right after `prefork`, when it is built.
  *
  * Figures: `--version` from spawn to exit (`node -e 0` as the floor); spawn →
  * all N workers answering HTTP (each worker on its own port), N = 1, 4; and
  * the supervising process's RSS (and PSS) idle with 4 `sleep` workers.
  *
- *   node bench/cli.ts [--rounds=7] [--workers=1,4] [--idle-ms=3000] [--systems=prefork,floor-cli,floor-effect,raw] [--quick]
+ *   node bench/cli.ts [--rounds=7] [--workers=1,4] [--idle-ms=3000] [--systems=prefork,floor-cli,floor-effect,raw] [--before=REF] [--quick]
  *   node bench/cli.ts --save-base     # also copies the package as built now to bench/.scratch/base (for prefork-base)
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
@@ -37,12 +41,14 @@ import * as Path from "node:path"
 import { bundleProgram } from "../scripts/build-cli.mjs"
 import {
   awaitDistinctPids,
+  buildCommand,
   buildOurs,
   childrenOf,
   finish,
   FIXTURES,
   fmt,
   freePort,
+  installPackage,
   list,
   machine,
   mib,
@@ -67,13 +73,16 @@ import {
   watchdog,
   writeResults
 } from "./lib/common.ts"
+import { beforeFromFlag } from "./lib/before.ts"
 
 requireNode()
+await beforeFromFlag()
 const rounds = num("rounds", 7, 1)
 const sizes = numList("workers", [1, 4], [1])
 const idleMs = num("idle-ms", 3000, 500)
 const ALL = [
   "prefork",
+  "prefork-before",
   "prefork-base",
   "prefork-nocache",
   "prefork-dist",
@@ -83,8 +92,19 @@ const ALL = [
   "raw"
 ] as const
 type System = (typeof ALL)[number]
-const systems = list("systems", ["prefork", "floor-cli", "floor-effect", "raw"]).map((s) => {
+const BEFORE_BIN = process.env.BENCH_BEFORE_BIN || undefined
+const systems = list("systems", [
+  "prefork",
+  ...(BEFORE_BIN === undefined ? [] : ["prefork-before"]),
+  "floor-cli",
+  "floor-effect",
+  "raw"
+]).map((s) => {
   if (!(ALL as ReadonlyArray<string>).includes(s)) throw new Error(`unknown system ${s}: use ${ALL.join(", ")}`)
+  if (s === "prefork-before" && BEFORE_BIN === undefined)
+    throw new Error(
+      "system prefork-before runs the package at another commit: give --before=REF (e.g. --before=4fdb599)"
+    )
   return s as System
 })
 watchdog(num("timeout", 1200, 300))
@@ -93,15 +113,9 @@ const started = machine()
 await buildOurs()
 
 // The package as npm installs it: node_modules/effect-prefork/{package.json, bin, dist}, the bundle built now.
-const built = spawnSync(process.execPath, [Path.join(ROOT, "scripts", "build-cli.mjs")], { encoding: "utf8" })
-if (built.status !== 0) throw new Error(`scripts/build-cli.mjs failed: ${built.stderr}`)
+buildCommand()
 const PKG = Path.join(scratchDir("installed"), "node_modules", "effect-prefork")
-rmSync(PKG, { recursive: true, force: true })
-mkdirSync(PKG, { recursive: true })
-cpSync(Path.join(ROOT, "package.json"), Path.join(PKG, "package.json"))
-cpSync(Path.join(ROOT, "bin"), Path.join(PKG, "bin"), { recursive: true })
-cpSync(OURS_DIST, Path.join(PKG, "dist"), { recursive: true })
-cpSync(Path.join(ROOT, "dist", "bin"), Path.join(PKG, "dist", "bin"), { recursive: true })
+installPackage(ROOT, OURS_DIST, PKG)
 // Effect and @effect/platform-node resolve from the repository's node_modules, as from an app's.
 const BASE = Path.join(scratchDir("base"), "node_modules", "effect-prefork")
 if (str("save-base", "") !== "") {
@@ -119,6 +133,7 @@ const COMPILE_CACHE = scratchDir("compile-cache")
 
 const entry: Record<System, ReadonlyArray<string>> = {
   prefork: [Path.join(PKG, "bin", "prefork.js")],
+  "prefork-before": [BEFORE_BIN ?? ""],
   "prefork-base": [Path.join(BASE, "bin", "prefork.js")],
   "prefork-nocache": [Path.join(PKG, "bin", "prefork.js")],
   "prefork-dist": [Path.join(PKG, "dist", "cli", "main.js")],
@@ -291,7 +306,14 @@ const versionTable: Table = {
     const st = stats(versions.filter((v) => v.system === s).map((v) => v.ms))
     return [s, fmt(st.median), fmt(st.p95), s === "node -e 0" ? "" : ratio(st.median, versionFloor), String(st.n)]
   }),
-  notes: [`${rounds} rounds, systems alternating.`]
+  notes: [
+    `${rounds} rounds, systems alternating.`,
+    ...(systems.includes("prefork-before")
+      ? [
+          `prefork-before: the package at ${process.env.BENCH_BEFORE_REF ?? "?"} (--before), installed and run as prefork is (its bin/prefork.js).`
+        ]
+      : [])
+  ]
 }
 /** `ratio (+difference ms)` of two medians, or nothing when `of` is `to` or `to` was not run. */
 const against = (of: System, to: System, median: (s: System) => number): string =>

@@ -10,7 +10,12 @@
  * run by default) is ours importing only the modules it needs (no
  * `effect-prefork/node`, hence no `@effect/platform-node`).
  *
- *   node bench/memory.ts [--rounds=5] [--workers=2] [--idle-ms=5000] [--systems=ours,ours-bundled,raw,throng,pm2] [--quick]
+ *   node bench/memory.ts [--rounds=5] [--workers=2] [--idle-ms=5000] [--systems=ours,ours-bundled,raw,throng,pm2] [--before=REF] [--quick]
+ *
+ * `--before=REF` (what `npm run bench -- --before=REF` passes on) adds
+ * `before` and `before-bundled` to the default systems: the same primaries
+ * running the package built at commit REF (bench/lib/before.ts), side by side.
+ * On their rows, "ours/peer" is after/before.
  */
 import {
   buildOurs,
@@ -35,14 +40,22 @@ import {
   watchdog,
   writeResults
 } from "./lib/common.ts"
-import { HTTP_WORKER, needsPeers, parseSystems, type SystemName, startSystem } from "./lib/systems.ts"
+import {
+  HTTP_WORKER,
+  needsPeers,
+  chooseSystems,
+  type SystemName,
+  startSystem,
+  beforeNotes,
+  oursFor
+} from "./lib/systems.ts"
 
 requireNode()
 const rounds = num("rounds", 5, 1)
 const workers = num("workers", 2, 2)
 const idleMs = num("idle-ms", 5000, 500)
 const perRound = num("samples", 5, 2)
-const systems = parseSystems(list("systems", ["ours", "ours-bundled", "raw", "throng", "pm2"]))
+const systems = await chooseSystems(["ours", "ours-bundled", "raw", "throng", "pm2"])
 watchdog(num("timeout", 1800, 300))
 
 const started = machine()
@@ -89,7 +102,7 @@ const table: Table = {
   headers: ["system", "median MiB", "p95 MiB", "vs raw (MiB)", "ours/peer", "fds", "threads", "samples"],
   rows: systems.map((s) => {
     const st = of(s, "rssMiB")
-    const ours = of("ours", "rssMiB")
+    const ours = of(oursFor(s), "rssMiB")
     return [
       s,
       fmt(st.median),
@@ -106,7 +119,8 @@ const table: Table = {
     "ours-bundled: the same primary as ours, bundled into one file with Effect inside (docs/production.md).",
     ...(systems.includes("ours-deep")
       ? ["ours-deep: ours without the `effect-prefork/node` entry point (no @effect/platform-node)."]
-      : [])
+      : []),
+    ...beforeNotes(systems)
   ]
 }
 printTable(table)

@@ -10,7 +10,12 @@
  * latency = that answer's arrival − the stamp. Writes
  * bench/results/restart-latency.svg, one row per system.
  *
- *   node bench/restart.ts [--rounds=5] [--crashes=10] [--workers=1] [--systems=ours,ours-bundled,raw,throng,pm2] [--quick]
+ *   node bench/restart.ts [--rounds=5] [--crashes=10] [--workers=1] [--systems=ours,ours-bundled,raw,throng,pm2] [--before=REF] [--quick]
+ *
+ * `--before=REF` (what `npm run bench -- --before=REF` passes on) adds
+ * `before` and `before-bundled` to the default systems: the same primaries
+ * running the package built at commit REF (bench/lib/before.ts), side by side.
+ * On their rows, "ours/peer" is after/before.
  */
 import { rmSync, writeFileSync } from "node:fs"
 import * as Path from "node:path"
@@ -44,7 +49,15 @@ import {
   writeResults
 } from "./lib/common.ts"
 import { stripChart } from "./lib/svg.ts"
-import { HTTP_WORKER, needsPeers, parseSystems, type SystemName, startSystem } from "./lib/systems.ts"
+import {
+  HTTP_WORKER,
+  needsPeers,
+  chooseSystems,
+  type SystemName,
+  startSystem,
+  beforeNotes,
+  oursFor
+} from "./lib/systems.ts"
 
 requireNode()
 const rounds = num("rounds", 5, 1)
@@ -55,7 +68,7 @@ const settleMs = num("settle-ms", 150, 50)
 const probeDelayMs = num("probe-delay-ms", 20, 20)
 /** A replacement not answering within this is counted as a restart that never came. */
 const restartTimeoutMs = num("restart-timeout-ms", 5000, 5000)
-const systems = parseSystems(list("systems", ["ours", "ours-bundled", "raw", "throng", "pm2"]))
+const systems = await chooseSystems(["ours", "ours-bundled", "raw", "throng", "pm2"])
 watchdog(num("timeout", 1800, 300))
 
 const started = machine()
@@ -130,7 +143,6 @@ for (let round = 0; round < rounds; round++) {
 rmSync(stampDir, { recursive: true, force: true })
 
 const of = (s: SystemName) => samples.filter((x) => x.system === s).map((x) => x.latency)
-const ours = stats(of("ours"))
 const rawLatency = stats(of("raw"))
 const table: Table = {
   title: `Restart latency: worker crash (its own stamp) → replacement answering HTTP (N=${workers})`,
@@ -145,12 +157,13 @@ const table: Table = {
       fmt(st.max),
       String(st.n),
       s === "raw" ? "" : ratio(st.median, rawLatency.median),
-      s === "ours" ? "" : ratio(ours.median, st.median)
+      s === "ours" ? "" : ratio(stats(of(oursFor(s))).median, st.median)
     ]
   }),
   notes: [
     `${rounds} rounds × ${crashes} crashes per system, systems alternating; probes are new-connection GETs every 1 ms.`,
     `Probing starts ${probeDelayMs} ms after the crash answer; a replacement not answering within ${restartTimeoutMs} ms ends that system's round.`,
+    ...beforeNotes(systems),
     ...systems.flatMap((s) => {
       const n = failures.filter((f) => f.startsWith(`${s} `)).length
       return n > 0 ? [`${s}: ${n} crash(es) with no replacement answering (see the JSON for each)`] : []

@@ -3,7 +3,15 @@
  * process, at full size (or `--quick` / BENCH_QUICK=1 for a smoke run). Then
  * bench/results/summary.md gathers their markdown fragments in order.
  *
- *   node bench/run-all.ts [--quick] [--only=startup,restart,...] [--skip=...]
+ *   node bench/run-all.ts [--quick] [--only=startup,restart,...] [--skip=...] [--before=REF]
+ *   npm run bench -- --before=4fdb599
+ *
+ * `--before=REF` builds the package at git commit REF once
+ * (bench/lib/before.ts, into bench/.scratch/before/REF) and every benchmark
+ * that can runs it beside this tree's build: systems `before` and
+ * `before-bundled` (startup, restart, memory, churn-latency, churn),
+ * `prefork-before` (cli), bundle `before` (churn-cli), build `before`
+ * (supervisor-cost). The summary names the commit.
  *
  * Any other BENCH_* variable reaches every benchmark (e.g. BENCH_ROUNDS=3).
  */
@@ -24,8 +32,10 @@ import {
   QUICK,
   requireNode,
   RESULTS,
+  str,
   track
 } from "./lib/common.ts"
+import { type Before, prepareBefore } from "./lib/before.ts"
 
 requireNode()
 
@@ -42,6 +52,7 @@ const BENCHMARKS: ReadonlyArray<readonly [string, ReadonlyArray<string>, Readonl
   ["many-children", ["many-children"], []],
   ["import-cost", ["import-cost"], []],
   ["cli", ["cli"], []],
+  ["churn-cli", ["churn-cli"], []],
   ["sockets", ["sockets"], []],
   ["spares", ["spares"], []],
   ["health-cost", ["health-cost"], []],
@@ -67,6 +78,14 @@ if (m.loadAverage[0]! > 0.5) {
 // Once here, so each benchmark can skip it.
 await buildOurs()
 ensurePeers()
+// Once here too: its paths reach every benchmark through the environment.
+const beforeRef = str("before", "")
+const before: Before | undefined = beforeRef === "" ? undefined : await prepareBefore(beforeRef)
+const beforeLine =
+  before === undefined
+    ? ""
+    : `Before: \`${before.ref}\` (${before.commit.slice(0, 7)}, "${before.subject}"), built by bench/lib/before.ts and run beside this tree's build (rows \`before\`, \`before-bundled\`, \`prefork-before\`).\n\n`
+if (before !== undefined) out(beforeLine.trim())
 
 const statuses: Array<string> = []
 const t0 = Date.now()
@@ -97,7 +116,7 @@ const parts = BENCHMARKS.flatMap(([, fragments]) => fragments)
 const summary = Path.join(RESULTS, "summary.md")
 writeFileSync(
   summary,
-  `# Benchmark results${QUICK ? " (quick mode: smoke-test sizes, not measurements)" : ""}\n\nMachine: ${machineLine(m)}\n\n${parts.join("\n\n---\n\n")}\n`
+  `# Benchmark results${QUICK ? " (quick mode: smoke-test sizes, not measurements)" : ""}\n\nMachine: ${machineLine(m)}\n\n${beforeLine}${parts.join("\n\n---\n\n")}\n`
 )
 formatFiles([summary])
 out(

@@ -10,7 +10,12 @@
  * "Answering" means: new-connection GETs have been answered by N distinct
  * worker pids.
  *
- *   node bench/startup.ts [--rounds=5] [--workers=1,2,4,8] [--systems=ours,ours-bundled,raw,throng,pm2] [--quick]
+ *   node bench/startup.ts [--rounds=5] [--workers=1,2,4,8] [--systems=ours,ours-bundled,raw,throng,pm2] [--before=REF] [--quick]
+ *
+ * `--before=REF` (what `npm run bench -- --before=REF` passes on) adds
+ * `before` and `before-bundled` to the default systems: the same primaries
+ * running the package built at commit REF (bench/lib/before.ts), side by side.
+ * On their rows, "ours/peer" is after/before.
  */
 import {
   buildOurs,
@@ -34,12 +39,20 @@ import {
   watchdog,
   writeResults
 } from "./lib/common.ts"
-import { HTTP_WORKER, needsPeers, parseSystems, type SystemName, startSystem } from "./lib/systems.ts"
+import {
+  HTTP_WORKER,
+  needsPeers,
+  chooseSystems,
+  type SystemName,
+  startSystem,
+  beforeNotes,
+  oursFor
+} from "./lib/systems.ts"
 
 requireNode()
 const rounds = num("rounds", 5, 1)
 const sizes = numList("workers", [1, 2, 4, 8], [1, 2])
-const systems = parseSystems(list("systems", ["ours", "ours-bundled", "raw", "throng", "pm2"]))
+const systems = await chooseSystems(["ours", "ours-bundled", "raw", "throng", "pm2"])
 watchdog(num("timeout", 1800, 300))
 
 const started = machine()
@@ -73,7 +86,6 @@ const rows = (key: "cold" | "warm") =>
     const of = (s: SystemName) =>
       stats(samples.filter((x) => x.system === s && x.workers === workers).map((x) => x[key]))
     const raw = of("raw")
-    const ours = of("ours")
     return systems.map((s) => {
       const st = of(s)
       return [
@@ -82,7 +94,7 @@ const rows = (key: "cold" | "warm") =>
         fmt(st.p95),
         String(st.n),
         s === "raw" ? "" : ratio(st.median, raw.median),
-        s === "ours" ? "" : ratio(ours.median, st.median)
+        s === "ours" ? "" : ratio(of(oursFor(s)).median, st.median)
       ]
     })
   })
@@ -93,13 +105,13 @@ const tables: Array<Table> = [
     title: "Start-up, cold: spawn of the primary → all N workers answering HTTP",
     headers,
     rows: rows("cold"),
-    notes: ["PM2: from connecting (which starts its daemon) to all answering."]
+    notes: ["PM2: from connecting (which starts its daemon) to all answering.", ...beforeNotes(systems)]
   },
   {
     title: "Start-up, warm: the primary begins supervising → all N workers answering HTTP",
     headers,
     rows: rows("warm"),
-    notes: ["PM2: from pm2.start (daemon already running) to all answering."]
+    notes: ["PM2: from pm2.start (daemon already running) to all answering.", ...beforeNotes(systems)]
   }
 ]
 for (const t of tables) printTable(t)

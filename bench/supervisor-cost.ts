@@ -19,15 +19,17 @@
  * Logging: `--logger=discard` (default) formats every line with logfmt and
  * drops it; `--logger=none` installs no logger (the supervisor alone).
  *
- *   node bench/supervisor-cost.ts [--slots=1000,10000,100000] [--events=20000] [--batch=1000] [--rounds=3] [--logger=discard|none] [--quick]
+ * Builds: `ours` runs this tree's src/ (through Node's type stripping);
+ * with `--before=REF` (which `npm run bench -- --before=REF` passes on) the
+ * child runs are repeated with `before`, the src/ of commit REF
+ * (bench/lib/before.ts, $BENCH_BEFORE_SRC), the two alternating.
+ *
+ *   node bench/supervisor-cost.ts [--slots=1000,10000,100000] [--events=20000] [--batch=1000] [--rounds=3] [--logger=discard|none] [--before=REF] [--quick]
  */
 import { spawnSync } from "node:child_process"
 import * as Path from "node:path"
-import { fileURLToPath } from "node:url"
+import { fileURLToPath, pathToFileURL } from "node:url"
 import { Deferred, Effect, Logger } from "effect"
-import * as ExitStatus from "../src/ExitStatus.ts"
-import * as Supervisor from "../src/Supervisor.ts"
-import * as TestSpawner from "../src/testing/TestSpawner.ts"
 import {
   finish,
   fmt,
@@ -40,6 +42,7 @@ import {
   out,
   printTable,
   requireNode,
+  ROOT,
   rotate,
   stats,
   str,
@@ -47,8 +50,10 @@ import {
   watchdog,
   writeResults
 } from "./lib/common.ts"
+import { beforeFromFlag } from "./lib/before.ts"
 
 requireNode()
+await beforeFromFlag()
 const child = num("child", 0, 0)
 const events = num("events", 20_000, 500)
 const batch = num("batch", 1000, 100)
@@ -71,7 +76,23 @@ const gcHeap = (): number => {
   return process.memoryUsage().heapUsed
 }
 
-const measure = (slots: number): Effect.Effect<Measure, unknown> => {
+/** The library's modules a run measures, from the src/ directory of a build. */
+interface Library {
+  readonly ExitStatus: typeof import("../src/ExitStatus.ts")
+  readonly Supervisor: typeof import("../src/Supervisor.ts")
+  readonly TestSpawner: typeof import("../src/testing/TestSpawner.ts")
+}
+
+const load = async (src: string): Promise<Library> => {
+  const from = (module: string) => import(pathToFileURL(Path.join(src, module)).href)
+  return {
+    ExitStatus: await from("ExitStatus.ts"),
+    Supervisor: await from("Supervisor.ts"),
+    TestSpawner: await from("testing/TestSpawner.ts")
+  }
+}
+
+const measure = ({ ExitStatus, Supervisor, TestSpawner }: Library, slots: number): Effect.Effect<Measure, unknown> => {
   const current = new Int32Array(slots)
   let spawned = 0
   let target = Number.POSITIVE_INFINITY
@@ -150,8 +171,9 @@ const measure = (slots: number): Effect.Effect<Measure, unknown> => {
 }
 
 if (child > 0) {
-  // A child run: one slot count, result as JSON on stdout.
-  const m = await Effect.runPromise(measure(child))
+  // A child run: one slot count, one build (its src/ in BENCH_COST_SRC), result as JSON on stdout.
+  const library = await load(process.env.BENCH_COST_SRC || Path.join(ROOT, "src"))
+  const m = await Effect.runPromise(measure(library, child))
   out(JSON.stringify(m))
   process.exit(0)
 }
@@ -161,10 +183,18 @@ const rounds = num("rounds", 3, 1)
 watchdog(num("timeout", 3600, 300))
 const started = machine()
 const self = fileURLToPath(import.meta.url)
-const samples: Array<Measure & { round: number }> = []
+/** The builds measured: this tree's src/, and the "before" commit's when `--before` built it. */
+const builds: ReadonlyArray<{ readonly name: string; readonly src: string }> = [
+  { name: "ours", src: Path.join(ROOT, "src") },
+  ...(process.env.BENCH_BEFORE_SRC ? [{ name: "before", src: process.env.BENCH_BEFORE_SRC }] : [])
+]
+const samples: Array<Measure & { round: number; build: string }> = []
 
 for (let round = 0; round < rounds; round++) {
-  for (const slots of rotate(slotCounts, round)) {
+  for (const [slots, build] of rotate(
+    slotCounts.flatMap((slots) => builds.map((build) => [slots, build] as const)),
+    round
+  )) {
     const r = spawnSync(
       process.execPath,
       [
@@ -176,29 +206,38 @@ for (let round = 0; round < rounds; round++) {
         `--batch=${batch}`,
         `--logger=${loggerMode}`
       ],
-      { encoding: "utf8", timeout: 20 * 60_000, maxBuffer: 16 * 2 ** 20, env: { ...process.env, BENCH_QUICK: "" } }
+      {
+        encoding: "utf8",
+        timeout: 20 * 60_000,
+        maxBuffer: 16 * 2 ** 20,
+        env: { ...process.env, BENCH_QUICK: "", BENCH_COST_SRC: build.src }
+      }
     )
     const line = r.stdout.trim().split("\n").at(-1) ?? ""
     let m: Measure
     try {
       m = JSON.parse(line) as Measure
     } catch {
-      throw new Error(`child for ${slots} slots failed (${r.status ?? r.signal}): ${r.stderr.slice(-2000)}`)
+      throw new Error(
+        `child for ${slots} slots (${build.name}) failed (${r.status ?? r.signal}): ${r.stderr.slice(-2000)}`
+      )
     }
-    samples.push({ ...m, round })
+    samples.push({ ...m, round, build: build.name })
     note(
-      `round ${round + 1}/${rounds} S=${slots}: start ${fmt(m.startUsPerSlot)} µs/slot, event ${fmt(m.seqUsPerEvent)} µs sequential, ` +
+      `round ${round + 1}/${rounds} ${build.name} S=${slots}: start ${fmt(m.startUsPerSlot)} µs/slot, event ${fmt(m.seqUsPerEvent)} µs sequential, ` +
         `${fmt(m.batchUsPerEvent)} µs batched, stop ${fmt(m.stopUsPerSlot)} µs/slot, heap ${fmt(m.heapBytesPerEvent, 0)} B/event`
     )
   }
 }
 
-const of = (slots: number, k: keyof Measure) => stats(samples.filter((s) => s.slots === slots).map((s) => s[k]))
+const of = (slots: number, k: keyof Measure, build = "ours") =>
+  stats(samples.filter((s) => s.slots === slots && s.build === build).map((s) => s[k]))
 const smallest = Math.min(...slotCounts)
+const withBefore = builds.length > 1
 const table: Table = {
   title: `Supervisor cost per lifecycle event, in-memory test spawner (${events.toLocaleString("en-US")} events per run, logger: ${loggerMode})`,
   headers: [
-    "slots",
+    withBefore ? "slots, build" : "slots",
     "event µs (sequential)",
     `vs ${smallest.toLocaleString("en-US")}`,
     "event µs (batches)",
@@ -207,24 +246,38 @@ const table: Table = {
     "stop µs/slot",
     "heap B/slot",
     "heap B/event",
+    ...(withBefore ? ["ours/before (sequential)"] : []),
     "runs"
   ],
-  rows: slotCounts.map((slots) =>
-    [
-      slots.toLocaleString("en-US"),
-      fmt(of(slots, "seqUsPerEvent").median),
-      `${(of(slots, "seqUsPerEvent").median / of(smallest, "seqUsPerEvent").median).toFixed(2)}x`,
-      fmt(of(slots, "batchUsPerEvent").median),
-      `${(of(slots, "batchUsPerEvent").median / of(smallest, "batchUsPerEvent").median).toFixed(2)}x`,
-      fmt(of(slots, "startUsPerSlot").median),
-      fmt(of(slots, "stopUsPerSlot").median),
-      fmt(of(slots, "heapBytesPerSlot").median, 0),
-      fmt(of(slots, "heapBytesPerEvent").median, 0)
-    ].concat(String(of(slots, "seqUsPerEvent").n))
+  rows: slotCounts.flatMap((slots) =>
+    builds.map(({ name }) => [
+      withBefore ? `${slots.toLocaleString("en-US")} ${name}` : slots.toLocaleString("en-US"),
+      fmt(of(slots, "seqUsPerEvent", name).median),
+      `${(of(slots, "seqUsPerEvent", name).median / of(smallest, "seqUsPerEvent", name).median).toFixed(2)}x`,
+      fmt(of(slots, "batchUsPerEvent", name).median),
+      `${(of(slots, "batchUsPerEvent", name).median / of(smallest, "batchUsPerEvent", name).median).toFixed(2)}x`,
+      fmt(of(slots, "startUsPerSlot", name).median),
+      fmt(of(slots, "stopUsPerSlot", name).median),
+      fmt(of(slots, "heapBytesPerSlot", name).median, 0),
+      fmt(of(slots, "heapBytesPerEvent", name).median, 0),
+      ...(withBefore
+        ? [
+            name === "ours"
+              ? ""
+              : `${(of(slots, "seqUsPerEvent").median / of(slots, "seqUsPerEvent", name).median).toFixed(2)}x`
+          ]
+        : []),
+      String(of(slots, "seqUsPerEvent", name).n)
+    ])
   ),
   notes: [
     "event: a worker exits 1 → its replacement is spawned (classify, log, publish, budget step, yield, spawn). Medians over runs; each run a fresh process.",
-    `batches: ${batch} exits at once, then all replacements awaited. heap B/event includes the test spawner's record of every process it spawned.`
+    `batches: ${batch} exits at once, then all replacements awaited. heap B/event includes the test spawner's record of every process it spawned.`,
+    ...(withBefore
+      ? [
+          `before: the src/ of ${process.env.BENCH_BEFORE_REF ?? "?"} (--before), run the same way, builds alternating; vs ${smallest.toLocaleString("en-US")}: within the same build.`
+        ]
+      : [])
   ]
 }
 printTable(table)
@@ -234,6 +287,7 @@ writeResults(`supervisor-cost${loggerMode === "none" ? "-nolog" : ""}`, started,
   batch,
   rounds,
   logger: loggerMode,
+  builds,
   samples
 })
 void list

@@ -8,7 +8,7 @@
  */
 import { type ChildProcess, spawnSync } from "node:child_process"
 import { randomUUID } from "node:crypto"
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
 import * as net from "node:net"
 import * as os from "node:os"
@@ -73,11 +73,22 @@ export const numList = (name: string, full: ReadonlyArray<number>, quick: Readon
 
 export const str = (name: string, full: string, quick: string = full): string => flag(name) ?? (QUICK ? quick : full)
 
+/** Variables the runs set for the benchmarks they start (BENCH_BEFORE_REF stays: it reproduces the paths). */
+const INTERNAL_ENV = [
+  "BENCH_TAGS",
+  "BENCH_RUN_ALL",
+  "BENCH_NO_BUILD",
+  "BENCH_BEFORE_DIST",
+  "BENCH_BEFORE_BIN",
+  "BENCH_BEFORE_BUNDLED",
+  "BENCH_BEFORE_SRC"
+]
+
 /** The command line that reproduces this run, for the result files. */
 export const commandLine = (): string => {
   const script = Path.relative(ROOT, process.argv[1] ?? "")
   const envs = Object.entries(process.env)
-    .filter(([k]) => k.startsWith("BENCH_") && !["BENCH_TAGS", "BENCH_RUN_ALL", "BENCH_NO_BUILD"].includes(k))
+    .filter(([k]) => k.startsWith("BENCH_") && !INTERNAL_ENV.includes(k))
     .map(([k, v]) => `${k}=${v}`)
   return [...envs, "node", script, ...argv].join(" ")
 }
@@ -554,6 +565,21 @@ export const buildOurs = async (): Promise<void> => {
     existsSync(OURS_BUNDLED_PRIMARY)
   )
     return
+  const r = compileLibrary(ROOT, OURS_DIST)
+  if (r.status !== 0) note(`tsc reported type errors in src/ (the emit is used anyway):\n${r.output}`)
+  await bundleOursPrimary()
+}
+
+/**
+ * Compiles the package whose root is `root` (its tsconfig.build.json) to
+ * JavaScript in `outDir`, with no declarations nor source maps: what
+ * `buildOurs` runs, for this tree or another (bench/lib/before.ts). Type
+ * errors do not stop the emit; a missing emit throws.
+ */
+export const compileLibrary = (
+  root: string,
+  outDir: string
+): { readonly status: number | null; readonly output: string } => {
   const tsc = Path.join(ROOT, "node_modules", ".bin", "tsc")
   const r = spawnSync(
     tsc,
@@ -561,7 +587,7 @@ export const buildOurs = async (): Promise<void> => {
       "-p",
       "tsconfig.build.json",
       "--outDir",
-      OURS_DIST,
+      outDir,
       "--declaration",
       "false",
       "--declarationMap",
@@ -569,13 +595,36 @@ export const buildOurs = async (): Promise<void> => {
       "--sourceMap",
       "false"
     ],
-    { cwd: ROOT, encoding: "utf8", timeout: 180_000 }
+    { cwd: root, encoding: "utf8", timeout: 180_000 }
   )
-  if (!existsSync(Path.join(OURS_DIST, "index.js")) || !existsSync(Path.join(OURS_DIST, "node.js"))) {
-    throw new Error(`building src/ into ${OURS_DIST} failed: ${r.stdout}${r.stderr}`)
+  if (!existsSync(Path.join(outDir, "index.js")) || !existsSync(Path.join(outDir, "node.js"))) {
+    throw new Error(`building ${Path.join(root, "src")} into ${outDir} failed: ${r.stdout}${r.stderr}`)
   }
-  if (r.status !== 0) note(`tsc reported type errors in src/ (the emit is used anyway):\n${r.stdout.trim()}`)
-  await bundleOursPrimary()
+  return { status: r.status, output: r.stdout.trim() }
+}
+
+/**
+ * Lays out the package as npm installs it, in `into` (a
+ * `node_modules/effect-prefork` directory): the package.json and bin/ of
+ * `root`, the compiled library `dist` as dist/, and the command's bundle
+ * (root's dist/bin) in dist/bin, so that bin/prefork.js runs as installed.
+ */
+export const installPackage = (root: string, dist: string, into: string): void => {
+  rmSync(into, { recursive: true, force: true })
+  mkdirSync(into, { recursive: true })
+  cpSync(Path.join(root, "package.json"), Path.join(into, "package.json"))
+  cpSync(Path.join(root, "bin"), Path.join(into, "bin"), { recursive: true })
+  cpSync(dist, Path.join(into, "dist"), { recursive: true })
+  cpSync(Path.join(root, "dist", "bin"), Path.join(into, "dist", "bin"), { recursive: true })
+}
+
+/** Bundles this tree's `prefork` command into dist/bin/prefork.js (scripts/build-cli.mjs), as `npm run build:cli` does. */
+export const buildCommand = (): void => {
+  const built = spawnSync(process.execPath, [Path.join(ROOT, "scripts", "build-cli.mjs")], {
+    encoding: "utf8",
+    timeout: 300_000
+  })
+  if (built.status !== 0) throw new Error(`scripts/build-cli.mjs failed: ${built.stderr}`)
 }
 
 /** The bundled primary of the "ours-bundled" system (see bench/fixtures/ours-bundled-primary.mjs). */
@@ -583,15 +632,16 @@ export const OURS_BUNDLED_PRIMARY = Path.join(SCRATCH, "bundles", "ours-bundled-
 
 /**
  * Bundles bench/fixtures/ours-bundled-primary.mjs with rolldown into one
- * file, `effect-prefork` and `effect-prefork/node` resolved to the compiled
- * package (bench/.scratch/dist), Effect inside: what a user who bundles their
- * primary runs. Minified as such a user would, not mangled.
+ * file (`output`), `effect-prefork` and `effect-prefork/node` resolved to the
+ * compiled package (`dist`: bench/.scratch/dist, or another build), Effect
+ * inside: what a user who bundles their primary runs. Minified as such a user
+ * would, not mangled.
  */
-export const bundleOursPrimary = async (): Promise<void> => {
+export const bundleOursPrimary = async (dist = OURS_DIST, output = OURS_BUNDLED_PRIMARY): Promise<void> => {
   const { rolldown } = await import("rolldown")
   const entries: Record<string, string> = {
-    "effect-prefork": Path.join(OURS_DIST, "index.js"),
-    "effect-prefork/node": Path.join(OURS_DIST, "node.js")
+    "effect-prefork": Path.join(dist, "index.js"),
+    "effect-prefork/node": Path.join(dist, "node.js")
   }
   const bundle = await rolldown({
     input: Path.join(FIXTURES, "ours-bundled-primary.mjs"),
@@ -600,7 +650,7 @@ export const bundleOursPrimary = async (): Promise<void> => {
     plugins: [{ name: "effect-prefork", resolveId: (id: string) => entries[id] ?? null }]
   })
   await bundle.write({
-    file: OURS_BUNDLED_PRIMARY,
+    file: output,
     format: "esm",
     codeSplitting: false,
     minify: { compress: true, mangle: false, codegen: { removeWhitespace: true } }

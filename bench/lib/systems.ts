@@ -12,7 +12,12 @@
  *   (bench/fixtures/raw-primary.cjs);
  * - `throng`: throng (latest) (bench/fixtures/throng-primary.cjs);
  * - `pm2`: PM2 cluster mode (latest), driven through PM2's programmatic API
- *   with its home in bench/.scratch/pm2-home; its daemon is the primary.
+ *   with its home in bench/.scratch/pm2-home; its daemon is the primary;
+ * - `before`, `before-bundled`: `ours` and `ours-bundled` running the package
+ *   at another commit (`--before=REF`, built by bench/lib/before.ts, which sets
+ *   BENCH_BEFORE_DIST and BENCH_BEFORE_BUNDLED): the same fixtures, the other
+ *   build, side by side in one run. `withBefore` adds them to a benchmark's
+ *   default systems when they are built.
  *
  * Every primary is started detached (it leads its own process group, which
  * its cluster workers share) with an IPC channel to the benchmark (see
@@ -22,6 +27,7 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import * as Path from "node:path"
+import { beforeFromFlag } from "./before.ts"
 import {
   FIXTURES,
   list,
@@ -38,17 +44,40 @@ import {
   waitFor
 } from "./common.ts"
 
-export type SystemName = "ours" | "ours-bundled" | "ours-deep" | "raw" | "throng" | "pm2"
+export type SystemName = "ours" | "ours-bundled" | "ours-deep" | "before" | "before-bundled" | "raw" | "throng" | "pm2"
 export const ALL_SYSTEMS: ReadonlyArray<SystemName> = ["ours", "ours-bundled", "raw", "throng", "pm2"]
+const BEFORE_SYSTEMS: ReadonlyArray<SystemName> = ["before", "before-bundled"]
 
 export const isSystem = (s: string): s is SystemName =>
-  (ALL_SYSTEMS as ReadonlyArray<string>).includes(s) || s === "ours-deep"
+  (ALL_SYSTEMS as ReadonlyArray<string>).includes(s) ||
+  s === "ours-deep" ||
+  (BEFORE_SYSTEMS as ReadonlyArray<string>).includes(s)
+
+/** The compiled package at the "before" commit (bench/lib/before.ts), when a run built it. */
+const beforeDist = (): string | undefined => process.env.BENCH_BEFORE_DIST || undefined
 
 export const parseSystems = (names: ReadonlyArray<string>): Array<SystemName> =>
   names.map((s) => {
-    if (!isSystem(s)) throw new Error(`unknown system ${s}: use ours, ours-bundled, ours-deep, raw, throng or pm2`)
+    if (!isSystem(s))
+      throw new Error(
+        `unknown system ${s}: use ours, ours-bundled, ours-deep, before, before-bundled, raw, throng or pm2`
+      )
+    if ((BEFORE_SYSTEMS as ReadonlyArray<string>).includes(s) && beforeDist() === undefined)
+      throw new Error(`system ${s} runs the package at another commit: give --before=REF (e.g. --before=4fdb599)`)
     return s
   })
+
+/**
+ * A benchmark's default systems, with `before` right after `ours` and
+ * `before-bundled` right after `ours-bundled` when the "before" build is
+ * there (`--before=REF`); unchanged otherwise.
+ */
+export const withBefore = (defaults: ReadonlyArray<SystemName>): Array<SystemName> =>
+  beforeDist() === undefined
+    ? [...defaults]
+    : defaults.flatMap((s): Array<SystemName> =>
+        s === "ours" ? ["ours", "before"] : s === "ours-bundled" ? ["ours-bundled", "before-bundled"] : [s]
+      )
 
 export interface StartOptions {
   readonly workers: number
@@ -117,7 +146,7 @@ const killGroup = (pid: number | undefined): void => {
   }
 }
 
-const PRIMARY_SCRIPTS: Record<Exclude<SystemName, "pm2">, string> = {
+const PRIMARY_SCRIPTS: Record<Exclude<SystemName, "pm2" | "before" | "before-bundled">, string> = {
   ours: "ours-primary.mjs",
   "ours-bundled": OURS_BUNDLED_PRIMARY,
   "ours-deep": "ours-primary.mjs",
@@ -138,7 +167,7 @@ export const startPrimary = (system: string, script: string, options: StartOptio
     BENCH_PORT: String(options.port),
     BENCH_WORKERS: String(options.workers),
     BENCH_WORKER_SCRIPT: options.workerScript,
-    // A build of the package other than this tree's (bench/churn.ts --dists=…), when asked.
+    // A build of the package other than this tree's (startWithDist), when asked.
     BENCH_OURS_DIST: options.env?.BENCH_OURS_DIST ?? OURS_DIST,
     BENCH_OURS_ENTRY: system.endsWith("-deep") ? "deep" : "public",
     BENCH_PEERS: PEERS
@@ -354,10 +383,55 @@ const startPm2 = async (options: StartOptions): Promise<Running> => {
   }
 }
 
+/**
+ * A benchmark's systems: `--systems=…`, else `defaults` with the before
+ * systems added (`withBefore`). `--before=REF` (or BENCH_BEFORE_REF) builds
+ * that package first, unless a run already did (bench/lib/before.ts).
+ */
+export const chooseSystems = async (defaults: ReadonlyArray<SystemName>): Promise<Array<SystemName>> => {
+  await beforeFromFlag()
+  return parseSystems(list("systems", withBefore(defaults)))
+}
+
+/**
+ * The system a row's "ours/peer" ratio takes as ours: `ours-bundled` for
+ * `before-bundled` (after/before of the bundled primary), `ours` otherwise.
+ */
+export const oursFor = (system: SystemName): SystemName => (system === "before-bundled" ? "ours-bundled" : "ours")
+
+/**
+ * A table note saying what the before rows are, when there are any (and, for
+ * a table with an "ours/peer" column, what it is on them).
+ */
+export const beforeNotes = (systems: ReadonlyArray<string>, oursPeer = true): Array<string> =>
+  systems.some((s) => s.startsWith("before"))
+    ? [
+        `before, before-bundled: ours and ours-bundled running the package at ${process.env.BENCH_BEFORE_REF ?? "?"} (--before)` +
+          (oursPeer
+            ? "; on their rows ours/peer is after/before (ours-bundled/before-bundled for the bundled one)."
+            : ".")
+      ]
+    : []
+
+/**
+ * The `ours` primary (bench/fixtures/ours-primary.mjs) running the compiled
+ * package in `dist` rather than this tree's: `before`, and bench/churn.ts
+ * `--dists=name=DIR`. `system` names it in logs and tables.
+ */
+export const startWithDist = (system: string, dist: string, options: StartOptions): Running =>
+  startPrimary(system, Path.join(FIXTURES, "ours-primary.mjs"), {
+    ...options,
+    env: { ...options.env, BENCH_OURS_DIST: dist }
+  })
+
 export const startSystem = (system: SystemName, options: StartOptions): Promise<Running> =>
   system === "pm2"
     ? startPm2(options)
-    : Promise.resolve(startPrimary(system, Path.resolve(FIXTURES, PRIMARY_SCRIPTS[system]), options))
+    : system === "before"
+      ? Promise.resolve(startWithDist(system, beforeDist() ?? "", options))
+      : system === "before-bundled"
+        ? Promise.resolve(startPrimary(system, process.env.BENCH_BEFORE_BUNDLED ?? "", options))
+        : Promise.resolve(startPrimary(system, Path.resolve(FIXTURES, PRIMARY_SCRIPTS[system]), options))
 
 export const HTTP_WORKER = Path.join(FIXTURES, "http-worker.cjs")
 export const CHURN_WORKER = Path.join(FIXTURES, "churn-worker.cjs")
