@@ -20,7 +20,6 @@
  *
  * @since 0.1.0
  */
-import { randomBytes } from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import * as Effect from "effect/Effect"
@@ -95,7 +94,10 @@ const inspect = (file: string): Existing => {
 
 /** Creates a new file with a random name beside `file` holding our pid; returns its path. */
 const writeTemp = (file: string): string => {
-  const temp = Path.join(Path.dirname(file), `.${Path.basename(file)}.${randomBytes(8).toString("hex")}.tmp`)
+  // Unguessable is not needed (O_EXCL and O_NOFOLLOW refuse whatever is there), only unlikely to clash;
+  // and node:crypto would cost every start ~7 ms to load.
+  const unique = `${process.pid.toString(36)}${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`
+  const temp = Path.join(Path.dirname(file), `.${Path.basename(file)}.${unique}.tmp`)
   const fd = Fs.openSync(
     temp,
     Fs.constants.O_CREAT | Fs.constants.O_EXCL | Fs.constants.O_NOFOLLOW | Fs.constants.O_WRONLY,

@@ -55,6 +55,7 @@
 import { type ChildProcess, spawn as nodeSpawn, type StdioOptions } from "node:child_process"
 import type { Readable } from "node:stream"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import type * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
@@ -137,20 +138,46 @@ const withoutActivation = (env: NodeJS.ProcessEnv): NodeJS.ProcessEnv => {
 export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Service"], never, Scope.Scope> =>
   Effect.gen(function* () {
     const found = options.parentDeathSignal === false ? undefined : findSetpriv()
-    const setpriv = found !== undefined && (yield* Preflight.probeSetpriv(found)) ? found : undefined
-    if (found !== undefined && setpriv === undefined) {
-      yield* options.watchdog === false
-        ? Effect.logWarning(
-            `${found} cannot run a program with --pdeathsig, and the watchdog is off: workers may outlive this process if it is killed`
-          )
-        : Effect.logDebug(
-            `${found} cannot run a program with --pdeathsig: the watchdog alone will kill workers left by a dead primary`
-          )
-    }
+    // The probe runs beside the rest of the supervisor's start (its watchdog, control socket, first log
+    // lines): only a spawn waits for its answer, and only the first one waits at all.
+    // Detached, not scoped: a supervisor may outlive the scope its spawner was built in (see the watchdog).
+    const probed = yield* Effect.forkDetach(
+      found === undefined
+        ? Effect.succeed<string | undefined>(undefined)
+        : Preflight.probeSetpriv(found).pipe(Effect.map((works) => (works ? found : undefined))),
+      { startImmediately: true }
+    )
     const watchdog = options.watchdog === false ? undefined : yield* Watchdog.make
-    const cluster = NodeClusterSpawner.make({ setpriv, watchdog })
+    let known:
+      | { readonly setpriv: string | undefined; readonly cluster: ReturnType<typeof NodeClusterSpawner.make> }
+      | undefined
+    /** The probe's answer, and the cluster half built with it. */
+    const probe = Effect.suspend(() =>
+      known !== undefined
+        ? Effect.succeed(known)
+        : Effect.flatMap(Fiber.join(probed), (setpriv) => {
+            if (known !== undefined) return Effect.succeed(known)
+            known = { setpriv, cluster: NodeClusterSpawner.make({ setpriv, watchdog }) }
+            const said = known
+            if (found === undefined || setpriv !== undefined) return Effect.succeed(said)
+            return Effect.as(
+              options.watchdog === false
+                ? Effect.logWarning(
+                    `${found} cannot run a program with --pdeathsig, and the watchdog is off: workers may outlive this process if it is killed`
+                  )
+                : Effect.logDebug(
+                    `${found} cannot run a program with --pdeathsig: the watchdog alone will kill workers left by a dead primary`
+                  ),
+              said
+            )
+          })
+    )
 
-    const start = (request: SpawnRequest, run: Runner): Effect.Effect<Started, SpawnFailed> =>
+    const start = (
+      request: SpawnRequest,
+      run: Runner,
+      setpriv: string | undefined
+    ): Effect.Effect<Started, SpawnFailed> =>
       Effect.suspend(() => {
         const cwd = request.cwd ?? process.cwd()
         const sockets = request.sockets ?? []
@@ -234,12 +261,14 @@ export const make = (options: Options = {}): Effect.Effect<ProcessSpawner["Servi
     return ProcessSpawner.of({
       listen: Sockets.listen,
       spawn: (request) =>
-        request.mode === "cluster"
-          ? cluster.spawn(request)
-          : Effect.acquireRelease(
-              Effect.flatMap(runner, (run) => start(request, run)),
-              release
-            ).pipe(Effect.map(({ handle }) => handle))
+        Effect.flatMap(probe, ({ cluster, setpriv }) =>
+          request.mode === "cluster"
+            ? cluster.spawn(request)
+            : Effect.acquireRelease(
+                Effect.flatMap(runner, (run) => start(request, run, setpriv)),
+                release
+              ).pipe(Effect.map(({ handle }) => handle))
+        )
     })
   })
 

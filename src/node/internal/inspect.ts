@@ -24,7 +24,7 @@
  * Linux only (it reads `/proc`), and best effort: any failure, or the time
  * running out, gives `undefined` and leaves nothing open.
  */
-import { randomBytes, createHash } from "node:crypto"
+import type * as Crypto from "node:crypto"
 import { readdirSync, readFileSync, readlinkSync } from "node:fs"
 import type * as Http from "node:http"
 import * as Net from "node:net"
@@ -106,6 +106,9 @@ const format = (frames: ReadonlyArray<CallFrame>, scripts: ReadonlyMap<string, s
  */
 let http: Promise<typeof Http> | undefined
 
+/** `node:crypto` (the WebSocket's key and masks), imported on the first capture too: ~7 ms at every start otherwise. */
+let crypto: Promise<typeof Crypto> | undefined
+
 /** GET `path` on 127.0.0.1:`port`: the JSON body of a 200, at most {@link MAX_HTTP_BODY} bytes, or a rejection. */
 const getJson = async (port: number, path: string, signal: AbortSignal): Promise<unknown> => {
   const { get } = await (http ??= import("node:http"))
@@ -163,9 +166,8 @@ const inspectorTarget = async (port: number, signal: AbortSignal): Promise<strin
 }
 
 /** A client WebSocket frame (masked, as RFC 6455 requires): small text messages only. */
-const frame = (text: string): Buffer => {
+const frame = (text: string, mask: Buffer): Buffer => {
   const payload = Buffer.from(text, "utf8")
-  const mask = randomBytes(4)
   const head = payload.length < 126 ? Buffer.from([0x81, 0x80 | payload.length]) : Buffer.alloc(4)
   if (payload.length >= 126) {
     head[0] = 0x81
@@ -184,6 +186,7 @@ const frame = (text: string): Buffer => {
  * calls `fail`. (Node's own `WebSocket` buffers a whole message, of any size.)
  */
 const openWebSocket = (
+  { createHash, randomBytes }: typeof Crypto,
   port: number,
   id: string,
   on: { readonly open: () => void; readonly message: (text: string) => void; readonly fail: () => void }
@@ -283,7 +286,7 @@ const openWebSocket = (
   socket.once("error", fail)
   socket.once("close", fail)
   return {
-    send: (text) => void socket.write(frame(text)),
+    send: (text) => void socket.write(frame(text, randomBytes(4))),
     close: () => {
       socket.removeAllListeners("close")
       socket.destroy()
@@ -327,9 +330,10 @@ export const signalAndCapture = (
     timers.push(setTimeout(() => finish(undefined), withinMillis))
     const connect = async (port: number) => {
       const id = await inspectorTarget(port, abort.signal)
+      const modules = await (crypto ??= import("node:crypto"))
       if (id === undefined || done) return finish(undefined)
       const scripts = new Map<string, string>()
-      const ws = openWebSocket(port, id, {
+      const ws = openWebSocket(modules, port, id, {
         open: () => {
           ws.send(JSON.stringify({ id: 1, method: "Debugger.enable" }))
           ws.send(JSON.stringify({ id: 2, method: "Debugger.pause" }))

@@ -21,7 +21,6 @@
  * one else can rename entries in, and replaces only a stale socket of ours.
  */
 import { spawn } from "node:child_process"
-import * as Dns from "node:dns"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
@@ -93,10 +92,13 @@ const resolveHost = (spec: Extract<Listen.Spec, { _tag: "Tcp" }>) =>
     if (host === undefined) return resume(Effect.succeed({ address: "::", family: 6 }))
     const family = Net.isIP(host)
     if (family !== 0) return resume(Effect.succeed({ address: host, family: family as 4 | 6 }))
-    Dns.lookup(host, (error, address, family) => {
-      if (error !== null) resume(Effect.fail(bindFailed(spec, errorCode(error), `cannot resolve ${host}`)))
-      else resume(Effect.succeed({ address, family: family as 4 | 6 }))
-    })
+    // node:dns only for a name: most addresses are numbers, and every start would pay for loading it.
+    void import("node:dns").then((Dns) =>
+      Dns.lookup(host, (error, address, family) => {
+        if (error !== null) resume(Effect.fail(bindFailed(spec, errorCode(error), `cannot resolve ${host}`)))
+        else resume(Effect.succeed({ address, family: family as 4 | 6 }))
+      })
+    )
   })
 
 const euid = (): number => process.geteuid?.() ?? -1
