@@ -2,11 +2,11 @@
  * `prefork --watch` with real file changes: a burst of writes is one rolling
  * reload, ignored paths never count, and every worker is replaced.
  */
-import { mkdirSync, writeFileSync } from "node:fs"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { pidsWithTag } from "../helpers/procs.ts"
+import { eventually, pidsWithTag } from "../helpers/procs.ts"
 import { tempDir } from "../helpers/supervise.ts"
 import { fixture, prefork, stderrHas } from "./prefork.ts"
 
@@ -33,7 +33,16 @@ describe("prefork --watch (real processes, real files)", () => {
         ])
         yield* stderrHas(p, "Starting 2 processes")
         yield* stderrHas(p, `Watching ${src} for changes`)
-        const before = pidsWithTag(p.tag).filter((pid) => pid !== p.pid)
+        // The workers themselves (not the watchdog, which also carries the tag), once both are spawned.
+        const workers = () =>
+          pidsWithTag(p.tag).filter((pid) => {
+            try {
+              return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("forever.js")
+            } catch {
+              return false
+            }
+          })
+        const before = yield* eventually(() => (workers().length === 2 ? workers() : undefined), "10 seconds")
         // Ignored changes first, then a burst of real ones: the one reload names only the real file.
         writeFileSync(Path.join(src, "node_modules", "dep.js"), "x")
         writeFileSync(Path.join(src, "debug.log"), "x")
@@ -47,7 +56,7 @@ describe("prefork --watch (real processes, real files)", () => {
         assert.include(changed[0], "app.js")
         assert.notInclude(changed[0], "node_modules")
         assert.notInclude(changed[0], "debug.log")
-        const after = pidsWithTag(p.tag).filter((pid) => pid !== p.pid)
+        const after = workers()
         assert.isTrue(
           before.some((pid) => !after.includes(pid)),
           `workers were not replaced: ${before} -> ${after}`
