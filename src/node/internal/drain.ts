@@ -32,8 +32,14 @@
  *     `Connection: close`, and so is every request that arrives later;
  *     Node then ends the connection once that response is written;
  *   - a connection with no request in flight is closed once it has been
- *     quiet for {@link IDLE_MS} (at once if it was already): a client that
- *     reuses it meanwhile gets its answer, with `Connection: close`;
+ *     quiet for {@link IDLE_MS}, counted from the drain's start or its last
+ *     response: a client that reuses it meanwhile gets its answer, with
+ *     `Connection: close`;
+ *   Until SIGTERM the drain does nothing per request: it notes each
+ *   connection (one listener per server, one per connection), and finds
+ *   the request in flight on a connection when the drain starts (the
+ *   response Node is writing on it, `socket._httpMessage`). A listener for
+ *   requests is added only then.
  *   - HTTP/2 sessions get GOAWAY (`session.close()`), which lets their open
  *     streams finish;
  *   - upgraded connections (WebSockets) and raw TCP servers are left alone.
@@ -132,6 +138,7 @@ let announced = false;
 const servers = new Set();
 const known = new WeakSet();
 let draining = false, armed = false, reported = -1, reporting = false;
+const CONN = Symbol("effect-prefork/connection");
 const kindOf = (server) =>
   typeof server.closeIdleConnections === "function" ? "http"
   : server.constructor !== undefined && /^Http2(Secure)?Server$/.test(server.constructor.name) ? "http2"
@@ -160,20 +167,41 @@ const settle = (s, c) => {
   clearTimeout(c.timer);
   c.timer = undefined;
   if (!draining || c.active > 0) return;
+  if (c.socket._httpMessage) { c.timer = setTimeout(() => settle(s, c), 50); return; }
   if (!c.socket.parser) { s.conns.delete(c); return finish(); }
   const wait = ${IDLE_MS} - (performance.now() - c.idleSince);
   if (wait <= 0) c.socket.destroy();
   else c.timer = setTimeout(() => settle(s, c), wait);
 };
+const follow = (s, c, res) => {
+  if (!res.headersSent) res.shouldKeepAlive = false;
+  c.active++;
+  clearTimeout(c.timer);
+  c.timer = undefined;
+  res.once("close", () => {
+    c.active--;
+    c.idleSince = performance.now();
+    settle(s, c);
+  });
+};
 const onTerm = () => {
   if (draining) return;
   draining = true;
   setImmediate(() => {
+    const at = performance.now();
     for (const s of servers) {
       if (s.server.listening) net.Server.prototype.close.call(s.server);
       for (const session of s.sessions) { try { session.close(); } catch {} }
+      if (s.kind !== "http") continue;
+      s.server.prependListener("request", (req, res) => {
+        const c = req.socket[CONN];
+        if (c !== undefined && s.conns.has(c)) follow(s, c, res);
+        else if (!res.headersSent) res.shouldKeepAlive = false;
+      });
       for (const c of s.conns) {
-        if (c.res !== undefined && !c.res.headersSent) c.res.shouldKeepAlive = false;
+        c.idleSince = at;
+        const res = c.socket._httpMessage;
+        if (res) follow(s, c, res);
         settle(s, c);
       }
     }
@@ -181,7 +209,7 @@ const onTerm = () => {
   });
 };
 const arm = (server, kind) => {
-  const s = { server, conns: new Set(), sessions: new Set() };
+  const s = { server, kind, conns: new Set(), sessions: new Set() };
   servers.add(s);
   if (!armed) { armed = true; process.on("SIGTERM", onTerm); }
   server.on("close", () => { if (draining) finish(); });
@@ -193,32 +221,15 @@ const arm = (server, kind) => {
     });
     return;
   }
-  const conns = new Map();
   server.on(typeof server.setSecureContext === "function" ? "secureConnection" : "connection", (socket) => {
-    const c = { socket, active: 0, idleSince: performance.now(), timer: undefined, res: undefined };
+    const c = { socket, active: 0, idleSince: 0, timer: undefined };
     s.conns.add(c);
-    conns.set(socket, c);
+    socket[CONN] = c;
     socket.once("close", () => {
       clearTimeout(c.timer);
-      conns.delete(socket);
       if (s.conns.delete(c) && draining) finish();
     });
-    if (draining) settle(s, c);
-  });
-  server.prependListener("request", (req, res) => {
-    const c = conns.get(req.socket);
-    if (draining && !res.headersSent) res.shouldKeepAlive = false;
-    if (c === undefined) return;
-    c.active++;
-    c.res = res;
-    clearTimeout(c.timer);
-    c.timer = undefined;
-    res.once("close", () => {
-      c.active--;
-      if (c.res === res) c.res = undefined;
-      c.idleSince = performance.now();
-      settle(s, c);
-    });
+    if (draining) { c.idleSince = performance.now(); settle(s, c); }
   });
 };
 const track = (server, fd) => {
