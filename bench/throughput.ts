@@ -1,6 +1,8 @@
 /**
  * Figure 4 — request path: hello-world HTTP throughput through 2 workers,
- * ours vs raw cluster (and any other system asked for), alternating.
+ * ours vs raw cluster (and any other system asked for), alternating;
+ * ours-nodrain is ours with the workers' HTTP drain off (`drain: false`),
+ * and with --before=REF the package at that commit runs beside them.
  *
  * Load: autocannon (latest, from bench/.scratch/peers) in its own process on
  * 127.0.0.1, keep-alive connections, `--connections` of them, `--warmup-s`
@@ -12,7 +14,7 @@
  * (round-robin): the primary's share of the request path, not just the
  * workers'.
  *
- *   node bench/throughput.ts [--rounds=5] [--duration-s=10] [--connections=50] [--workers=2] [--systems=ours,raw] [--new-connections] [--quick]
+ *   node bench/throughput.ts [--rounds=5] [--duration-s=10] [--connections=50] [--workers=2] [--systems=ours,ours-nodrain,raw] [--new-connections] [--quick]
  */
 import {
   buildOurs,
@@ -37,7 +39,7 @@ import {
   writeResults
 } from "./lib/common.ts"
 import { autocannon } from "./lib/autocannon.ts"
-import { HTTP_WORKER, parseSystems, type SystemName, startSystem } from "./lib/systems.ts"
+import { chooseSystems, HTTP_WORKER, type SystemName, startSystem } from "./lib/systems.ts"
 
 requireNode()
 const rounds = num("rounds", 5, 1)
@@ -46,7 +48,7 @@ const warmupS = num("warmup-s", 3, 1)
 const connections = num("connections", 50, 10)
 const workers = num("workers", 2, 2)
 const newConnections = str("new-connections", "0") !== "0"
-const systems = parseSystems(list("systems", ["ours", "raw"]))
+const systems = await chooseSystems(["ours", "ours-nodrain", "raw"])
 watchdog(num("timeout", 1800, 300))
 
 const started = machine()

@@ -215,6 +215,8 @@ export const writeResults = (
   data: unknown,
   extra: ReadonlyArray<string> = []
 ): void => {
+  // `--result=NAME` writes NAME.md and NAME.json instead: a variant of a benchmark kept beside its default run.
+  name = str("result", name)
   mkdirSync(RESULTS, { recursive: true })
   const command = commandLine()
   const md = [

@@ -44,13 +44,23 @@ import {
   waitFor
 } from "./common.ts"
 
-export type SystemName = "ours" | "ours-bundled" | "ours-deep" | "before" | "before-bundled" | "raw" | "throng" | "pm2"
+export type SystemName =
+  | "ours"
+  | "ours-bundled"
+  | "ours-deep"
+  | "ours-nodrain"
+  | "before"
+  | "before-bundled"
+  | "raw"
+  | "throng"
+  | "pm2"
 export const ALL_SYSTEMS: ReadonlyArray<SystemName> = ["ours", "ours-bundled", "raw", "throng", "pm2"]
 const BEFORE_SYSTEMS: ReadonlyArray<SystemName> = ["before", "before-bundled"]
 
 export const isSystem = (s: string): s is SystemName =>
   (ALL_SYSTEMS as ReadonlyArray<string>).includes(s) ||
   s === "ours-deep" ||
+  s === "ours-nodrain" ||
   (BEFORE_SYSTEMS as ReadonlyArray<string>).includes(s)
 
 /** The compiled package at the "before" commit (bench/lib/before.ts), when a run built it. */
@@ -60,7 +70,7 @@ export const parseSystems = (names: ReadonlyArray<string>): Array<SystemName> =>
   names.map((s) => {
     if (!isSystem(s))
       throw new Error(
-        `unknown system ${s}: use ours, ours-bundled, ours-deep, before, before-bundled, raw, throng or pm2`
+        `unknown system ${s}: use ours, ours-bundled, ours-deep, ours-nodrain, before, before-bundled, raw, throng or pm2`
       )
     if ((BEFORE_SYSTEMS as ReadonlyArray<string>).includes(s) && beforeDist() === undefined)
       throw new Error(`system ${s} runs the package at another commit: give --before=REF (e.g. --before=4fdb599)`)
@@ -150,6 +160,8 @@ const PRIMARY_SCRIPTS: Record<Exclude<SystemName, "pm2" | "before" | "before-bun
   ours: "ours-primary.mjs",
   "ours-bundled": OURS_BUNDLED_PRIMARY,
   "ours-deep": "ours-primary.mjs",
+  // Ours with the workers' HTTP drain off (drain: false): what the drain costs a request.
+  "ours-nodrain": "ours-primary.mjs",
   raw: "raw-primary.cjs",
   throng: "throng-primary.cjs"
 }
@@ -170,6 +182,7 @@ export const startPrimary = (system: string, script: string, options: StartOptio
     // A build of the package other than this tree's (startWithDist), when asked.
     BENCH_OURS_DIST: options.env?.BENCH_OURS_DIST ?? OURS_DIST,
     BENCH_OURS_ENTRY: system.endsWith("-deep") ? "deep" : "public",
+    ...(system === "ours-nodrain" ? { BENCH_OURS_DRAIN: "0" } : {}),
     BENCH_PEERS: PEERS
   }
   delete env.NODE_OPTIONS
