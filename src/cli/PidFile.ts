@@ -94,9 +94,8 @@ const inspect = (file: string): Existing => {
 
 /** Creates a new file with a random name beside `file` holding our pid; returns its path. */
 const writeTemp = (file: string): string => {
-  // Unguessable is not needed (O_EXCL and O_NOFOLLOW refuse whatever is there), only unlikely to clash;
-  // and node:crypto would cost every start ~7 ms to load.
-  const unique = `${process.pid.toString(36)}${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`
+  // Web Crypto's global, read here: only a prefork with a pid file loads it (node:crypto costs every start ~7 ms).
+  const unique = Buffer.from(globalThis.crypto.getRandomValues(new Uint8Array(8))).toString("hex")
   const temp = Path.join(Path.dirname(file), `.${Path.basename(file)}.${unique}.tmp`)
   const fd = Fs.openSync(
     temp,
