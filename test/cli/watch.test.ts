@@ -33,9 +33,11 @@ describe("prefork --watch (real processes, real files)", () => {
         ])
         yield* stderrHas(p, "Starting 2 processes")
         yield* stderrHas(p, `Watching ${src} for changes`)
-        // The workers themselves (not the watchdog, which also carries the tag), once both are spawned.
+        // The workers themselves (not prefork or the watchdog, which also carry the tag), once both are spawned.
         const workers = () =>
           pidsWithTag(p.tag).filter((pid) => {
+            // prefork's own command line names the worker's script too.
+            if (pid === p.pid) return false
             try {
               return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("forever.js")
             } catch {
