@@ -56,11 +56,16 @@ describe("prefork ctl (real processes)", () => {
           // Private once listening (until then the 0700 directory keeps everyone else out).
           yield* eventually(() => (existsSync(path) && (lstatSync(path).mode & 0o777) === 0o600 ? true : undefined))
           assert.strictEqual(lstatSync(Path.dirname(path)).mode & 0o777, 0o700)
-          // A first client stays connected, idle, all along.
-          const idle = Net.connect(path)
-          yield* Effect.addFinalizer(() => Effect.sync(() => idle.destroy()))
           const status = ctl(p.runtimeDir, ["status"])
           assert.strictEqual(status.code, 0, status.stderr)
+          // From here on a first client stays connected, idle, all along. (Connected once prefork answered: the
+          // socket's file exists a moment before it listens, and a connect then is refused.)
+          const idle = Net.connect(path)
+          idle.on("error", () => {})
+          yield* Effect.addFinalizer(() => Effect.sync(() => idle.destroy()))
+          yield* Effect.callback<void>((resume) => {
+            idle.once("connect", () => resume(Effect.void))
+          }).pipe(Effect.timeout("10 seconds"), Effect.orDie)
           const lines = status.stdout.trim().split("\n")
           assert.match(lines[0]!, /^TASK +PID +STATE +RESTARTS +UPTIME +CPU +RSS +LAST EXIT$/)
           assert.strictEqual(lines.length, 3)

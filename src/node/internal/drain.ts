@@ -35,14 +35,14 @@
  *     quiet for {@link IDLE_MS}, counted from the drain's start or its last
  *     response: a client that reuses it meanwhile gets its answer, with
  *     `Connection: close`;
+ *   - HTTP/2 sessions get GOAWAY (`session.close()`), which lets their open
+ *     streams finish;
+ *   - upgraded connections (WebSockets) and raw TCP servers are left alone.
  *   Until SIGTERM the drain does nothing per request: it notes each
  *   connection (one listener per server, one per connection), and finds
  *   the request in flight on a connection when the drain starts (the
  *   response Node is writing on it, `socket._httpMessage`). A listener for
  *   requests is added only then.
- *   - HTTP/2 sessions get GOAWAY (`session.close()`), which lets their open
- *     streams finish;
- *   - upgraded connections (WebSockets) and raw TCP servers are left alone.
  *   When no HTTP server listens and no HTTP connection is left, a worker
  *   with no SIGTERM listener of its own kills itself with SIGTERM again, by
  *   Node's default action: it ends `Signaled{SIGTERM}`, as it would have at
