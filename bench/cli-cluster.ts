@@ -24,6 +24,7 @@ import {
   awaitDistinctPids,
   buildCommand,
   buildOurs,
+  commandSystems,
   ensurePeers,
   finish,
   fmt,
@@ -42,7 +43,7 @@ import {
   ROOT,
   rotate,
   scratchDir,
-  sleep,
+  stopGroup,
   stats,
   type Table,
   track,
@@ -59,18 +60,7 @@ const rounds = num("rounds", 7, 1)
 const sizes = numList("workers", [2, 4], [2])
 const ALL = ["prefork", "prefork-before", "raw", "throng", "pm2"] as const
 type System = (typeof ALL)[number]
-const systems = list("systems", [
-  "prefork",
-  ...(BEFORE_BIN === undefined ? [] : ["prefork-before"]),
-  "raw",
-  "throng",
-  "pm2"
-]).map((s) => {
-  if (!(ALL as ReadonlyArray<string>).includes(s)) throw new Error(`unknown system ${s}: use ${ALL.join(", ")}`)
-  if (s === "prefork-before" && BEFORE_BIN === undefined)
-    throw new Error("system prefork-before runs the package at another commit: give --before=REF")
-  return s as System
-})
+const systems = commandSystems<System>(ALL, ["prefork", "raw", "throng", "pm2"])
 watchdog(num("timeout", 1200, 300))
 
 const started = machine()
@@ -95,22 +85,7 @@ const startCommand = (system: "prefork" | "prefork-before", workers: number, por
       detached: true
     })
   )
-  const stop = async () => {
-    const exited = new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) resolve()
-      else child.once("exit", () => resolve())
-    })
-    child.kill("SIGTERM")
-    const inTime = await Promise.race([exited.then(() => true), sleep(10_000).then(() => false)])
-    if (!inTime) note(`${system} pid ${child.pid} did not stop within 10 s: killing its group`)
-    try {
-      process.kill(-child.pid!, "SIGKILL")
-    } catch {
-      // gone
-    }
-    await Promise.race([exited, sleep(2000)])
-  }
-  return { t0, stop }
+  return { t0, stop: () => stopGroup(child) }
 }
 
 type Sample = { system: System; workers: number; round: number; ms: number }

@@ -44,6 +44,7 @@ import {
   buildCommand,
   buildOurs,
   childrenOf,
+  commandSystems,
   finish,
   FIXTURES,
   fmt,
@@ -64,6 +65,7 @@ import {
   ROOT,
   rotate,
   scratchDir,
+  stopGroup,
   sleep,
   stats,
   str,
@@ -93,20 +95,7 @@ const ALL = [
 ] as const
 type System = (typeof ALL)[number]
 const BEFORE_BIN = process.env.BENCH_BEFORE_BIN || undefined
-const systems = list("systems", [
-  "prefork",
-  ...(BEFORE_BIN === undefined ? [] : ["prefork-before"]),
-  "floor-cli",
-  "floor-effect",
-  "raw"
-]).map((s) => {
-  if (!(ALL as ReadonlyArray<string>).includes(s)) throw new Error(`unknown system ${s}: use ${ALL.join(", ")}`)
-  if (s === "prefork-before" && BEFORE_BIN === undefined)
-    throw new Error(
-      "system prefork-before runs the package at another commit: give --before=REF (e.g. --before=4fdb599)"
-    )
-  return s as System
-})
+const systems = commandSystems<System>(ALL, ["prefork", "floor-cli", "floor-effect", "raw"])
 watchdog(num("timeout", 1200, 300))
 
 const started = machine()
@@ -165,23 +154,6 @@ const env = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => {
 const startSupervisor = (args: ReadonlyArray<string>, extra: Record<string, string> = {}): ChildProcess =>
   track(spawn(process.execPath, args, { env: env(extra), stdio: ["ignore", "ignore", "ignore"], detached: true }))
 
-/** SIGTERM, then bounded waiting; whatever is left of its group is killed. */
-const stopSupervisor = async (child: ChildProcess): Promise<void> => {
-  const exited = new Promise<void>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve()
-    else child.once("exit", () => resolve())
-  })
-  child.kill("SIGTERM")
-  const inTime = await Promise.race([exited.then(() => true), sleep(10_000).then(() => false)])
-  if (!inTime) note(`pid ${child.pid} did not stop within 10 s: killing its group`)
-  try {
-    process.kill(-child.pid!, "SIGKILL")
-  } catch {
-    // gone
-  }
-  await Promise.race([exited, sleep(2000)])
-}
-
 // ---------------------------------------------------------------------------
 // 1. --version, spawn to exit
 
@@ -223,7 +195,7 @@ for (let round = 0; round < rounds; round++) {
         starts.push({ system, workers, round, ms: last - t0 })
         note(`round ${round + 1}/${rounds} N=${workers} ${system}: ${fmt(last - t0)} ms`)
       } finally {
-        await stopSupervisor(child)
+        await stopGroup(child)
       }
     }
   }
@@ -291,7 +263,7 @@ for (let round = 0; round < idleRounds; round++) {
         `idle round ${round + 1}/${idleRounds} ${system}: RSS ${fmt(sample.rssMiB)} MiB, PSS ${fmt(sample.pssMiB)} MiB`
       )
     } finally {
-      await stopSupervisor(child)
+      await stopGroup(child)
     }
   }
 }

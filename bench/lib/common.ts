@@ -714,3 +714,41 @@ export const readStamp = (dir: string, pid: number): Promise<number> =>
     5000,
     5
   )
+
+/**
+ * Stops a supervising process started in its own group (`detached`): SIGTERM,
+ * then bounded waiting (10 s); whatever is left of its group is killed.
+ */
+export const stopGroup = async (child: ChildProcess): Promise<void> => {
+  const exited = new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve()
+    else child.once("exit", () => resolve())
+  })
+  child.kill("SIGTERM")
+  const inTime = await Promise.race([exited.then(() => true), sleep(10_000).then(() => false)])
+  if (!inTime) note(`pid ${child.pid} did not stop within 10 s: killing its group`)
+  try {
+    process.kill(-child.pid!, "SIGKILL")
+  } catch {
+    // gone
+  }
+  await Promise.race([exited, sleep(2000)])
+}
+
+/**
+ * The systems of a benchmark of the command (`--systems`, else `defaults`
+ * with `prefork-before` after `prefork` when a before build is there), each
+ * one of `all`; `prefork-before` only with a before build (`--before=REF`).
+ */
+export const commandSystems = <S extends string>(all: ReadonlyArray<S>, defaults: ReadonlyArray<S>): Array<S> => {
+  const before = process.env.BENCH_BEFORE_BIN !== undefined
+  const withBefore = defaults.flatMap((s) => (s === "prefork" && before ? [s, "prefork-before"] : [s]))
+  return list("systems", withBefore).map((s) => {
+    if (!(all as ReadonlyArray<string>).includes(s)) throw new Error(`unknown system ${s}: use ${all.join(", ")}`)
+    if (s === "prefork-before" && !before)
+      throw new Error(
+        "system prefork-before runs the package at another commit: give --before=REF (e.g. --before=4fdb599)"
+      )
+    return s as S
+  })
+}
