@@ -22,27 +22,23 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as Path from "node:path"
 import {
   awaitDistinctPids,
-  buildCommand,
   buildOurs,
   commandSystems,
   ensurePeers,
   finish,
+  installedPrefork,
   fmt,
   freePort,
-  installPackage,
   list,
   machine,
   note,
   now,
   num,
   numList,
-  OURS_DIST,
   printTable,
   ratio,
   requireNode,
-  ROOT,
   rotate,
-  scratchDir,
   stopGroup,
   stats,
   type Table,
@@ -65,9 +61,8 @@ watchdog(num("timeout", 1200, 300))
 
 const started = machine()
 await buildOurs()
-buildCommand()
-const PKG = Path.join(scratchDir("installed"), "node_modules", "effect-prefork")
-installPackage(ROOT, OURS_DIST, PKG)
+// The package as npm installs it: node_modules/effect-prefork/{package.json, bin, dist}, the bundle built now.
+const PKG = installedPrefork()
 if (systems.includes("throng") || systems.includes("pm2")) ensurePeers()
 
 const bin = (system: "prefork" | "prefork-before"): string =>

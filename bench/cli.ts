@@ -41,15 +41,14 @@ import * as Path from "node:path"
 import { bundleProgram } from "../scripts/build-cli.mjs"
 import {
   awaitDistinctPids,
-  buildCommand,
   buildOurs,
   childrenOf,
   commandSystems,
   finish,
+  installedPrefork,
   FIXTURES,
   fmt,
   freePort,
-  installPackage,
   list,
   machine,
   mib,
@@ -57,7 +56,6 @@ import {
   now,
   num,
   numList,
-  OURS_DIST,
   printTable,
   procSample,
   ratio,
@@ -102,10 +100,7 @@ const started = machine()
 await buildOurs()
 
 // The package as npm installs it: node_modules/effect-prefork/{package.json, bin, dist}, the bundle built now.
-buildCommand()
-const PKG = Path.join(scratchDir("installed"), "node_modules", "effect-prefork")
-installPackage(ROOT, OURS_DIST, PKG)
-// Effect and @effect/platform-node resolve from the repository's node_modules, as from an app's.
+const PKG = installedPrefork()
 const BASE = Path.join(scratchDir("base"), "node_modules", "effect-prefork")
 if (str("save-base", "") !== "") {
   rmSync(BASE, { recursive: true, force: true })

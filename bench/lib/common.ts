@@ -752,3 +752,15 @@ export const commandSystems = <S extends string>(all: ReadonlyArray<S>, defaults
     return s as S
   })
 }
+
+/**
+ * This tree's command built (the bundle) and installed as npm installs it, in
+ * bench/.scratch/installed/node_modules/effect-prefork: its path. Effect and
+ * @effect/platform-node resolve from the repository's node_modules, as from an app's.
+ */
+export const installedPrefork = (): string => {
+  buildCommand()
+  const pkg = Path.join(scratchDir("installed"), "node_modules", "effect-prefork")
+  installPackage(ROOT, OURS_DIST, pkg)
+  return pkg
+}

@@ -166,7 +166,6 @@ interface Running {
   closing: boolean
   /** Lines that may wait (`forget`, `settled`): written with the next line that may not, or on the next turn. */
   later: string
-  flushing: boolean
 }
 
 /**
@@ -209,8 +208,7 @@ export const make: Effect.Effect<Watchdog, never, Scope.Scope> = Effect.gen(func
       child,
       exited: Deferred.makeUnsafe<void>(),
       closing: false,
-      later: "",
-      flushing: false
+      later: ""
     }
     const gone = (why: string | undefined) => {
       if (current === running) current = undefined
@@ -249,13 +247,13 @@ export const make: Effect.Effect<Watchdog, never, Scope.Scope> = Effect.gen(func
    */
   const sendLater = (running: Running | undefined, line: string) => {
     if (running === undefined || running.closing) return
+    const first = running.later === ""
     running.later += line
-    if (running.flushing) return
-    running.flushing = true
-    setImmediate(() => {
-      running.flushing = false
-      if (running.later !== "") send(running, "")
-    }).unref()
+    // One turn per batch: a line added to lines already waiting goes with them.
+    if (first)
+      setImmediate(() => {
+        if (running.later !== "") send(running, "")
+      }).unref()
   }
 
   /** Drops a reference; the last one closes the pipe. Returns the watchdog that is now exiting, if any. */
